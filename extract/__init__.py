@@ -1,0 +1,1 @@
+"""Extraction stage: corpus readers, media decoding, frozen encoders, the store writer loop."""

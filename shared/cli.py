@@ -1,0 +1,132 @@
+"""`cmarr-store`: inspect, verify, pack and convert feature stores.
+
+Exit codes: 0 ok, 1 the store is damaged or incomplete, 2 usage or config error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cmarr.shared.console import ProgressReporter, err_console, reports_errors
+from cmarr.shared.errors import EXIT_FAILURE
+from cmarr.shared.store.mmin import export_h5, import_mmin
+from cmarr.shared.store.pack import pack_store
+from cmarr.shared.store.reader import FeatureStore
+from cmarr.shared.store.summary import summarize
+from cmarr.shared.store.verify import verify_store
+
+app = typer.Typer(
+    help="Inspect, verify, pack and convert cmarr feature stores (Zarr v3, schema v1).\n\n"
+    "Exit codes: 0 ok, 1 damaged or incomplete store, 2 usage or config error.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+StoreArg = Annotated[str, typer.Argument(help="Store: a directory, a .zarr.zip file, or an fsspec URL.")]
+
+
+@app.command()
+@reports_errors
+def info(
+    store: StoreArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
+) -> None:
+    """Describe a store: utterances per class and session, modalities (dim, frames, status), provenance."""
+    summary = summarize(FeatureStore.open(store, allow_incomplete=True))
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(f"[bold]{summary['location']}[/]  corpus {summary['corpus']}, {summary['utterances']} utterances")
+    _print_counts("class", summary["per_class"])
+    _print_counts("session", summary["per_session"])
+    table = Table("modality", "encoder", "dim", "dtype", "frames", "mean frames", "ok", "missing", "failed", "pending")
+    for name, m in summary["modalities"].items():
+        if not m["finalized"]:
+            table.add_row(name, m["spec"].get("encoder", ""), "", "", f"unfinished ({m['staged_parts']} parts)", "", "", "", "", "")
+            continue
+        s = m["status"]
+        table.add_row(
+            name, m["spec"]["encoder"], str(m["dim"]), m["dtype"], str(m["frames"]),
+            f"{m['frames_per_utterance']['mean']:.1f}", str(s["ok"]), str(s["missing-input"] + s["no-face"]),
+            str(s["failed"]), str(s["pending"]),
+        )
+    console.print(table)
+    prov = summary["provenance"]
+    console.print(
+        f"created {prov['created']}  cmarr {prov['software']['cmarr_version']} ({prov['software']['git_sha']})  "
+        f"config {str(prov['config_hash'])[:12]}  fingerprint {prov['fingerprint']}"
+    )
+
+
+def _print_counts(title: str, counts: dict[str, int]) -> None:
+    table = Table(title, "utterances")
+    for key, value in counts.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+@reports_errors
+def verify(
+    store: StoreArg,
+    quick: Annotated[bool, typer.Option(help="Skip the per-chunk checksums (structure only).")] = False,
+) -> None:
+    """Check schema, offsets, status and every chunk's checksum; exit 1 on any damage or an unfinished write."""
+    report = verify_store(store, checksums=not quick)
+    for line in report.problems:
+        err_console.print(f"[red]corrupt:[/] {line}", highlight=False)
+    for line in report.incomplete:
+        err_console.print(f"[yellow]incomplete:[/] {line}", highlight=False)
+    if not report.ok:
+        err_console.print(f"{store}: {report.state}")
+        raise typer.Exit(EXIT_FAILURE)
+    console.print(f"{store}: ok ({report.chunks_checked} chunks checked)")
+
+
+@app.command()
+@reports_errors
+def pack(
+    store: Annotated[Path, typer.Argument(help="A finished directory store.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Zip to write (default: STORE.zip).")] = None,
+) -> None:
+    """Pack a finished directory store into one uncompressed .zarr.zip that cmarr reads directly."""
+    path = pack_store(store, out)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command("import-mmin")
+@reports_errors
+def import_mmin_cmd(
+    root: Annotated[Path, typer.Argument(help="MMIN feature folder with A/, V/, L/ and target/<cv>/.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Store directory to create.")],
+    classes: Annotated[str, typer.Option(help="Class names in the one-hot order, comma-separated.")] = "ang,hap,neu,sad",
+    audio: Annotated[str | None, typer.Option(help="Stem of the A/ file when there are several.")] = None,
+    video: Annotated[str | None, typer.Option(help="Stem of the V/ file when there are several.")] = None,
+    text: Annotated[str | None, typer.Option(help="Stem of the L/ file when there are several.")] = None,
+    dtype: Annotated[str, typer.Option(help="float16 (half the bytes) or float32 (bit-exact).")] = "float16",
+    corpus: Annotated[str, typer.Option(help="Corpus name recorded in the store.")] = "mmin",
+) -> None:
+    """Import MMIN's published HDF5 features (one dataset per utterance id) into a new store."""
+    files = {k: v for k, v in {"A": audio, "V": video, "L": text}.items() if v}
+    with ProgressReporter("utterances") as progress:
+        counts = import_mmin(root, out, tuple(classes.split(",")), files, dtype, corpus, progress=progress.update)
+    for modality, c in counts.items():
+        console.print(f"{modality}: {c['ok']} ok, {c['missing_input']} missing")
+    console.print(f"wrote {out}")
+
+
+@app.command("export-h5")
+@reports_errors
+def export_h5_cmd(
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write A/, V/, L/ and target/ into.")],
+) -> None:
+    """Export a store in MMIN's HDF5 layout (float32, one dataset per utterance id, target/<cv>/ files)."""
+    console.print(f"wrote {export_h5(store, out)}")

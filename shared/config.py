@@ -1,0 +1,207 @@
+"""The typed schema of `pipeline.toml`, its loader, and command-line overrides.
+
+Every section is a frozen pydantic model with `extra="forbid"`, so a misspelt key or a wrong type
+fails at load time naming the key and the file. The defaults below are the paper's and equal the
+shipped `pipeline.toml` (a test holds them together). What a run records is the *resolved*
+config: file + overrides, dumped back to TOML.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cmarr.shared.errors import ConfigError
+from cmarr.shared.provenance import text_sha256
+
+DEFAULT_CONFIG_NAME = "pipeline.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- store
+
+
+class StoreConfig(Section):
+    dir: str = "store"  # where `cmarr-extract` writes <corpus>.zarr
+    dtype: Literal["float16", "float32"] = "float16"  # feature values on disk
+    chunk_frames: int = Field(2048, gt=0)  # rows per chunk along the frame axis
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+class TextEncoderConfig(Section):
+    model: str = "bert-base-uncased"  # hub id or local directory (transformers AutoModel)
+    revision: str = "main"
+    layer: int = -1  # hidden-state index; -1 = last layer
+    max_length: int = Field(512, gt=2)  # tokens per utterance, [CLS]/[SEP] included
+    max_tokens_per_batch: int = Field(8192, gt=0)  # length-sorted batches stay under this
+
+
+class AudioEncoderConfig(Section):
+    model: str = "facebook/wav2vec2-base"
+    revision: str = "main"
+    layer: int = -1
+    sample_rate: int = Field(16000, gt=0)  # wav2vec2 was trained at 16 kHz
+    max_samples_per_batch: int = Field(1_600_000, gt=0)  # 100 s of audio per forward pass
+    max_window_seconds: float = Field(30.0, gt=0)  # longer utterances run in windows (memory)
+
+
+class VideoEncoderConfig(Section):
+    checkpoint: str = "checkpoints/denseface-ferplus.pt"  # DenseNet-FER+ weights (`cmarr-fer train`)
+    fps: float = Field(10.0, gt=0)  # frames sampled per second for face detection
+    face_size: int = Field(64, gt=0)  # grey square crop fed to the DenseNet
+    mean: float = 131.0754  # FER+ pixel statistics (Denseface normalisation)
+    std: float = 47.858177
+    min_face_prob: float = Field(0.9, ge=0, le=1)  # MTCNN confidence to accept a face
+    select: Literal["largest", "confident"] = "largest"
+    frames_per_batch: int = Field(256, gt=0)  # face crops per DenseNet forward pass
+
+
+class ExtractConfig(Section):
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast dtype on CUDA; ignored on CPU
+    num_workers: int = Field(2, ge=0)  # DataLoader processes that decode media
+    modalities: list[Literal["text", "audio", "video"]] = ["text", "audio", "video"]
+    profile: Literal["real", "demo"] = "real"  # demo = small offline stand-in encoders
+    text: TextEncoderConfig = TextEncoderConfig()
+    audio: AudioEncoderConfig = AudioEncoderConfig()
+    video: VideoEncoderConfig = VideoEncoderConfig()
+
+
+# --------------------------------------------------------------------------- training
+
+
+class ModelConfig(Section):
+    width: int = Field(128, gt=0)  # uncertainty module width (paper: 128)
+    heads: int = Field(8, gt=0)  # attention heads in the uncertainty module
+    latent_dim: int = Field(64, gt=0)  # common width D of the projections and flows
+    latent_len: int = Field(50, gt=0)  # common length T after masked adaptive pooling
+    kernel_size: int = Field(5, gt=0)  # Conv1d projection kernel ("same" padding)
+    flow_steps: int = Field(32, gt=0)  # Glow steps per modality (DiCMoR's count)
+    flow_hidden: int = Field(64, gt=0)  # coupling subnet channels
+    rcab_blocks: int = Field(20, gt=0)  # residual channel-attention blocks (one group)
+    rcab_reduction: int = Field(16, gt=0)  # channel-attention squeeze ratio
+    fusion_heads: int = Field(4, gt=0)
+    proj_dim: int = Field(128, gt=0)  # SPCL projection width
+    dropout: float = Field(0.1, ge=0, lt=1)
+    alignment: Literal["distribution", "point"] = "distribution"  # Table 3 "w/ Point" = point
+    umc_attention: bool = True  # Table 3 "w/o attention" switches the UMC's attention off
+
+
+class LossConfig(Section):
+    alpha: float = Field(1.0, ge=0)  # UDCL weight
+    beta: float = Field(0.1, ge=0)  # SPCL weight (section 4.2; 4.5 calls 0.5 optimal)
+    lambda_rec: float = Field(10.0, ge=0)  # reconstruction weight
+    w_nll: float = Field(0.1, ge=0)  # flow Gaussian NLL weight (flows get no gradient without it)
+    tau_init: float = Field(0.07, gt=0)  # UDCL learnable temperature, initial value
+    d2w_scale_init: float = -1 / 200  # a in S = a * D2W + b (must stay negative)
+    d2w_shift_init: float = 4.0  # b
+    spcl_temperature: float = Field(0.07, gt=0)
+
+
+class TrainConfig(Section):
+    preset: Literal["paper", "fast"] = "paper"
+    variant: Literal["cmarr", "baseline", "no-udcl", "no-spcl", "no-attention", "point"] = "cmarr"
+    seed: int = 0
+    lr: float = Field(1e-5, gt=0)
+    batch_size: int = Field(16, gt=0)
+    epochs: int = Field(100, gt=0)
+    patience: int = Field(10, gt=0)  # early stopping on validation UAR (missing conditions)
+    weight_decay: float = Field(0.0, ge=0)
+    val_rule: Literal["stratified", "other-speaker"] = "stratified"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    include_full_condition: bool = False  # also draw the full condition during training
+    device: str = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "bf16"
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+
+
+class PipelineConfig(Section):
+    """The whole of `pipeline.toml`."""
+
+    store: StoreConfig = StoreConfig()
+    extract: ExtractConfig = ExtractConfig()
+    train: TrainConfig = TrainConfig()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read `path` (default: ./pipeline.toml if present, else built-in defaults), apply
+    dotted-key overrides, validate. Raises ConfigError naming the file and the key."""
+    source, raw = _read_raw(path)
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value, source)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, source)) from None
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """`train.lr=1e-4` -> ('train.lr', 0.0001); the value is read as a TOML literal when it is one."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {assignment!r}")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()  # a bare word such as `cuda:1` is a string
+    return key.strip(), value
+
+
+def to_toml(config: PipelineConfig) -> str:
+    """The resolved config as TOML text (what stores and run directories record)."""
+    return tomli_w.dumps(config.model_dump(mode="json"))
+
+
+def config_hash(config: PipelineConfig) -> str:
+    return text_sha256(to_toml(config))
+
+
+def _read_raw(path: str | Path | None) -> tuple[str, dict[str, Any]]:
+    if path is None:
+        if not Path(DEFAULT_CONFIG_NAME).is_file():
+            return "<built-in defaults>", {}
+        path = DEFAULT_CONFIG_NAME
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    try:
+        return str(path), tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: override {key!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,36 @@
+"""Expected failures and the exit codes every cmarr command uses.
+
+Commands catch `CmarrError` at the top and print its message without a traceback: a corrupt
+store or a typo in `pipeline.toml` is the user's data talking, not a bug in cmarr.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command ran and found a problem (corrupt store, failed check)
+EXIT_USAGE = 2  # bad options or a bad config file
+EXIT_ITEMS_FAILED = 3  # extraction finished, but some items failed (see the summary)
+
+
+class CmarrError(Exception):
+    """An expected failure with a message for the user and an exit code."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(CmarrError):
+    """A config file or option that cannot be used (unknown key, wrong type, bad value)."""
+
+    exit_code = EXIT_USAGE
+
+
+class StoreError(CmarrError):
+    """A feature store that cannot be opened or read as schema v1."""
+
+
+class StoreIncompleteError(StoreError):
+    """A store whose write was interrupted: re-run the writer to complete it."""
+
+
+class InputDataError(CmarrError):
+    """A corpus or input file in the wrong format; the message names the file and line."""

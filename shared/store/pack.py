@@ -1,0 +1,34 @@
+"""Pack a finished directory store into one uncompressed `.zarr.zip` for sharing.
+
+The zip is written beside the target under a temporary name and renamed into place, so an
+interrupted pack never leaves a half-written zip under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+from cmarr.shared.errors import StoreError
+from cmarr.shared.store.reader import FeatureStore
+
+
+def pack_store(directory: str | Path, out: str | Path | None = None) -> Path:
+    """Zip `directory` (a complete store) into `out` (default: `<directory>.zip`)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise StoreError(f"{directory}: pack takes a directory store")
+    FeatureStore.open(directory)  # refuses incomplete or foreign stores with a clear message
+    out = Path(out) if out else directory.with_name(directory.name + ".zip")
+    tmp = out.with_name(out.name + ".partial")
+    # Stored, not deflated: chunks are already compressed, and stored members can be read
+    # in place by offset, which is what makes a zip usable as a Zarr store.
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for root, dirs, files in os.walk(directory):
+            dirs.sort()
+            for name in sorted(files):
+                path = Path(root) / name
+                zf.write(path, path.relative_to(directory).as_posix())
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,66 @@
+"""What `cmarr-store info` reports: counts per class, session and modality, and provenance."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from cmarr.shared.store.reader import FeatureStore
+from cmarr.shared.store.schema import PARTS, Status
+
+
+def summarize(store: FeatureStore) -> dict[str, Any]:
+    """A JSON-ready description of the store (works on incomplete stores too)."""
+    utt = store.utterances
+    classes = store.classes
+    labels = utt["label"]
+    per_class = {c: int((labels == k).sum()) for k, c in enumerate(classes)}
+    if (labels < 0).any():
+        per_class["(unlabelled)"] = int((labels < 0).sum())
+    return {
+        "location": store.location,
+        "corpus": store.corpus,
+        "utterances": len(store),
+        "label_set": store.attrs.get("label_set"),
+        "per_class": per_class,
+        "per_session": dict(sorted(Counter(utt["session"].tolist()).items())),
+        "modalities": {m: _modality(store, m) for m in store.modality_names},
+        "provenance": {
+            k: store.attrs.get(k) for k in ("created", "software", "config_hash")
+        } | {"fingerprint": store.fingerprint()},
+    }
+
+
+def _modality(store: FeatureStore, name: str) -> dict[str, Any]:
+    group = store.root[name]
+    spec = dict(group.attrs.get("spec", {}))
+    if not group.attrs.get("finalized"):
+        parts = len(list(group[PARTS].group_keys())) if PARTS in group else 0
+        return {"finalized": False, "staged_parts": parts, "spec": spec}
+    reader = store.modality(name)
+    lengths = reader.lengths[reader.available]
+    return {
+        "finalized": True,
+        "dim": reader.dim,
+        "dtype": str(reader.values.dtype),
+        "frames": int(reader.offsets[-1]),
+        "frames_per_utterance": {
+            "mean": float(lengths.mean()) if len(lengths) else 0.0,
+            "min": int(lengths.min()) if len(lengths) else 0,
+            "max": int(lengths.max()) if len(lengths) else 0,
+        },
+        "status": {Status(s).name.lower().replace("_", "-"): int((reader.status == s).sum()) for s in Status},
+        "failures": len(group.attrs.get("failures", {})),
+        "bytes_stored": _stored_bytes(store, name),
+        "spec": spec,
+    }
+
+
+def _stored_bytes(store: FeatureStore, name: str) -> int | None:
+    """Bytes of the modality's arrays on disk (None when the backend cannot list sizes)."""
+    try:
+        return int(sum(np.sum([store.root[f"{name}/{a}"].nbytes_stored()]) for a in ("values", "offsets", "status")))
+    except Exception:
+        return None

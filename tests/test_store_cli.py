@@ -1,0 +1,70 @@
+"""`cmarr-store` as a user runs it: info --json counts, verify exit codes, pack, MMIN commands."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+from typer.testing import CliRunner
+
+from cmarr.shared.cli import app
+from cmarr.shared.store.synthetic import synthetic_table
+from tests.test_mmin import build_mmin
+
+runner = CliRunner()
+
+
+def test_info_json_reports_counts(small_store):
+    path, written = small_store
+    result = runner.invoke(app, ["info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    table = synthetic_table(60, seed=1)
+    assert info["utterances"] == 60
+    assert info["per_class"] == {c: int((table["label"] == k).sum()) for k, c in enumerate(("ang", "hap", "neu", "sad"))}
+    assert info["per_session"] == {f"Ses0{s}": 12 for s in range(1, 6)}
+    for name, feats in written.items():
+        m = info["modalities"][name]
+        ok = sum(f is not None for f in feats)
+        assert m["dim"] == feats[next(i for i, f in enumerate(feats) if f is not None)].shape[1]
+        assert m["frames"] == sum(len(f) for f in feats if f is not None)
+        assert m["status"]["ok"] == ok and m["status"]["missing-input"] == 60 - ok
+    assert info["provenance"]["software"]["cmarr_version"]
+    assert len(info["provenance"]["fingerprint"]) == 16
+
+
+def test_info_table_runs(small_store):
+    result = runner.invoke(app, ["info", str(small_store[0])])
+    assert result.exit_code == 0 and "audio" in result.stdout
+
+
+def test_verify_exit_codes(small_store):
+    path, _ = small_store
+    assert runner.invoke(app, ["verify", str(path)]).exit_code == 0
+    chunk = path / "video" / "values" / "c" / "1" / "0"
+    chunk.write_bytes(os.urandom(chunk.stat().st_size))
+    result = runner.invoke(app, ["verify", str(path)])
+    assert result.exit_code == 1
+    assert "video/values: chunk 1" in result.output
+
+
+def test_missing_store_is_a_message_not_a_traceback(tmp_path):
+    result = runner.invoke(app, ["info", str(tmp_path / "nope.zarr")])
+    assert result.exit_code == 1 and "no such store" in result.output and "Traceback" not in result.output
+
+
+def test_pack_then_verify_the_zip(small_store, tmp_path):
+    path, _ = small_store
+    out = tmp_path / "x.zarr.zip"
+    assert runner.invoke(app, ["pack", str(path), "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+
+
+def test_import_and_export_commands(tmp_path):
+    build_mmin(tmp_path / "mmin", np.random.default_rng(0))
+    r = runner.invoke(app, ["import-mmin", str(tmp_path / "mmin"), "--out", str(tmp_path / "s.zarr"), "--dtype", "float32"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["export-h5", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "h5")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "h5" / "A" / "comparE.h5").is_file()
