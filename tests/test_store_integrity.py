@@ -176,3 +176,12 @@ def test_retry_of_a_failed_item_merges_with_finalized_data(small_store):
     assert_same(fresh, reader.get(3))
     assert_same(written["audio"][4], reader.get(4))
     assert verify_store(str(path)).ok
+
+
+def test_finalize_without_new_parts_keeps_the_data(small_store):
+    path, written = small_store
+    spec = FeatureStore.open(path).modality("text").spec
+    before = FeatureStore.open(path).fingerprint()
+    counts = StoreWriter.open(path).modality("text", spec).finalize(32)
+    assert counts["ok"] == sum(f is not None for f in written["text"])
+    assert FeatureStore.open(path).fingerprint() == before

@@ -188,6 +188,8 @@ class ModalityWriter:
 
     def finalize(self, chunk_frames: int = 2048) -> dict[str, int]:
         """Lay out all staged parts in utterance order; returns status counts."""
+        if self.group.attrs.get("finalized"):
+            return dict(self.group.attrs["status_counts"])  # nothing staged since (write_part unfinalizes)
         plan = self._plan()
         n = self.store.n_utterances
         lengths = np.zeros(n, dtype=np.int64)
