@@ -1,15 +1,8 @@
 #!/usr/bin/env bash
-# The main job end to end on the built-in demo corpus, as far as the pipeline exists today.
+# The main job end to end on the built-in demo corpus: generate it (IEMOCAP layout), extract all
+# three modalities with the offline demo encoders, verify and describe the store.
 set -euo pipefail
 out="${1:-demo}"
-rm -rf "$out" && mkdir -p "$out"
-python3 - "$out" <<'PY'
-import sys
-from cmarr.shared.store.synthetic import write_synthetic_store, SyntheticModality
-write_synthetic_store(f"{sys.argv[1]}/synthetic.zarr", 200, {
-    "text": SyntheticModality(20, 32), "audio": SyntheticModality(80, 32), "video": SyntheticModality(30, 16, missing_rate=0.1)})
-PY
-cmarr-store verify "$out/synthetic.zarr"
-cmarr-store info "$out/synthetic.zarr"
-cmarr-store pack "$out/synthetic.zarr" --out "$out/synthetic.zarr.zip"
-cmarr-store verify "$out/synthetic.zarr.zip"
+cmarr-extract demo --out "$out"
+cmarr-store verify "$out/demo.zarr"
+cmarr-store info "$out/demo.zarr"

@@ -61,6 +61,9 @@ class VideoEncoderConfig(Section):
     mean: float = 131.0754  # FER+ pixel statistics (Denseface normalisation)
     std: float = 47.858177
     min_face_prob: float = Field(0.9, ge=0, le=1)  # MTCNN confidence to accept a face
+    min_face_size: int = Field(20, gt=0)  # smallest face MTCNN searches for, in pixels
+    depth: int = Field(100, gt=0)  # DenseNet-BC depth the checkpoint must have (Denseface: 100)
+    growth: int = Field(12, gt=0)  # DenseNet-BC growth rate the checkpoint must have
     select: Literal["largest", "confident"] = "largest"
     frames_per_batch: int = Field(256, gt=0)  # face crops per DenseNet forward pass
 

@@ -65,7 +65,7 @@ class ProgressReporter:
             return
         now = time.monotonic()
         start = self._start.setdefault(task, now)
-        rate = f"{done / max(now - start, 1e-9):.1f} {self.unit}/s"
+        rate = f"{done / (now - start):.1f} {self.unit}/s" if now - start > 0.5 else ""
         if self._progress is not None:
             if task not in self._tasks:
                 self._tasks[task] = self._progress.add_task(task, total=total, rate="")

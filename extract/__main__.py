@@ -1,0 +1,3 @@
+from cmarr.extract.cli import app
+
+app(prog_name="cmarr-extract")

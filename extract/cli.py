@@ -1,0 +1,118 @@
+"""`cmarr-extract`: a corpus on disk -> a feature store.
+
+Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 finished but some items failed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cmarr.extract.corpora.record import CorpusScan
+from cmarr.shared.config import load_config, parse_override
+from cmarr.shared.console import ProgressReporter, err_console, reports_errors
+from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
+from cmarr.shared.labels import get_label_set
+
+app = typer.Typer(
+    help="Extract per-utterance sequence features from a corpus into a feature store.\n\n"
+    "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 finished but some items failed.",
+    no_args_is_help=True, add_completion=False,
+)
+console = Console()
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the store (<corpus>.zarr is written inside).")]
+Config = Annotated[Path | None, typer.Option("--config", help="pipeline.toml to use (default: ./pipeline.toml).")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value (repeatable).")]
+Profile = Annotated[str | None, typer.Option(help="Encoders: real (the paper's) or demo (offline stand-ins).")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto (default from the config).")]
+Modalities = Annotated[str | None, typer.Option(help="Comma-separated subset, e.g. text,audio.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace a modality's features written with another encoder config.")]
+DryRun = Annotated[bool, typer.Option(help="Validate the corpus and print a JSON summary; run no encoder.")]
+Workers = Annotated[int | None, typer.Option(help="DataLoader processes decoding media.")]
+Labels = Annotated[str, typer.Option(help="Label set: 4class (paper), 6class or all.")]
+
+
+def _config(config, sets, profile, device, workers):
+    overrides = dict(parse_override(s) for s in sets or [])
+    for key, value in (("extract.profile", profile), ("extract.device", device), ("extract.num_workers", workers)):
+        if value is not None:
+            overrides[key] = value
+    from cmarr.extract.encoders.demo_models import apply_profile
+
+    return apply_profile(load_config(config, overrides))
+
+
+def _run(scan: CorpusScan, corpus: str, out: Path, label_set, cfg, modalities, overwrite, dry_run) -> None:
+    if dry_run:
+        print(json.dumps({"corpus": corpus, **scan.summary()}, indent=2))
+        return
+    for problem in scan.problems[:20]:
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    if not scan.records:
+        raise ConfigError(f"{corpus}: no utterances in the label set {label_set.name!r}")
+    from cmarr.extract.pipeline import extract
+
+    wanted = modalities.split(",") if modalities else None
+    if wanted and (bad := set(wanted) - {"text", "audio", "video"}):
+        raise ConfigError(f"--modalities: unknown {sorted(bad)} (use text, audio, video)")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{corpus}.zarr"
+    with ProgressReporter("utterances") as progress:
+        reports = extract(scan.records, path, corpus, label_set, cfg, wanted, overwrite, progress.update)
+    table = Table("modality", "encoded now", "ok", "missing-input", "no-face", "failed", "seconds", "in forward")
+    for r in reports:
+        c = r.counts
+        table.add_row(r.modality, str(r.encoded), str(c["ok"]), str(c["missing_input"]), str(c["no_face"]),
+                      str(c["failed"]), f"{r.seconds:.1f}", f"{r.forward_seconds:.1f}")
+    console.print(table)
+    failures = {(r.modality, u): why for r in reports for u, why in r.failures.items()}
+    for (modality, utt), why in list(failures.items())[:20]:
+        err_console.print(f"[red]failed[/] {modality} {utt}: {why}", highlight=False)
+    console.print(f"store: {path}")
+    if failures:
+        err_console.print(f"{len(failures)} items failed; re-run the same command to retry them")
+        raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+@app.command()
+@reports_errors
+def iemocap(
+    root: Annotated[Path, typer.Option(help="The IEMOCAP_full_release folder.")],
+    out: Out = Path("store"), label_set: Labels = "4class", config: Config = None, set_: Sets = None,
+    profile: Profile = None, device: Device = None, modalities: Modalities = None, overwrite: Overwrite = False,
+    dry_run: DryRun = False, num_workers: Workers = None,
+) -> None:
+    """IEMOCAP in its original layout (4-class by default: ang, hap+exc, neu, sad)."""
+    from cmarr.extract.corpora.iemocap import read_iemocap
+
+    labels = get_label_set(label_set)
+    cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
+    _run(read_iemocap(root, labels), "iemocap", out, labels, cfg, modalities, overwrite, dry_run)
+
+
+@app.command()
+@reports_errors
+def demo(
+    out: Out = Path("store"), config: Config = None, set_: Sets = None, device: Device = None,
+    modalities: Modalities = None, overwrite: Overwrite = False, dry_run: DryRun = False, num_workers: Workers = None,
+    corpus_dir: Annotated[Path | None, typer.Option(help="Where to generate the corpus (default: OUT/demo-corpus).")] = None,
+    utterances_per_dialog: Annotated[int, typer.Option(help="Labelled utterances per dialog (5 dialogs).")] = 24,
+    seed: Annotated[int, typer.Option(help="Seed of the generated corpus.")] = 0,
+) -> None:
+    """Generate the built-in demo corpus (IEMOCAP layout) and extract it with the demo encoders."""
+    from cmarr.extract.corpora.demo import generate_demo_corpus
+    from cmarr.extract.corpora.iemocap import read_iemocap
+
+    root = corpus_dir or out / "demo-corpus"
+    if not (root / "Session1").is_dir():
+        console.print(f"generating the demo corpus in {root}")
+        generate_demo_corpus(root, utterances_per_dialog=utterances_per_dialog, seed=seed)
+    labels = get_label_set("4class")
+    cfg = _config(config, set_, "demo", device, num_workers) if not dry_run else None
+    _run(read_iemocap(root, labels), "demo", out, labels, cfg, modalities, overwrite, dry_run)

@@ -1,0 +1,36 @@
+"""Frozen encoders, one per modality, chosen by name from the config (the registry below)."""
+
+from __future__ import annotations
+
+import torch
+
+from cmarr.extract.encoders.base import EncodeResult, Encoder, resolve_device
+from cmarr.shared.config import ExtractConfig
+
+
+def _text(cfg: ExtractConfig, device: torch.device) -> Encoder:
+    from cmarr.extract.encoders.text import TextEncoder
+
+    return TextEncoder(cfg.text, device, cfg.amp)
+
+
+def _audio(cfg: ExtractConfig, device: torch.device) -> Encoder:
+    from cmarr.extract.encoders.speech import SpeechEncoder
+
+    return SpeechEncoder(cfg.audio, device, cfg.amp)
+
+
+def _video(cfg: ExtractConfig, device: torch.device) -> Encoder:
+    from cmarr.extract.encoders.video import VideoEncoder
+
+    return VideoEncoder(cfg.video, device, cfg.amp)
+
+
+ENCODERS = {"text": _text, "audio": _audio, "video": _video}
+
+
+def build_encoder(modality: str, cfg: ExtractConfig, device: torch.device) -> Encoder:
+    return ENCODERS[modality](cfg, device)
+
+
+__all__ = ["ENCODERS", "EncodeResult", "Encoder", "build_encoder", "resolve_device"]

@@ -1,0 +1,86 @@
+"""The encoder interface and registry: each encoder is a name, a config section and a class.
+
+Work is split so the expensive parts overlap: `load` (decoding, in DataLoader worker processes),
+`encode` (the forward pass on the device, in the main process), writing (a background thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cmarr.extract.corpora.record import UtteranceRecord
+from cmarr.shared.store.schema import ModalitySpec, Status
+
+
+@dataclass
+class EncodeResult:
+    features: np.ndarray | None  # [frames, dim] float32, None when status is not OK
+    status: Status
+    reason: str = ""
+
+
+class Encoder(ABC):
+    """One modality's frozen encoder."""
+
+    modality: str
+    budget: int  # sum of item costs allowed in one batch
+
+    def __init__(self, device: torch.device, amp: str):
+        self.device = device
+        self.amp = amp
+        self.forward_seconds = 0.0  # time spent in forward passes (for the throughput report)
+
+    @abstractmethod
+    def spec(self) -> ModalitySpec: ...
+
+    @abstractmethod
+    def cost(self, record: UtteranceRecord) -> int:
+        """Cheap size estimate (tokens, samples, frames) for sorting and batch budgets."""
+
+    @abstractmethod
+    def loader(self) -> Callable[[UtteranceRecord], Any]:
+        """A picklable function that decodes one record's input (it runs in DataLoader worker
+        processes, so it must not hold the model); it raises to fail the item."""
+
+    @abstractmethod
+    def encode(self, inputs: list[Any]) -> list[EncodeResult]:
+        """Encode a batch of loaded inputs (None for items with no input)."""
+
+    def autocast(self):
+        """bf16/fp16 autocast on CUDA; a no-op on CPU, where it would only slow things down."""
+        if self.device.type != "cuda" or self.amp == "none":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    @contextlib.contextmanager
+    def timed(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.forward_seconds += time.perf_counter() - start
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available; `cuda:N` must exist."""
+    from cmarr.shared.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r} is not available on this machine")
+    return device

@@ -1,0 +1,143 @@
+"""Video: MTCNN faces on frames sampled at about 10 fps, grey crops through DenseNet-FER+ (Denseface).
+
+Frames without a face are dropped from the sequence; an utterance without any face gets the
+`no-face` status, a real missing modality.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from cmarr.extract.corpora.record import UtteranceRecord
+from cmarr.extract.encoders.base import EncodeResult, Encoder
+from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
+from cmarr.extract.media.video import read_frames
+from cmarr.shared.config import VideoEncoderConfig
+from cmarr.shared.errors import ConfigError
+from cmarr.shared.provenance import file_sha256
+from cmarr.shared.store.schema import ModalitySpec, Status
+
+
+def load_denseface(path: str | Path, cfg: VideoEncoderConfig) -> tuple[DenseNetBC, dict]:
+    """Load a Denseface checkpoint, refusing one whose architecture or normalisation disagrees
+    with the config (features from a different network would silently mix in the store)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"video checkpoint {path} not found (extract.video.checkpoint). DenseNet-FER+ weights are not\n"
+            "  published: train them with `cmarr-fer train` (see README), or use --profile demo for the\n"
+            "  offline stand-in encoders."
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        arch = DenseNetArch(**ckpt["arch"])
+        norm = ckpt["normalization"]
+    except Exception as err:
+        raise ConfigError(f"{path}: not a cmarr Denseface checkpoint ({err})") from None
+    expected = {"mean": cfg.mean, "std": cfg.std, "size": cfg.face_size}
+    if any(abs(float(norm[k]) - float(v)) > 1e-6 for k, v in expected.items()):
+        raise ConfigError(f"{path}: checkpoint normalises faces with {norm}, the config expects {expected}")
+    if (arch.depth, arch.growth, arch.input_size) != (cfg.depth, cfg.growth, cfg.face_size):
+        raise ConfigError(
+            f"{path}: checkpoint is DenseNet-BC depth {arch.depth} growth {arch.growth} on {arch.input_size}px, "
+            f"the config expects depth {cfg.depth} growth {cfg.growth} on {cfg.face_size}px"
+        )
+    net = DenseNetBC(arch)
+    net.load_state_dict(ckpt["state_dict"])
+    return net.eval(), ckpt
+
+
+def load_video(record: UtteranceRecord, fps: float) -> np.ndarray | None:
+    return None if record.video is None else read_frames(record.video, fps)
+
+
+class VideoEncoder(Encoder):
+    modality = "video"
+
+    def __init__(self, cfg: VideoEncoderConfig, device: torch.device, amp: str):
+        super().__init__(device, amp)
+        from facenet_pytorch import MTCNN
+
+        self.cfg = cfg
+        self.net, ckpt = load_denseface(cfg.checkpoint, cfg)
+        self.net.to(device)
+        self.arch = ckpt["arch"]
+        self.weights_sha256 = file_sha256(cfg.checkpoint)
+        self.mtcnn = MTCNN(keep_all=True, min_face_size=cfg.min_face_size, device=device)
+        self.budget = 4 * cfg.frames_per_batch  # sampled frames per batch (detection runs on them all)
+
+    def spec(self) -> ModalitySpec:
+        return ModalitySpec(
+            encoder=f"denseface:{Path(self.cfg.checkpoint).name}", dim=self.net.feature_dim,
+            weights_sha256=self.weights_sha256, frame_rate=self.cfg.fps,
+            extra={"detector": "facenet-pytorch MTCNN", "arch": self.arch, "face_size": self.cfg.face_size,
+                   "mean": self.cfg.mean, "std": self.cfg.std, "select": self.cfg.select,
+                   "min_face_prob": self.cfg.min_face_prob, "min_face_size": self.cfg.min_face_size},
+        )
+
+    def cost(self, record: UtteranceRecord) -> int:
+        v = record.video
+        if v is None:
+            return 0
+        if v.start is not None and v.end is not None:
+            return max(1, int((v.end - v.start) * self.cfg.fps))
+        return 10 * int(self.cfg.fps)  # unknown length: a guess, only used for ordering
+
+    def loader(self):
+        return partial(load_video, fps=self.cfg.fps)
+
+    @torch.inference_mode()
+    def encode(self, inputs: list[np.ndarray | None]) -> list[EncodeResult]:
+        faces = [self._faces(frames) if frames is not None else None for frames in inputs]
+        crops = [f for f in faces if f is not None and len(f)]
+        feats = self._features(torch.cat(crops)) if crops else None
+        results, row = [], 0
+        for f in faces:
+            if f is None:
+                results.append(EncodeResult(None, Status.MISSING_INPUT, "no video"))
+            elif not len(f):
+                results.append(EncodeResult(None, Status.NO_FACE, "no face in any sampled frame"))
+            else:
+                results.append(EncodeResult(feats[row : row + len(f)], Status.OK))
+                row += len(f)
+        return results
+
+    def _faces(self, frames: np.ndarray) -> torch.Tensor:
+        """Normalised grey face crops (N_faces, 1, S, S) for the frames in which a face is found."""
+        with self.timed():
+            boxes, probs = self.mtcnn.detect(list(frames))
+        crops = []
+        for frame, b, p in zip(frames, boxes, probs):
+            if b is None:
+                continue
+            b, p = np.asarray(b, float), np.asarray(p, float)
+            ok = p >= self.cfg.min_face_prob
+            if not ok.any():
+                continue
+            b, p = b[ok], p[ok]
+            areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            x0, y0, x1, y1 = b[np.argmax(areas if self.cfg.select == "largest" else p)]
+            crops.append(self._crop(frame, x0, y0, x1, y1))
+        size = self.cfg.face_size
+        return torch.stack(crops) if crops else torch.zeros((0, 1, size, size))
+
+    def _crop(self, frame: np.ndarray, x0, y0, x1, y1) -> torch.Tensor:
+        h, w = frame.shape[:2]
+        x0, y0 = max(0, int(x0)), max(0, int(y0))
+        x1, y1 = min(w, max(x0 + 1, int(round(x1)))), min(h, max(y0 + 1, int(round(y1))))
+        rgb = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).float()
+        grey = (rgb @ torch.tensor([0.299, 0.587, 0.114]))[None, None]  # (1, 1, h, w), ITU-R 601 luma
+        grey = F.interpolate(grey, size=(self.cfg.face_size,) * 2, mode="bilinear", align_corners=False)
+        return ((grey - self.cfg.mean) / self.cfg.std)[0]
+
+    def _features(self, crops: torch.Tensor) -> np.ndarray:
+        out = []
+        with self.timed(), self.autocast():
+            for lo in range(0, len(crops), self.cfg.frames_per_batch):
+                out.append(self.net.features(crops[lo : lo + self.cfg.frames_per_batch].to(self.device)).float().cpu())
+        return torch.cat(out).numpy()

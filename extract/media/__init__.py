@@ -1,0 +1,1 @@
+"""Decoding of audio and video inputs into arrays the encoders take."""

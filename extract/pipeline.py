@@ -1,0 +1,194 @@
+"""The extraction loop: corpus records -> encoders -> the feature store.
+
+Per modality: plan length-sorted batches over the whole corpus, skip batches whose items are all
+settled (resume), decode media in DataLoader workers, run the encoder in the main process, and
+hand results to a writer thread, so decoding, compute and writing overlap.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cmarr.extract.batching import plan_batches
+from cmarr.extract.corpora.record import UtteranceRecord
+from cmarr.extract.encoders import Encoder, EncodeResult, build_encoder, resolve_device
+from cmarr.shared.config import PipelineConfig, config_hash, to_toml
+from cmarr.shared.errors import StoreError
+from cmarr.shared.labels import LabelSet
+from cmarr.shared.store import FeatureStore, Status, StoreWriter, UtteranceTable
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class ModalityReport:
+    modality: str
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # utterance id -> reason
+    encoded: int = 0  # items encoded in this run (the rest were already settled)
+    seconds: float = 0.0
+    forward_seconds: float = 0.0
+
+
+def open_or_create_store(path: Path, records: list[UtteranceRecord], corpus: str, label_set: LabelSet,
+                         cfg: PipelineConfig) -> StoreWriter:
+    """Resume an existing store built from the same utterances, or create a new one."""
+    if (path / "zarr.json").is_file():
+        writer = StoreWriter.open(path)
+        stored = FeatureStore.open(path, allow_incomplete=True).utterances["id"].tolist()
+        if stored != [r.id for r in records]:
+            raise StoreError(f"{path}: this store holds a different utterance list than the corpus now reads "
+                             "(different corpus, label set or filters); choose another --out or remove it")
+        return writer
+    table = UtteranceTable.from_records([r.table_row(label_set.classes) for r in records])
+    return StoreWriter.create(path, table, corpus, label_set, to_toml(cfg), config_hash(cfg))
+
+
+def extract_modality(writer: StoreWriter, records: list[UtteranceRecord], encoder: Encoder, cfg: PipelineConfig,
+                     overwrite: bool = False, progress: Progress | None = None) -> ModalityReport:
+    start = time.perf_counter()
+    mw = writer.modality(encoder.modality, encoder.spec(), overwrite=overwrite)
+    settled = mw.settled()
+    costs = np.array([encoder.cost(r) for r in records], dtype=np.int64)
+    batches = [b for b in plan_batches(costs, encoder.budget) if not settled[b].all()]
+    report = ModalityReport(encoder.modality)
+    total, done = int((~settled).sum()), 0
+    if progress:
+        progress(encoder.modality, 0, total)
+    with _BackgroundWriter(mw) as sink:
+        for items, inputs, errors in _decoded(records, batches, encoder.loader(), cfg.extract.num_workers):
+            results = _encode_safely(encoder, inputs, errors)
+            todo = [k for k, i in enumerate(items) if not settled[i]]
+            sink.put([items[k] for k in todo], [results[k] for k in todo])
+            done += len(todo)
+            if progress:
+                progress(encoder.modality, done, total)
+    report.counts = mw.finalize(cfg.store.chunk_frames)
+    store = FeatureStore.open(writer.path, allow_incomplete=True)
+    report.failures = dict(store.root[encoder.modality].attrs.get("failures", {}))
+    report.encoded, report.seconds, report.forward_seconds = done, time.perf_counter() - start, encoder.forward_seconds
+    return report
+
+
+def extract(records: list[UtteranceRecord], out: Path, corpus: str, label_set: LabelSet, cfg: PipelineConfig,
+            modalities: list[str] | None = None, overwrite: bool = False,
+            progress: Progress | None = None) -> list[ModalityReport]:
+    """Extract every requested modality of `records` into the store at `out`."""
+    device = resolve_device(cfg.extract.device)
+    writer = open_or_create_store(out, records, corpus, label_set, cfg)
+    reports = []
+    for modality in modalities or cfg.extract.modalities:
+        encoder = build_encoder(modality, cfg.extract, device)
+        reports.append(extract_modality(writer, records, encoder, cfg, overwrite, progress))
+        del encoder  # one model in memory at a time
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return reports
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+class _BatchDecoder(torch.utils.data.Dataset):
+    """Decodes one planned batch per item; failures travel back as reasons, not exceptions."""
+
+    def __init__(self, records: list[UtteranceRecord], batches: list[np.ndarray], load: Callable):
+        self.records, self.batches, self.load = records, batches, load
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> tuple[list[int], list[Any], dict[int, str]]:
+        items, inputs, errors = [int(i) for i in self.batches[b]], [], {}
+        for k, i in enumerate(items):
+            try:
+                inputs.append(self.load(self.records[i]))
+            except FileNotFoundError as err:
+                inputs.append(None)
+                errors[k] = f"missing input file: {err}"
+            except Exception as err:  # a corrupt file fails its item, never the run
+                inputs.append(None)
+                errors[k] = str(err) or type(err).__name__
+        return items, inputs, errors
+
+
+def _identity(x):
+    return x
+
+
+def _decoded(records, batches, load, num_workers):
+    dataset = _BatchDecoder(records, batches, load)
+    if num_workers == 0 or len(batches) < 2:
+        return (dataset[b] for b in range(len(dataset)))
+    return torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, shuffle=False,
+                                       num_workers=min(num_workers, len(batches)), prefetch_factor=2)
+
+
+def _encode_safely(encoder: Encoder, inputs: list, errors: dict[int, str]) -> list[EncodeResult]:
+    """Encode a batch; if the batch fails as a whole, retry items alone so one bad input fails alone."""
+    failed = {k: EncodeResult(None, Status.FAILED, reason) for k, reason in errors.items()}
+    live = [k for k in range(len(inputs)) if k not in failed]
+    try:
+        out = encoder.encode([inputs[k] for k in live])
+        return [failed.get(k) or out[live.index(k)] for k in range(len(inputs))]
+    except Exception:
+        if len(live) <= 1:
+            for k in live:
+                failed[k] = EncodeResult(None, Status.FAILED, "encoder error")
+            return [failed[k] for k in range(len(inputs))]
+    results = []
+    for k in range(len(inputs)):
+        if k in failed:
+            results.append(failed[k])
+            continue
+        try:
+            results.append(encoder.encode([inputs[k]])[0])
+        except Exception as err:
+            results.append(EncodeResult(None, Status.FAILED, f"encoder error: {err}"))
+    return results
+
+
+class _BackgroundWriter:
+    """Writes staged parts on a thread so the encoder never waits for the disk."""
+
+    def __init__(self, mw):
+        self.mw = mw
+        self.queue: queue.Queue = queue.Queue(maxsize=4)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def put(self, items: list[int], results: list[EncodeResult]) -> None:
+        if self.error:
+            raise self.error
+        if items:
+            self.queue.put((items, results))
+
+    def _run(self) -> None:
+        while (job := self.queue.get()) is not None:
+            if self.error:
+                continue
+            items, results = job
+            try:
+                self.mw.write_part(items, [r.features for r in results], [r.status for r in results],
+                                   {i: r.reason for i, r in zip(items, results) if r.reason})
+            except BaseException as err:  # surfaced on the main thread
+                self.error = err
+
+    def __exit__(self, *exc) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error and exc[0] is None:
+            raise self.error

@@ -1,0 +1,83 @@
+"""Encoder contracts on offline models: padding invariance, layer choice, windows, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cmarr.extract.batching import padding_fraction, plan_batches
+from cmarr.extract.encoders.demo_models import minilm_path, save_denseface, tiny_wav2vec2
+from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
+from cmarr.extract.encoders.speech import SpeechEncoder
+from cmarr.extract.encoders.text import TextEncoder
+from cmarr.extract.encoders.video import load_denseface
+from cmarr.shared.config import AudioEncoderConfig, TextEncoderConfig, VideoEncoderConfig
+from cmarr.shared.errors import ConfigError
+from cmarr.shared.store.schema import Status
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("budget", [1, 50, 400])
+def test_batches_respect_the_budget_and_cover_every_item(budget):
+    rng = np.random.default_rng(0)
+    costs = rng.integers(0, 120, 300)
+    batches = plan_batches(costs, budget)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(300))
+    for b in batches:
+        assert len(b) == 1 or max(costs[b].max(), 1) * len(b) <= budget
+    assert padding_fraction(costs, batches) < 0.35 or budget < 120
+
+
+def test_text_features_do_not_depend_on_batch_padding():
+    enc = TextEncoder(TextEncoderConfig(model=str(minilm_path())), CPU, "none")
+    short = "I am so happy for you."
+    alone = enc.encode([short])[0]
+    batched = enc.encode(["This is a much longer sentence that forces a lot of padding onto the short one.", short, None])
+    assert alone.status == Status.OK and alone.features.shape == (7, 384)  # 7 word pieces, no [CLS]/[SEP]
+    np.testing.assert_allclose(batched[1].features, alone.features, atol=1e-5)
+    assert batched[2].status == Status.MISSING_INPUT
+
+
+def test_tiny_random_bert_from_a_local_directory_and_layer_choice(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    src = minilm_path()
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path / "bert")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / "bert" / name).write_bytes((src / name).read_bytes())
+    last = TextEncoder(TextEncoderConfig(model=str(tmp_path / "bert")), CPU, "none")
+    first = TextEncoder(TextEncoderConfig(model=str(tmp_path / "bert"), layer=1), CPU, "none")
+    a, b = last.encode(["hello there"])[0].features, first.encode(["hello there"])[0].features
+    assert a.shape == b.shape == (2, 32) and not np.allclose(a, b)
+    assert last.spec().dim == 32 and last.spec().layer == -1
+
+
+def test_long_speech_is_encoded_in_windows(tmp_path):
+    path = tiny_wav2vec2(tmp_path)
+    enc = SpeechEncoder(AudioEncoderConfig(model=str(path), max_window_seconds=1.0), CPU, "none")
+    wav = np.random.default_rng(0).standard_normal(16000 * 3 + 8000).astype(np.float32)
+    out = enc.encode([wav, wav[:100]])
+    assert out[0].features.shape == (3 * 49 + 24, 64)  # three 1 s windows (49 frames) + a 0.5 s tail
+    assert out[1].status == Status.MISSING_INPUT  # shorter than one frame
+
+
+def test_denseface_is_342_dimensional():
+    net = DenseNetBC().eval()
+    with torch.inference_mode():
+        assert net.features(torch.zeros(2, 1, 64, 64)).shape == (2, 342)
+
+
+def test_checkpoint_with_other_architecture_or_normalisation_is_refused(tmp_path):
+    small = DenseNetBC(DenseNetArch(depth=16))
+    save_denseface(small, tmp_path / "small.pt", classes=list("abcdefgh"))
+    with pytest.raises(ConfigError, match="depth 16 .* expects depth 100"):
+        load_denseface(tmp_path / "small.pt", VideoEncoderConfig())
+    with pytest.raises(ConfigError, match="normalises faces"):
+        load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16, mean=100.0))
+    net, _ = load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16))
+    assert net.feature_dim == small.feature_dim
