@@ -96,6 +96,41 @@ def iemocap(
     _run(read_iemocap(root, labels), "iemocap", out, labels, cfg, modalities, overwrite, dry_run)
 
 
+@app.command("msp-improv")
+@reports_errors
+def msp_improv(
+    root: Annotated[Path, typer.Option(help="The MSP-IMPROV folder (Evaluation.txt, Audio/, Video/ or sessionN/).")],
+    out: Out = Path("store"), label_set: Labels = "4class", config: Config = None, set_: Sets = None,
+    profile: Profile = None, device: Device = None, modalities: Modalities = None, overwrite: Overwrite = False,
+    dry_run: DryRun = False, num_workers: Workers = None,
+    types: Annotated[str, typer.Option(help="Recording types to keep: S (paper), R, T, P.")] = "S",
+    exclude: Annotated[Path | None, typer.Option(help="File of clip ids to leave out (e.g. no-face list).")] = None,
+) -> None:
+    """MSP-IMPROV as released (recording type S and 4 classes by default, as the paper)."""
+    from cmarr.extract.corpora.msp_improv import read_msp_improv
+
+    labels = get_label_set(label_set)
+    cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
+    _run(read_msp_improv(root, labels, types, exclude), "msp-improv", out, labels, cfg, modalities, overwrite, dry_run)
+
+
+@app.command()
+@reports_errors
+def manifest(
+    path: Annotated[Path, typer.Argument(help="CSV, TSV or JSONL manifest (see README).")],
+    out: Out = Path("store"), corpus: Annotated[str, typer.Option(help="Store name.")] = "custom",
+    label_set: Annotated[str, typer.Option(help="4class, 6class, all, or your classes: calm,tense,...")] = "4class",
+    config: Config = None, set_: Sets = None, profile: Profile = None, device: Device = None,
+    modalities: Modalities = None, overwrite: Overwrite = False, dry_run: DryRun = False, num_workers: Workers = None,
+) -> None:
+    """Your own recordings, described by a manifest (id, label, speaker, session, text/audio/video)."""
+    from cmarr.extract.corpora.manifest import read_manifest
+
+    labels = get_label_set(label_set)
+    cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
+    _run(read_manifest(path, labels), corpus, out, labels, cfg, modalities, overwrite, dry_run)
+
+
 @app.command()
 @reports_errors
 def demo(

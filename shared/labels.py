@@ -35,8 +35,12 @@ LABEL_SETS = {s.name: s for s in (FOUR_CLASS, SIX_CLASS, IEMOCAP_ALL)}
 
 
 def get_label_set(name: str) -> LabelSet:
+    """A named set, or a comma-separated class list for a user's own corpus (`calm,tense`)."""
     from cmarr.shared.errors import ConfigError
 
+    if "," in name:
+        classes = tuple(c.strip() for c in name.split(",") if c.strip())
+        return LabelSet("custom", classes)
     try:
         return LABEL_SETS[name]
     except KeyError:
