@@ -81,3 +81,35 @@ def test_checkpoint_with_other_architecture_or_normalisation_is_refused(tmp_path
         load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16, mean=100.0))
     net, _ = load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16))
     assert net.feature_dim == small.feature_dim
+
+
+def test_speech_features_do_not_depend_on_batch_padding(tmp_path):
+    enc = SpeechEncoder(AudioEncoderConfig(model=str(tiny_wav2vec2(tmp_path))), CPU, "none")
+    rng = np.random.default_rng(1)
+    short, long = (rng.standard_normal(n).astype(np.float32) for n in (8000, 40000))
+    alone = enc.encode([short])[0].features
+    batched = enc.encode([long, short])[1].features
+    assert alone.shape == batched.shape == (24, 64)
+    np.testing.assert_allclose(batched, alone, atol=1e-4)
+
+
+def test_letterbox_bars_are_trimmed():
+    from cmarr.extract.media.video import trim_letterbox
+
+    frames = np.zeros((3, 480, 360, 3), np.uint8)
+    frames[:, 112:368, 40:300] = 90
+    frames[1, 200, 10] = 255
+    assert trim_letterbox(frames).shape == (3, 256, 360, 3)
+    assert trim_letterbox(np.zeros((2, 10, 10, 3), np.uint8)).shape == (2, 10, 10, 3)
+
+
+@pytest.mark.parametrize("layer", [0, 1, -1])
+def test_speech_layers_match_the_reference_forward(tmp_path, layer):
+    """The padding-safe path reproduces transformers' own forward on a lone utterance."""
+    path = tiny_wav2vec2(tmp_path)
+    enc = SpeechEncoder(AudioEncoderConfig(model=str(path), layer=layer), CPU, "none")
+    wav = np.random.default_rng(2).standard_normal(12000).astype(np.float32)
+    x = enc.extractor(wav, sampling_rate=16000, return_tensors="pt")["input_values"]
+    with torch.inference_mode():
+        reference = enc.model(x, output_hidden_states=True).hidden_states[layer][0].numpy()
+    np.testing.assert_allclose(enc.encode([wav])[0].features, reference, atol=1e-5)

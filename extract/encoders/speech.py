@@ -37,8 +37,6 @@ class SpeechEncoder(Encoder):
         self.stride = int(np.prod(self.model.config.conv_stride))  # 320 samples = 20 ms for wav2vec2
         self.window = max(self.stride, int(cfg.max_window_seconds * cfg.sample_rate) // self.stride * self.stride)
         self.budget = cfg.max_samples_per_batch
-        # Layer-norm variants (e.g. large-lv60) take an attention mask; group-norm ones (base) must not.
-        self.use_mask = bool(getattr(self.extractor, "return_attention_mask", False))
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(
@@ -67,13 +65,7 @@ class SpeechEncoder(Encoder):
                     owner.append(k)
         if not pieces:
             return [EncodeResult(None, Status.MISSING_INPUT, "audio shorter than one frame")] * len(inputs)
-        feats = self.extractor(pieces, sampling_rate=self.cfg.sample_rate, padding=True, return_tensors="pt",
-                               return_attention_mask=self.use_mask)
-        kwargs = {"attention_mask": feats["attention_mask"].to(self.device)} if self.use_mask else {}
-        with self.timed(), self.autocast():
-            out = self.model(feats["input_values"].to(self.device), output_hidden_states=True, **kwargs)
-        hidden = out.hidden_states[self.cfg.layer].float().cpu().numpy()  # (B, T', D)
-        n_frames = self.model._get_feat_extract_output_lengths(torch.tensor([len(p) for p in pieces])).tolist()
+        hidden, n_frames = self._forward(pieces)
         per_item: dict[int, list[np.ndarray]] = {}
         for row, (k, t) in enumerate(zip(owner, n_frames)):
             per_item.setdefault(k, []).append(hidden[row, :t])
@@ -81,3 +73,49 @@ class SpeechEncoder(Encoder):
         for k, chunks in per_item.items():
             results[k] = EncodeResult(np.concatenate(chunks), Status.OK)
         return results
+
+    def _forward(self, pieces: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+        """Hidden states (B, T', D) of a batch of waveforms, each exactly as if encoded alone.
+
+        Batch padding must not leak into features: the feature extractor's normalisation and
+        wav2vec2-base's group norm (conv front-end) both see padding, so both run per piece; only the
+        transformer runs batched, under an attention mask (padded frames zeroed, as a lone item's
+        positional convolution sees zeros past its end)."""
+        model = self.model
+        with self.timed(), self.autocast():
+            convs = []
+            for p in pieces:
+                x = self.extractor(p, sampling_rate=self.cfg.sample_rate, return_tensors="pt")["input_values"]
+                convs.append(model.feature_extractor(x.to(self.device))[0].transpose(0, 1))  # (T_i, C)
+            n_frames = [len(c) for c in convs]
+            padded = torch.nn.utils.rnn.pad_sequence(convs, batch_first=True)  # (B, T, C)
+            mask = torch.arange(padded.shape[1], device=self.device)[None] < torch.tensor(n_frames, device=self.device)[:, None]
+            hidden, _ = model.feature_projection(padded)  # per frame: padding cannot leak
+            states = self._encoder_states(hidden, mask)
+        return states.float().cpu().numpy(), n_frames
+
+    def _encoder_states(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The transformer's hidden state at `layer`, indexed like `output_hidden_states`
+        (0 = input of the first layer, k = output of layer k, -1 = last hidden state).
+        Calling the encoder directly loses the model-level output capture, so hooks collect them."""
+        layers = self.model.encoder.layers
+        n_states = len(layers) + 1
+        index = self.cfg.layer % n_states
+        captured: dict[int, torch.Tensor] = {}
+
+        def keep_input(module, args, kwargs):
+            captured[0] = args[0] if args else kwargs["hidden_states"]
+
+        def keep_output(k):
+            def hook(module, args, out):
+                captured[k] = out[0] if isinstance(out, tuple) else out
+            return hook
+
+        hooks = [layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
+        hooks += [layer.register_forward_hook(keep_output(k)) for k, layer in enumerate(layers, 1)]
+        try:
+            last = self.model.encoder(hidden, attention_mask=mask).last_hidden_state
+        finally:
+            for h in hooks:
+                h.remove()
+        return last if index == n_states - 1 else captured[index]

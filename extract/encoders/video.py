@@ -93,7 +93,7 @@ class VideoEncoder(Encoder):
 
     @torch.inference_mode()
     def encode(self, inputs: list[np.ndarray | None]) -> list[EncodeResult]:
-        faces = [self._faces(frames) if frames is not None else None for frames in inputs]
+        faces = self._faces(inputs)
         crops = [f for f in faces if f is not None and len(f)]
         feats = self._features(torch.cat(crops)) if crops else None
         results, row = [], 0
@@ -107,24 +107,40 @@ class VideoEncoder(Encoder):
                 row += len(f)
         return results
 
-    def _faces(self, frames: np.ndarray) -> torch.Tensor:
-        """Normalised grey face crops (N_faces, 1, S, S) for the frames in which a face is found."""
-        with self.timed():
-            boxes, probs = self.mtcnn.detect(list(frames))
-        crops = []
-        for frame, b, p in zip(frames, boxes, probs):
-            if b is None:
-                continue
-            b, p = np.asarray(b, float), np.asarray(p, float)
-            ok = p >= self.cfg.min_face_prob
-            if not ok.any():
-                continue
-            b, p = b[ok], p[ok]
-            areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-            x0, y0, x1, y1 = b[np.argmax(areas if self.cfg.select == "largest" else p)]
-            crops.append(self._crop(frame, x0, y0, x1, y1))
+    def _faces(self, inputs: list[np.ndarray | None]) -> list[torch.Tensor | None]:
+        """Per item, normalised grey face crops (N_faces, 1, S, S) of the frames where a face is found.
+        Detection runs on all frames of the batch at once, grouped by frame size (MTCNN stacks them)."""
+        boxes: dict[tuple[int, int], list] = {}
+        by_shape: dict[tuple, list[tuple[int, int]]] = {}
+        for k, frames in enumerate(inputs):
+            for j in range(0 if frames is None else len(frames)):
+                by_shape.setdefault(frames[j].shape, []).append((k, j))
+        for refs in by_shape.values():
+            for lo in range(0, len(refs), self.cfg.frames_per_batch):
+                chunk = refs[lo : lo + self.cfg.frames_per_batch]
+                with self.timed():
+                    b, p = self.mtcnn.detect(np.stack([inputs[k][j] for k, j in chunk]))
+                boxes.update({ref: (bb, pp) for ref, bb, pp in zip(chunk, b, p)})
+        out: list[torch.Tensor | None] = []
         size = self.cfg.face_size
-        return torch.stack(crops) if crops else torch.zeros((0, 1, size, size))
+        for k, frames in enumerate(inputs):
+            if frames is None:
+                out.append(None)
+                continue
+            crops = [c for j in range(len(frames)) if (c := self._best_face(frames[j], *boxes[(k, j)])) is not None]
+            out.append(torch.stack(crops) if crops else torch.zeros((0, 1, size, size)))
+        return out
+
+    def _best_face(self, frame: np.ndarray, b, p) -> torch.Tensor | None:
+        if b is None:
+            return None
+        b, p = np.asarray(b, float), np.asarray(p, float)  # MTCNN returns object arrays
+        ok = p >= self.cfg.min_face_prob
+        if not ok.any():
+            return None
+        b, p = b[ok], p[ok]
+        areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        return self._crop(frame, *b[np.argmax(areas if self.cfg.select == "largest" else p)])
 
     def _crop(self, frame: np.ndarray, x0, y0, x1, y1) -> torch.Tensor:
         h, w = frame.shape[:2]

@@ -40,7 +40,17 @@ def read_frames(span: MediaSpan, fps: float) -> np.ndarray:
         raise MediaError(f"{span.path}: cannot decode video ({err})") from None
     if not frames:
         raise MediaError(f"{span.path}: no decodable video frames in [{start:.2f}, {end:.2f}] s")
-    return np.stack(frames)
+    return trim_letterbox(np.stack(frames))
+
+
+def trim_letterbox(frames: np.ndarray, threshold: int = 16) -> np.ndarray:
+    """Drop black bars above and below the picture (IEMOCAP panes show rows ~112-368 of 480):
+    face detection then scans only the picture, which is where its time goes."""
+    bright = frames.max(axis=(0, 2, 3)) > threshold  # per row, over all frames, columns, channels
+    rows = np.flatnonzero(bright)
+    if len(rows) == 0:
+        return frames  # an all-black clip: leave it for the detector to find nothing
+    return frames[:, rows[0] : rows[-1] + 1]
 
 
 def _crop(frame: np.ndarray, half: str | None) -> np.ndarray:
