@@ -1,0 +1,101 @@
+"""The store as training data: per-fold normalisation, condition sampling, padded batches.
+
+The store is read once per run: into memory when it is small enough (`max_memory_bytes`),
+otherwise batches are read lazily in contiguous blocks (the reader's `iter_blocks`).
+Padding happens only here, at collate time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cmarr.shared.store import FeatureStore, Status
+from cmarr.train.conditions import MissingCondition
+from cmarr.train.model import Inputs
+
+MODALITIES = ("text", "audio", "video")
+
+
+@dataclass
+class Normaliser:
+    """Per-feature z-scoring with statistics of the training part of a fold only."""
+
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+
+
+class StoreData:
+    """Features of every utterance in one store, with availability (status ok) per modality."""
+
+    def __init__(self, store: FeatureStore, max_memory_bytes: int = 8 << 30):
+        self.store = store
+        missing = [m for m in MODALITIES if m not in store.modality_names]
+        if missing:
+            from cmarr.shared.errors import StoreError
+
+            raise StoreError(f"{store.location}: CM-ARR needs text, audio and video; missing {missing}")
+        self.readers = {m: store.modality(m) for m in MODALITIES}
+        self.present = {m: self.readers[m].status == Status.OK for m in MODALITIES}
+        self.labels = store.utterances["label"].astype(np.int64)
+        self.dims = {m: self.readers[m].dim for m in MODALITIES}
+        size = sum(int(r.offsets[-1]) * r.dim * 4 for r in self.readers.values())
+        self.in_memory = size <= max_memory_bytes
+        self._values = {m: r.load_all().astype(np.float32) for m, r in self.readers.items()} if self.in_memory else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def frames(self, m: str, indices: np.ndarray) -> list[np.ndarray]:
+        r = self.readers[m]
+        if self._values is not None:
+            v = self._values[m]
+            return [v[r.offsets[i] : r.offsets[i + 1]] for i in indices]
+        return [x.astype(np.float32) for x in r.get_many(list(indices))]
+
+    def normaliser(self, train_idx: np.ndarray) -> Normaliser:
+        mean, std = {}, {}
+        for m in MODALITIES:
+            idx = train_idx[self.present[m][train_idx]]
+            total = np.zeros(self.dims[m]); sq = np.zeros(self.dims[m]); n = 0
+            for lo in range(0, len(idx), 256):
+                for x in self.frames(m, idx[lo : lo + 256]):
+                    total += x.sum(0); sq += (x.astype(np.float64) ** 2).sum(0); n += len(x)
+            mu = total / max(n, 1)
+            mean[m] = mu.astype(np.float32)
+            std[m] = np.sqrt(np.maximum(sq / max(n, 1) - mu**2, 1e-8)).astype(np.float32)
+        return Normaliser(mean, std)
+
+    def batch(self, indices: np.ndarray, avail: dict[str, np.ndarray], norm: Normaliser, device) -> Inputs:
+        """Padded, normalised inputs; a modality not available for a row is all zeros with an
+        all-False mask (its frames are not even read)."""
+        x, mask, av = {}, {}, {}
+        for m in MODALITIES:
+            rows = avail[m] & self.present[m][indices]
+            seqs = [np.zeros((0, self.dims[m]), np.float32)] * len(indices)
+            wanted = np.flatnonzero(rows)
+            for k, f in zip(wanted, self.frames(m, indices[wanted])):
+                seqs[k] = (f - norm.mean[m]) / norm.std[m]
+            T = max(1, max(len(s) for s in seqs))
+            xb = np.zeros((len(indices), T, self.dims[m]), np.float32)
+            mb = np.zeros((len(indices), T), bool)
+            for k, s in enumerate(seqs):
+                xb[k, : len(s)] = s
+                mb[k, : len(s)] = True
+            x[m] = torch.from_numpy(xb).to(device)
+            mask[m] = torch.from_numpy(mb).to(device)
+            av[m] = torch.from_numpy(rows).to(device)
+        return Inputs(x, mask, av)
+
+    def condition_masks(self, indices: np.ndarray, conditions: list[MissingCondition]) -> dict[str, np.ndarray]:
+        """Per-row availability for per-row conditions."""
+        return {m: np.array([m in c.available for c in conditions]) for m in MODALITIES}
+
+    def eligible(self, indices: np.ndarray, condition: MissingCondition) -> np.ndarray:
+        """Rows whose store holds every modality the condition gives (others are not evaluated in it)."""
+        ok = np.ones(len(indices), bool)
+        for m in condition.available:
+            ok &= self.present[m][indices]
+        return ok

@@ -1,0 +1,140 @@
+"""CM-ARR: alignment (UMC + UDCL), reconstruction (projection, flows, RCAN), refinement (SPCL), fusion.
+
+Legend: B batch, T_m input steps of modality m, F_m its feature width, W UMC width, D common
+width, T common length, C classes. Availability per sample: `avail[m]` (B,) says whether modality m
+is given in the current condition. A modality that is not available is never computed on: only the
+training losses read its true features (`targets`), and only to build loss targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cmarr.shared.config import ModelConfig
+from cmarr.train.model.flow import ModalityFlow
+from cmarr.train.model.fusion import CrossModalFusion
+from cmarr.train.model.projection import Projection
+from cmarr.train.model.reconstruction import ReconstructionModule
+from cmarr.train.model.uncertainty import Gaussians, UncertaintyModule
+
+
+@dataclass
+class Inputs:
+    """One batch of one condition: padded features, step masks and availability per modality."""
+
+    x: dict[str, torch.Tensor]  # (B, T_m, F_m), zero where the modality is not available
+    mask: dict[str, torch.Tensor]  # (B, T_m) valid steps
+    avail: dict[str, torch.Tensor]  # (B,) available in this condition
+
+
+@dataclass
+class Outputs:
+    logits: torch.Tensor  # (B, C)
+    embeddings: torch.Tensor | None = None  # (3B, E) SPCL views, normalised
+    gaussians: dict[str, Gaussians] = field(default_factory=dict)  # on rows in `computed`
+    computed: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) rows whose modality was encoded
+    z: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, D, T) flow latents
+    logdet: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,)
+    projected: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, D, T) X_m
+    reconstructed: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, D, T) X^_m (missing rows)
+
+
+def _empty_gaussians(b: int, w: int, device) -> Gaussians:
+    z = torch.zeros(b, w, device=device)
+    return Gaussians(z[:, None], z[:, None], z, z + 1)
+
+
+class CMARR(nn.Module):
+    def __init__(self, dims: dict[str, int], n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        self.modalities = list(dims)
+        self.cfg = cfg
+        D, T = cfg.latent_dim, cfg.latent_len
+        self.umc = nn.ModuleDict({m: UncertaintyModule(f, cfg.width, cfg.heads, cfg.dropout, cfg.umc_attention) for m, f in dims.items()})
+        self.proj = nn.ModuleDict({m: Projection(cfg.width, D, T, cfg.kernel_size) for m in dims})
+        self.flow = nn.ModuleDict({m: ModalityFlow(D, cfg.flow_steps, cfg.flow_hidden) for m in dims})
+        self.rec = nn.ModuleDict({m: ReconstructionModule(D, cfg.rcab_blocks, cfg.rcab_reduction) for m in dims})
+        self.prior = nn.Parameter(torch.zeros(n_classes, D))  # class-conditional latent means, shared by modalities
+        nn.init.normal_(self.prior, std=0.5)
+        self.fusion = CrossModalFusion(D, self.modalities, cfg.fusion_heads, cfg.dropout)
+        self.classifier = nn.Sequential(nn.Linear(self.fusion.out_dim, 128), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(128, n_classes))
+        self.spcl_head = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, cfg.proj_dim))
+
+    def forward(self, inp: Inputs, targets: Inputs | None = None) -> Outputs:
+        """`targets` (training only): the same batch with every really-present modality given; its
+        dropped modalities feed the loss targets, never the prediction."""
+        src = targets if targets is not None else inp
+        out = Outputs(logits=torch.empty(0))
+        B = next(iter(inp.avail.values())).shape[0]
+        ones = torch.ones(B, self.cfg.latent_len, dtype=torch.bool, device=self.prior.device)
+        for m in self.modalities:
+            rows = src.avail[m]
+            out.computed[m] = rows
+            out.gaussians[m], out.projected[m] = self._encode(m, src.x[m], src.mask[m], rows)
+            z, logdet = self.flow[m](out.projected[m], ones)
+            out.z[m], out.logdet[m] = z, logdet
+        # the missing latent: mean of the latents of the modalities given in this condition
+        given = torch.stack([inp.avail[m] for m in self.modalities], 1).float()  # (B, M)
+        z_stack = torch.stack([out.z[m] for m in self.modalities], 1)  # (B, M, D, T)
+        z_miss = (z_stack * given[..., None, None]).sum(1) / given.sum(1).clamp(min=1)[:, None, None]
+        final = {}
+        for m in self.modalities:
+            missing = ~inp.avail[m]
+            x_hat = torch.zeros_like(out.projected[m])
+            if missing.any():
+                x_tilde = self.flow[m].inverse(z_miss[missing], ones[missing])
+                x_hat[missing] = self.rec[m](x_tilde, ones[missing])
+            out.reconstructed[m] = x_hat
+            final[m] = torch.where(inp.avail[m][:, None, None], out.projected[m], x_hat)  # (B, D, T)
+        seqs = {m: final[m].transpose(1, 2) for m in self.modalities}  # (B, T, D)
+        out.logits = self.classifier(self.fusion(seqs, {m: ones for m in self.modalities}))
+        views = [F.normalize(self.spcl_head(final[m].mean(-1)), dim=-1) for m in self.modalities]
+        out.embeddings = torch.cat(views, 0)  # (M*B, E)
+        return out
+
+    def _encode(self, m: str, x, mask, rows) -> tuple[Gaussians, torch.Tensor]:
+        """UMC and projection on `rows` only; other rows stay zero and are never computed on."""
+        B, D, T = x.shape[0], self.cfg.latent_dim, self.cfg.latent_len
+        projected = torch.zeros(B, D, T, device=x.device, dtype=x.dtype)
+        if not rows.any():
+            return _empty_gaussians(B, self.cfg.width, x.device), projected
+        g = self.umc[m](x[rows], mask[rows])
+        seq = g.mu_seq
+        if self.training:  # a reparameterised sample of the aligned distribution
+            seq = seq + g.logsig_seq.exp() * torch.randn_like(seq)
+        projected[rows] = self.proj[m](seq, mask[rows])
+        full = _empty_gaussians(B, self.cfg.width, x.device)
+        full.mu = full.mu.index_put((rows,), g.mu)
+        full.sigma = full.sigma.index_put((rows,), g.sigma)
+        return full, projected
+
+
+class Baseline(nn.Module):
+    """Table 3's full-modality Baseline: encoders' features + the same fusion, no alignment or
+    reconstruction; a missing modality is a zero sequence. Trained on complete data only."""
+
+    def __init__(self, dims: dict[str, int], n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        self.modalities = list(dims)
+        self.cfg = cfg
+        self.proj = nn.ModuleDict({m: Projection(f, cfg.latent_dim, cfg.latent_len, cfg.kernel_size) for m, f in dims.items()})
+        self.fusion = CrossModalFusion(cfg.latent_dim, self.modalities, cfg.fusion_heads, cfg.dropout)
+        self.classifier = nn.Sequential(nn.Linear(self.fusion.out_dim, 128), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(128, n_classes))
+
+    def forward(self, inp: Inputs, targets: Inputs | None = None) -> Outputs:
+        seqs, masks = {}, {}
+        for m in self.modalities:
+            x = self.proj[m](inp.x[m], inp.mask[m]) * inp.avail[m][:, None, None]  # (B, D, T)
+            seqs[m] = x.transpose(1, 2)
+            masks[m] = torch.ones(x.shape[0], self.cfg.latent_len, dtype=torch.bool, device=x.device)
+        return Outputs(logits=self.classifier(self.fusion(seqs, masks)))
+
+
+def build_model(variant: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig) -> nn.Module:
+    if variant == "baseline":
+        return Baseline(dims, n_classes, cfg)
+    return CMARR(dims, n_classes, cfg)

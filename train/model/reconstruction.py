@@ -1,0 +1,50 @@
+"""Reconstruction phase, step 3: residual channel-attention blocks in 1-D (RCAN, conv2d -> conv1d).
+
+Legend: B batch, D common width, T common length. 1x1 conv D -> 2D, one group of blocks
+(conv3-ReLU-conv3, channel attention with a squeeze ratio, residual), group residual, 1x1 conv back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ChannelAttention(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        squeezed = max(1, channels // reduction)
+        self.gate = nn.Sequential(nn.Conv1d(channels, squeezed, 1), nn.ReLU(), nn.Conv1d(squeezed, channels, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(1).to(x.dtype)
+        pooled = (x * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)  # (B, C, 1)
+        return x * self.gate(pooled)
+
+
+class ResidualChannelAttentionBlock(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv1d(channels, channels, 3, padding=1))
+        self.attention = ChannelAttention(channels, reduction)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(1).to(x.dtype)
+        return x + self.attention(self.body(x * m) * m, mask)
+
+
+class ReconstructionModule(nn.Module):
+    """X~ (B, D, T) from the inverse flow -> X^ (B, D, T)."""
+
+    def __init__(self, width: int = 64, blocks: int = 20, reduction: int = 16):
+        super().__init__()
+        self.inp = nn.Conv1d(width, 2 * width, 1)
+        self.blocks = nn.ModuleList(ResidualChannelAttentionBlock(2 * width, reduction) for _ in range(blocks))
+        self.out = nn.Conv1d(2 * width, width, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        g = h
+        for block in self.blocks:
+            g = block(g, mask)
+        return self.out(g + h) * mask.unsqueeze(1)
