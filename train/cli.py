@@ -71,8 +71,8 @@ def train(
     console.print(f"run directory: {run_dir}")
 
 
-def main_train() -> None:
-    typer.run(train)
+train_app = typer.Typer(add_completion=False, help="Train and evaluate CM-ARR from a feature store.")
+train_app.command()(train)
 
 
 @reports_errors
@@ -89,5 +89,5 @@ def predict(
     console.print(f"wrote {n} predictions to {out}")
 
 
-def main_predict() -> None:
-    typer.run(predict)
+predict_app = typer.Typer(add_completion=False, help="Predict emotions with a trained CM-ARR model.")
+predict_app.command()(predict)

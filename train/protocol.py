@@ -172,7 +172,7 @@ def _train_epoch(model, align, data, rows, conditions, norm, cfg, w, opt, rng, d
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
         opt.step()
         for k, v in {"loss": loss, **terms}.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            sums[k] = sums.get(k, 0.0) + v.item()
         steps += 1
     return {k: v / max(steps, 1) for k, v in sums.items()}
 

@@ -6,7 +6,9 @@ Every modality carries a learnable emotion signal:
 - speech: a synthetic voice whose pitch, contour, tempo, loudness and brightness depend on the class;
 - video: a real face photo (`skimage.data.astronaut()`) in the speaker's half of a 720x480
   split-screen dialog video, with a per-class expression change while the speaker talks.
-A per-utterance random jitter keeps the classes overlapping, so the task is not trivial.
+Each cue is absent from a share of utterances (a neutral-topic sentence, a face that does not
+change), independently per modality, so no single modality is enough: conditions with fewer
+modalities score lower, which is the missing-modality effect CM-ARR is about.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ SENTENCES = {
             "nobody came to see me", "it hurts so much to remember"],
 }
 FILLERS = ["", "well, ", "you know, ", "okay, ", "so ", "honestly, "]
+# Sentences that carry no emotion, used for any label when the text cue is absent.
+TOPICS = ["the train was late again this morning", "she said the package arrives on monday",
+          "we moved the table into the other room", "the store closes at nine tonight",
+          "my brother called about the car", "they painted the house last summer"]
+CUE_ABSENT = 0.35  # per modality, the share of utterances whose cue is left out
 # Voice per class: f0 (Hz, before the speaker's gender scale), contour slope, syllables/s, level, tilt
 VOICE = {
     "ang": (165.0, 0.0, 6.0, 0.65, 0.6),
@@ -86,7 +93,8 @@ def _timeline(dialog: str, n: int, rng: np.random.Generator) -> list[DemoUtteran
         speaker = "FM"[k % 2]
         duration = float(rng.uniform(1.2, 2.2))
         code = "exc" if label == "hap" and rng.random() < 0.4 else label
-        text = (FILLERS[rng.integers(len(FILLERS))] + SENTENCES.get(label, SENTENCES["neu"])[rng.integers(8)]).capitalize() + "."
+        pool = TOPICS if rng.random() < CUE_ABSENT else SENTENCES.get(label, SENTENCES["neu"])
+        text = (FILLERS[rng.integers(len(FILLERS))] + pool[rng.integers(len(pool))]).capitalize() + "."
         out.append(DemoUtterance(f"{dialog}_{speaker}{counters[speaker]:03d}", code,
                                  label if label in CLASSES else "", round(t, 4), round(t + duration, 4), text))
         counters[speaker] += 1
@@ -168,7 +176,8 @@ def _write_video(path: Path, dialog: str, utts: list[DemoUtterance], face: np.nd
     path.parent.mkdir(parents=True, exist_ok=True)
     lead = dialog[5]
     duration = utts[-1].end + 0.5
-    expressions = {u.id: expression(face, u.label, rng) for u in utts}
+    # a share of speakers keep a still face whatever they feel (the video cue is absent)
+    expressions = {u.id: expression(face, u.label if rng.random() >= CUE_ABSENT else "neu", rng) for u in utts}
     neutral = face
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("mpeg4", rate=int(fps))

@@ -54,16 +54,24 @@ class AffineCoupling(nn.Module):
         super().__init__()
         self.half = channels // 2
         out = 2 * (channels - self.half)
-        self.net = nn.Sequential(
-            nn.Conv1d(self.half, hidden, kernel, padding=kernel // 2), nn.ReLU(),
-            nn.Conv1d(hidden, hidden, 1), nn.ReLU(),
+        self.net = nn.ModuleList([
+            nn.Conv1d(self.half, hidden, kernel, padding=kernel // 2),
+            nn.Conv1d(hidden, hidden, 1),
             nn.Conv1d(hidden, out, kernel, padding=kernel // 2),
-        )
+        ])
         nn.init.zeros_(self.net[-1].weight)  # start as the identity (Glow)
         nn.init.zeros_(self.net[-1].bias)
 
+    def _subnet(self, xa, mask):
+        """Conv stack with padded steps re-zeroed after every layer: a kernel reaching past the
+        last valid step then reads zeros, exactly as it would on the unpadded sequence."""
+        m = mask.unsqueeze(1).to(xa.dtype)
+        h = torch.relu(self.net[0](xa)) * m
+        h = torch.relu(self.net[1](h)) * m
+        return self.net[2](h) * m
+
     def _scale_shift(self, xa, mask):
-        h = self.net(xa) * mask.unsqueeze(1)
+        h = self._subnet(xa, mask)
         logs, t = h.chunk(2, dim=1)
         scale = torch.sigmoid(logs + 2.0) + 1e-4  # bounded, near 1 at start
         return scale, t

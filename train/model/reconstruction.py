@@ -25,12 +25,14 @@ class ChannelAttention(nn.Module):
 class ResidualChannelAttentionBlock(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv1d(channels, channels, 3, padding=1))
+        self.conv1 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
         self.attention = ChannelAttention(channels, reduction)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.unsqueeze(1).to(x.dtype)
-        return x + self.attention(self.body(x * m) * m, mask)
+        m = mask.unsqueeze(1).to(x.dtype)  # padded steps re-zeroed between convs (see flow.py)
+        h = torch.relu(self.conv1(x * m)) * m
+        return x + self.attention(self.conv2(h) * m, mask)
 
 
 class ReconstructionModule(nn.Module):

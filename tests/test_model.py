@@ -1,0 +1,163 @@
+"""CM-ARR component contracts: exact inverses, log-determinants, closed forms, padding, leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import sqrtm
+
+from cmarr.shared.config import ModelConfig, TrainConfig
+from cmarr.train.losses import ContrastiveAlignment, supcon_loss, w2_distance
+from cmarr.train.model import Inputs, build_model
+from cmarr.train.model.flow import ModalityFlow
+from cmarr.train.model.masking import masked_adaptive_pool
+from cmarr.train.steps import loss_terms
+
+TINY = ModelConfig(width=16, heads=2, latent_dim=8, latent_len=6, flow_steps=2, flow_hidden=8, rcab_blocks=1,
+                   rcab_reduction=4, fusion_heads=2, proj_dim=8, dropout=0.0)
+DIMS = {"text": 5, "audio": 7, "video": 3}
+
+
+def _randomised_flow(channels=6, steps=3, seed=0) -> ModalityFlow:
+    """A flow whose every parameter is random (the identity start would make the tests vacuous)."""
+    torch.manual_seed(seed)
+    flow = ModalityFlow(channels, steps, hidden=8).double()
+    with torch.no_grad():
+        for name, p in flow.named_parameters():
+            if "weight" in name and p.dim() == 2:
+                continue  # keep the 1x1 convs invertible (random rotations)
+            p.add_(0.3 * torch.randn_like(p))
+    return flow
+
+
+def test_flow_inverse_roundtrip():
+    flow = _randomised_flow()
+    x = torch.randn(3, 6, 9, dtype=torch.float64)
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    z, _ = flow(x, mask)
+    back = flow.inverse(z, mask)
+    valid = mask.unsqueeze(1).expand_as(x)
+    assert torch.allclose(back[valid], x[valid], atol=1e-5)
+    assert (back[~valid] == 0).all()
+
+
+def test_flow_logdet_equals_autograd_jacobian():
+    flow = _randomised_flow(channels=4, steps=2)
+    x = torch.randn(1, 4, 3, dtype=torch.float64)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    jac = torch.autograd.functional.jacobian(lambda v: flow(v.view(1, 4, 3), mask)[0].reshape(-1), x.reshape(-1))
+    _, logdet = flow(x, mask)
+    assert torch.allclose(logdet[0], torch.linalg.slogdet(jac)[1], atol=1e-8)
+
+
+def test_flow_ignores_padding():
+    flow = _randomised_flow()
+    x = torch.randn(1, 6, 5, dtype=torch.float64)
+    padded = torch.cat([x, 7.0 * torch.randn(1, 6, 4, dtype=torch.float64)], -1)  # garbage in the padding
+    mask = torch.tensor([[True] * 5 + [False] * 4])
+    z1, ld1 = flow(x, torch.ones(1, 5, dtype=torch.bool))
+    z2, ld2 = flow(padded, mask)
+    assert torch.allclose(z1, z2[..., :5], atol=1e-10) and torch.allclose(ld1, ld2, atol=1e-10)
+
+
+def test_w2_matches_the_general_closed_form():
+    rng = np.random.default_rng(0)
+    mu_a, mu_b = rng.normal(size=(2, 5)), rng.normal(size=(3, 5))
+    sig_a, sig_b = rng.uniform(0.2, 2, (2, 5)), rng.uniform(0.2, 2, (3, 5))
+    got = w2_distance(*(torch.tensor(v) for v in (mu_a, sig_a, mu_b, sig_b))).numpy()
+    for i in range(2):
+        for j in range(3):
+            S1, S2 = np.diag(sig_a[i] ** 2), np.diag(sig_b[j] ** 2)
+            root = sqrtm(S2)
+            w2 = np.sum((mu_a[i] - mu_b[j]) ** 2) + np.trace(S1 + S2 - 2 * np.real(sqrtm(root @ S1 @ root)))
+            assert got[i, j] == pytest.approx(w2, rel=1e-8)
+
+
+def test_supcon_matches_a_hand_computation():
+    e = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]]), dim=1)
+    labels = torch.tensor([0, 0, 1, 1])
+    t = 0.5
+    s = (e @ e.T / t).numpy()
+    # anchor 0: positive 1, others {1, 2, 3}; anchor 1: positive 0; anchor 2: positive 3; anchor 3: positive 2
+    pairs = [(0, 1), (1, 0), (2, 3), (3, 2)]
+    expected = np.mean([-(s[i, j] - np.log(sum(np.exp(s[i, k]) for k in range(4) if k != i))) for i, j in pairs])
+    assert supcon_loss(e, labels, t).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_udcl_prefers_aligned_pairs():
+    """A batch whose modality pairs coincide scores lower than the same batch shuffled."""
+    from cmarr.train.model.uncertainty import Gaussians
+
+    torch.manual_seed(0)
+    mu, sig = torch.randn(8, 4) * 5, torch.rand(8, 4) + 0.5
+    g = lambda m, s: Gaussians(m[:, None], s.log()[:, None], m, s)  # noqa: E731
+    present = {"a": torch.ones(8, dtype=torch.bool), "b": torch.ones(8, dtype=torch.bool)}
+    align = ContrastiveAlignment(a_init=-0.5)
+    aligned = align({"a": g(mu, sig), "b": g(mu, sig)}, present)
+    perm = torch.randperm(8)
+    shuffled = align({"a": g(mu, sig), "b": g(mu[perm], sig[perm])}, present)
+    assert aligned < shuffled
+
+
+def test_masked_adaptive_pool_is_padding_free():
+    x = torch.arange(10.0).view(1, 1, 10)
+    full = masked_adaptive_pool(x[..., :4], torch.ones(1, 4, dtype=torch.bool), 6)
+    padded = masked_adaptive_pool(x, torch.tensor([[True] * 4 + [False] * 6]), 6)
+    assert torch.equal(full, padded)
+    assert torch.allclose(masked_adaptive_pool(x, torch.ones(1, 10, dtype=torch.bool), 5), torch.tensor([[[0.5, 2.5, 4.5, 6.5, 8.5]]]))
+
+
+def _inputs(B=4, extra_pad=0, seed=0, avail=None):
+    g = torch.Generator().manual_seed(seed)
+    lengths = {"text": [3, 5, 1, 4], "audio": [9, 6, 7, 2], "video": [2, 4, 3, 1]}
+    x, mask = {}, {}
+    for m, f in DIMS.items():
+        T = max(lengths[m]) + extra_pad
+        x[m] = torch.randn(B, T, f, generator=g)
+        mask[m] = torch.arange(T)[None] < torch.tensor(lengths[m])[:, None]
+        x[m] = x[m] * mask[m].unsqueeze(-1)
+    av = avail or {m: torch.ones(B, dtype=torch.bool) for m in DIMS}
+    return Inputs(x, mask, av)
+
+
+def _pad_with_garbage(inp: Inputs, extra: int) -> Inputs:
+    x = {m: torch.cat([v, 5 * torch.randn(v.shape[0], extra, v.shape[2])], 1) for m, v in inp.x.items()}
+    mask = {m: torch.cat([v, torch.zeros(v.shape[0], extra, dtype=torch.bool)], 1) for m, v in inp.mask.items()}
+    return Inputs(x, mask, inp.avail)
+
+
+@pytest.mark.parametrize("variant", ["cmarr", "baseline"])
+def test_padding_changes_no_output_or_loss(variant):
+    torch.manual_seed(0)
+    model = build_model(variant, DIMS, 4, TINY).eval()
+    align = ContrastiveAlignment()
+    cond = {"text": torch.tensor([1, 0, 1, 0], dtype=torch.bool), "audio": torch.tensor([0, 1, 1, 0], dtype=torch.bool),
+            "video": torch.tensor([1, 1, 0, 1], dtype=torch.bool)}
+    full = _inputs()
+    inp = Inputs(full.x, full.mask, cond)
+    labels = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        out_a = model(inp, full)
+        out_b = model(_pad_with_garbage(inp, 5), _pad_with_garbage(full, 5))
+        la = loss_terms(model, align, out_a, inp, labels, TrainConfig(variant=variant))
+        lb = loss_terms(model, align, out_b, inp, labels, TrainConfig(variant=variant))
+    assert torch.allclose(out_a.logits, out_b.logits, atol=1e-5)
+    for k in la:
+        assert torch.allclose(la[k], lb[k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("variant", ["cmarr", "baseline"])
+@pytest.mark.parametrize("dropped", ["text", "audio", "video"])
+def test_a_dropped_modality_is_provably_unused(variant, dropped):
+    """Replacing the dropped modality's inputs by noise (even with a 'valid' mask) changes nothing."""
+    torch.manual_seed(0)
+    model = build_model(variant, DIMS, 4, TINY).eval()
+    avail = {m: torch.full((4,), m != dropped) for m in DIMS}
+    clean = _inputs(avail=avail)
+    noisy = Inputs(dict(clean.x), dict(clean.mask), avail)
+    noisy.x[dropped] = 100 * torch.randn_like(clean.x[dropped])
+    noisy.mask[dropped] = torch.ones_like(clean.mask[dropped])
+    with torch.no_grad():
+        assert torch.equal(model(clean).logits, model(noisy).logits)

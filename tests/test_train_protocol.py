@@ -1,0 +1,110 @@
+"""`cmarr-train` end to end on small synthetic stores with a learnable label."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from cmarr.shared.store.checksums import write_checked
+from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
+from cmarr.train.cli import predict_app, train_app
+
+runner = CliRunner()
+MODS = {"text": SyntheticModality(5, 6), "audio": SyntheticModality(12, 8), "video": SyntheticModality(4, 5, missing_rate=0.1)}
+TINY = ["--set", "train.model.width=16", "--set", "train.model.heads=2", "--set", "train.model.latent_dim=8",
+        "--set", "train.model.latent_len=6", "--set", "train.model.flow_steps=2", "--set", "train.model.flow_hidden=8",
+        "--set", "train.model.rcab_blocks=1", "--set", "train.model.rcab_reduction=4", "--set", "train.model.fusion_heads=2",
+        "--set", "train.model.proj_dim=8", "--set", "train.lr=0.003", "--set", "train.patience=3",
+        "--set", "train.device=cpu", "--set", "train.amp=none"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("train") / "s.zarr"
+    write_synthetic_store(path, 100, MODS, dtype="float32", seed=3, class_signal=0.8)
+    return path
+
+
+def _train(store, out, epochs=4, extra=()):
+    args = ["--store", str(store), "--folds", "5", "--out", str(out), "--set", f"train.epochs={epochs}", *TINY, *extra]
+    result = runner.invoke(train_app, args)
+    assert result.exit_code == 0, result.output
+    return sorted(p for p in out.iterdir() if p.is_dir())[-1]
+
+
+def test_train_writes_the_table_and_is_reproducible(store, tmp_path):
+    run = _train(store, tmp_path)
+    md = (run / "results.md").read_text().splitlines()
+    rows = [line.split("|")[1].strip() for line in md if line.startswith("| {") or line.startswith("| Avg")]
+    assert rows == ["{t}", "{s}", "{v}", "{v,t}", "{s,v}", "{s,t}", "Avg.", "{s,v,t}"]
+    for name in ("results.json", "results.csv", "config.toml", "store.json", "confusion/svt.png"):
+        assert (run / name).is_file(), name
+    assert len(list(run.glob("seed0/fold*/split0/checkpoint.pt"))) == 5
+    lines = (run / "seed0/fold1/split0/metrics.jsonl").read_text().splitlines()
+    assert set(json.loads(lines[0])) >= {"epoch", "loss", "cls", "udcl", "spcl", "rec", "nll", "val_missing_uar"}
+    table = json.loads((run / "results.json").read_text())["table"]
+    assert table["{s,v,t}"]["uar_mean"] > 50  # learnable signal, 4 classes
+    again = _train(store, tmp_path)
+    assert again != run
+    assert json.loads((again / "results.json").read_text())["table"] == table
+
+
+def test_folds_must_match_the_sessions(store, tmp_path):
+    result = runner.invoke(train_app, ["--store", str(store), "--folds", "6", "--out", str(tmp_path), *TINY])
+    assert result.exit_code == 2 and "5 sessions" in result.output
+
+
+def test_shuffled_test_labels_stay_at_chance_while_validation_does_not(tmp_path):
+    """No test leakage into selection: fold 1's test labels are noise, its validation is not."""
+    path = tmp_path / "s.zarr"
+    write_synthetic_store(path, 200, MODS, dtype="float32", seed=4, class_signal=0.8)
+    group = zarr.open_group(str(path / "utterances"), mode="r+")
+    labels, session = group["label"][:], group["session"][:]
+    held = np.flatnonzero(session == "Ses01")
+    labels[held] = np.random.default_rng(0).permutation(labels[held])
+    write_checked(group, "label", labels)
+    run = _train(path, tmp_path / "runs", epochs=5)
+    fold1 = json.loads((run / "seed0/fold1/split0/result.json").read_text())
+    test_full = fold1["test"]["{s,v,t}"]
+    assert fold1["val_missing_uar"] > 0.7
+    assert test_full["uar"] < 0.45  # chance is 0.25 on 40 utterances
+    others = json.loads((run / "results.json").read_text())["folds"][1:]
+    assert np.mean([f["metrics"]["{s,v,t}"]["uar"] for f in others]) > 0.7
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(store, tmp_path):
+    reference = _train(store, tmp_path / "ref", epochs=4)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "cmarr.train", "--store", str(store), "--folds", "5", "--out", str(out),
+           "--set", "train.epochs=4", *TINY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("*/seed0/fold2/split0/state.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run = next(out.iterdir())
+    assert not (run / "results.json").exists()
+    assert subprocess.run(cmd + ["--resume"], capture_output=True).returncode == 0
+    a = json.loads((run / "results.json").read_text())["table"]
+    b = json.loads((reference / "results.json").read_text())["table"]
+    assert a == b
+
+
+def test_predict_with_a_subset_of_modalities(store, tmp_path):
+    run = _train(store, tmp_path, epochs=2)
+    out = tmp_path / "pred.csv"
+    r = runner.invoke(predict_app, [str(run / "seed0/fold1/split0"), "--store", str(store), "--modalities", "audio,text", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("id,prediction,p_ang") and len(rows) == 101
+    probs = np.array([[float(x) for x in row.split(",")[2:]] for row in rows[1:]])
+    assert np.allclose(probs.sum(1), 1, atol=1e-3)
