@@ -108,3 +108,21 @@ def test_predict_with_a_subset_of_modalities(store, tmp_path):
     assert rows[0].startswith("id,prediction,p_ang") and len(rows) == 101
     probs = np.array([[float(x) for x in row.split(",")[2:]] for row in rows[1:]])
     assert np.allclose(probs.sum(1), 1, atol=1e-3)
+
+
+def test_lazy_reading_gives_the_same_batches_as_memory(store):
+    from cmarr.shared.store import FeatureStore
+    from cmarr.train.data import StoreData
+
+    eager = StoreData(FeatureStore.open(store))
+    lazy = StoreData(FeatureStore.open(store), max_memory_bytes=0)
+    lazy.cache_blocks = 1
+    assert eager.in_memory and not lazy.in_memory
+    rows = np.arange(0, 100, 3)
+    order = lazy.epoch_order(rows, np.random.default_rng(0))
+    assert sorted(order.tolist()) == rows.tolist()
+    norm = eager.normaliser(rows)
+    avail = {m: np.ones(len(order), bool) for m in ("text", "audio", "video")}
+    a, b = eager.batch(order, avail, norm, "cpu"), lazy.batch(order, avail, norm, "cpu")
+    for m in a.x:
+        assert np.array_equal(a.x[m].numpy(), b.x[m].numpy()) and np.array_equal(a.mask[m].numpy(), b.mask[m].numpy())

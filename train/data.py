@@ -7,6 +7,9 @@ Padding happens only here, at collate time.
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +47,12 @@ class StoreData:
         size = sum(int(r.offsets[-1]) * r.dim * 4 for r in self.readers.values())
         self.in_memory = size <= max_memory_bytes
         self._values = {m: r.load_all().astype(np.float32) for m, r in self.readers.items()} if self.in_memory else None
+        from cmarr.shared.store.reader import _block_bounds
+
+        self.block_bounds = _block_bounds(list(self.readers.values()), 16384)  # lazy reading unit
+        self._block_of = np.searchsorted(self.block_bounds, np.arange(len(self.labels)), side="right") - 1
+        self._cache: OrderedDict[tuple[str, int], list[np.ndarray]] = OrderedDict()
+        self.cache_blocks = 8  # decoded blocks kept per run when reading lazily (bounded memory)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,7 +62,35 @@ class StoreData:
         if self._values is not None:
             v = self._values[m]
             return [v[r.offsets[i] : r.offsets[i + 1]] for i in indices]
-        return [x.astype(np.float32) for x in r.get_many(list(indices))]
+        out = []
+        for i in indices:  # lazily: whole contiguous blocks, decoded once and cached
+            b = int(self._block_of[i])
+            frames = self._block(m, b)
+            out.append(frames[int(i) - int(self.block_bounds[b])])
+        return out
+
+    def _block(self, m: str, b: int) -> list[np.ndarray]:
+        key = (m, b)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        lo, hi = int(self.block_bounds[b]), int(self.block_bounds[b + 1])
+        frames = [x.astype(np.float32) for x in self.readers[m].read_range(lo, hi)]
+        self._cache[key] = frames
+        while len(self._cache) > self.cache_blocks * len(MODALITIES):
+            self._cache.popitem(last=False)
+        return frames
+
+    def epoch_order(self, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A new random order each epoch: a plain permutation in memory; when reading lazily, blocks
+        in a random order with rows shuffled inside each, so consecutive batches share blocks."""
+        if self.in_memory:
+            return rng.permutation(rows)
+        blocks = self._block_of[rows]
+        order = []
+        for b in rng.permutation(np.unique(blocks)):
+            order.append(rng.permutation(rows[blocks == b]))
+        return np.concatenate(order) if order else rows
 
     def normaliser(self, train_idx: np.ndarray) -> Normaliser:
         mean, std = {}, {}
@@ -99,3 +136,23 @@ class StoreData:
         for m in condition.available:
             ok &= self.present[m][indices]
         return ok
+
+
+def prefetch(batches, size: int = 2):
+    """Build the next batches on a thread while the model computes on the current one."""
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+
+    def work():
+        try:
+            for item in batches:
+                q.put(item)
+        except BaseException as err:  # surfaced in the consumer
+            q.put(err)
+        q.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := q.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item

@@ -21,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from cmarr.shared.config import TrainConfig
 from cmarr.shared.errors import ConfigError
 from cmarr.train.conditions import ALL, FULL, MISSING, MissingCondition
-from cmarr.train.data import MODALITIES, StoreData
+from cmarr.train.data import MODALITIES, StoreData, prefetch
 from cmarr.train.losses import ContrastiveAlignment
 from cmarr.train.metrics import war_uar
 from cmarr.train.model import CMARR, build_model
@@ -150,18 +150,31 @@ def train_split(data: StoreData, split: Split, cfg: TrainConfig, seed: int, devi
     return result
 
 
-def _train_epoch(model, align, data, rows, conditions, norm, cfg, w, opt, rng, device) -> dict[str, float]:
+def _train_epoch(model, align, data, rows, conditions, norm, cfg, w, opt, rng, device, timing=None) -> dict[str, float]:
+    """One epoch; `timing` (optional dict) collects seconds spent waiting for data vs in total."""
     model.train()
-    order = rng.permutation(rows)
+    order = data.epoch_order(rows, rng)
+    batches = [order[lo : lo + cfg.batch_size] for lo in range(0, len(order), cfg.batch_size)]
+    batches = [b for b in batches if len(b) >= 2]  # contrastive terms need at least two rows
+    conds = [[_draw(conditions, data, i, rng) for i in b] for b in batches]  # drawn up front: RNG order fixed
+    is_cmarr = isinstance(model, CMARR)
+
+    def build(k):
+        idx = batches[k]
+        inp = data.batch(idx, data.condition_masks(idx, conds[k]), norm, device)
+        targets = data.batch(idx, {m: np.ones(len(idx), bool) for m in MODALITIES}, norm, device) if is_cmarr else None
+        return idx, inp, targets
+
     sums: dict[str, float] = {}
-    steps = 0
-    for lo in range(0, len(order), cfg.batch_size):
-        idx = order[lo : lo + cfg.batch_size]
-        if len(idx) < 2:
-            continue  # contrastive terms need at least two rows
-        conds = [_draw(conditions, data, i, rng) for i in idx]
-        inp = data.batch(idx, data.condition_masks(idx, conds), norm, device)
-        targets = data.batch(idx, {m: np.ones(len(idx), bool) for m in MODALITIES}, norm, device) if isinstance(model, CMARR) else None
+    steps, waited, start = 0, 0.0, time.perf_counter()
+    stream = prefetch(build(k) for k in range(len(batches)))
+    while True:
+        t0 = time.perf_counter()
+        item = next(stream, None)
+        waited += time.perf_counter() - t0
+        if item is None:
+            break
+        idx, inp, targets = item
         labels = torch.from_numpy(data.labels[idx]).to(device)
         with autocast(device, cfg.amp):
             out = model(inp, targets)
@@ -174,6 +187,10 @@ def _train_epoch(model, align, data, rows, conditions, norm, cfg, w, opt, rng, d
         for k, v in {"loss": loss, **terms}.items():
             sums[k] = sums.get(k, 0.0) + v.item()
         steps += 1
+    if timing is not None:
+        timing["data_wait"] = timing.get("data_wait", 0.0) + waited
+        timing["total"] = timing.get("total", 0.0) + time.perf_counter() - start
+        timing["steps"] = timing.get("steps", 0) + steps
     return {k: v / max(steps, 1) for k, v in sums.items()}
 
 
