@@ -25,7 +25,8 @@ from common import machine_header, md_table  # noqa: E402
 
 from cmarr.extract.corpora.demo import generate_demo_corpus  # noqa: E402
 from cmarr.extract.corpora.iemocap import read_iemocap  # noqa: E402
-from cmarr.extract.encoders import build_encoder, resolve_device  # noqa: E402
+from cmarr.extract.encoders import build_encoder  # noqa: E402
+from cmarr.shared.devices import resolve_device  # noqa: E402
 from cmarr.extract.encoders.demo_models import apply_profile  # noqa: E402
 from cmarr.extract.pipeline import extract_modality, open_or_create_store  # noqa: E402
 from cmarr.shared.config import load_config  # noqa: E402

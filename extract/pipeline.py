@@ -20,7 +20,8 @@ import torch
 
 from cmarr.extract.batching import plan_batches
 from cmarr.extract.corpora.record import UtteranceRecord
-from cmarr.extract.encoders import Encoder, EncodeResult, build_encoder, resolve_device
+from cmarr.extract.encoders import Encoder, EncodeResult, build_encoder
+from cmarr.shared.devices import resolve_device
 from cmarr.shared.config import PipelineConfig, config_hash, to_toml
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet

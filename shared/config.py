@@ -151,6 +151,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ConfigError(_format_validation(err, source)) from None
 
 
+def with_overrides(config: PipelineConfig, overrides: dict[str, Any], source: str = "<overrides>") -> PipelineConfig:
+    """A copy of `config` with dotted-key overrides applied and validated (profiles, presets)."""
+    raw = config.model_dump()
+    for key, value in overrides.items():
+        _set_dotted(raw, key, value, source)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(err, source)) from None
+
+
 def parse_override(assignment: str) -> tuple[str, Any]:
     """`train.lr=1e-4` -> ('train.lr', 0.0001); the value is read as a TOML literal when it is one."""
     key, sep, text = assignment.partition("=")

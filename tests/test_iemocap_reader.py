@@ -66,3 +66,18 @@ def test_a_broken_header_is_reported_with_file_and_line(tmp_path):
     scan = read_iemocap(tmp_path, FOUR_CLASS)
     assert len(scan.records) == 1
     assert scan.problems and scan.problems[0].startswith(f"{label_file}:")
+
+
+def test_dry_run_command_on_the_skeleton(skeleton):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cmarr.extract.cli import app
+
+    result = CliRunner().invoke(app, ["iemocap", "--root", str(skeleton), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["n_utterances"] == 5531
+    assert s["per_class"] == {"ang": 1103, "hap": 1636, "neu": 1708, "sad": 1084}
+    assert list(s["per_session"].values()) == [1085, 1023, 1151, 1031, 1241]

@@ -161,3 +161,10 @@ def test_a_dropped_modality_is_provably_unused(variant, dropped):
     noisy.mask[dropped] = torch.ones_like(clean.mask[dropped])
     with torch.no_grad():
         assert torch.equal(model(clean).logits, model(noisy).logits)
+
+
+def test_variants_switch_the_model_however_they_are_chosen():
+    assert not build_model("no-attention", DIMS, 4, TINY).umc["text"].attention
+    assert build_model("cmarr", DIMS, 4, TINY).umc["text"].attention
+    assert build_model("point", DIMS, 4, TINY).cfg.alignment == "point"
+    assert type(build_model("baseline", DIMS, 4, TINY)).__name__ == "Baseline"

@@ -14,22 +14,10 @@ from rich.table import Table
 
 from cmarr.shared.config import load_config, parse_override
 from cmarr.shared.console import reports_errors
+from cmarr.shared.devices import resolve_device
 from cmarr.train.presets import apply_preset
 
 console = Console()
-
-
-def _resolve_device(name: str):
-    import torch
-
-    from cmarr.shared.errors import ConfigError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} is not available on this machine")
-    return device
 
 
 @reports_errors
@@ -52,17 +40,12 @@ def train(
     for key, value in (("train.preset", preset), ("train.variant", variant), ("train.seed", seed), ("train.device", device)):
         if value is not None:
             overrides[key] = value
-    variant_name = overrides.get("train.variant")
-    if variant_name == "no-attention":
-        overrides["train.model.umc_attention"] = False
-    if variant_name == "point":
-        overrides["train.model.alignment"] = "point"
     cfg = apply_preset(load_config(config, overrides), set(overrides))
     from cmarr.train.run import run_training
 
     first = cfg.train.seed
     run_dir, table = run_training(store, cfg, folds, list(range(first, first + seeds)), out,
-                                  require.split(",") if require else [], _resolve_device(cfg.train.device), resume,
+                                  require.split(",") if require else [], resolve_device(cfg.train.device), resume,
                                   log=lambda msg: console.print(msg, highlight=False))
     view = Table("Avail.", "WAR", "UAR", title=f"{run_dir.name}")
     for row, t in table.items():

@@ -3,7 +3,7 @@ schedule with smaller flows and reconstruction stacks, for quick looks and CPU d
 
 from __future__ import annotations
 
-from cmarr.shared.config import PipelineConfig
+from cmarr.shared.config import PipelineConfig, with_overrides
 
 FAST = {
     "train.lr": 1e-3,
@@ -19,13 +19,4 @@ def apply_preset(cfg: PipelineConfig, explicit: set[str]) -> PipelineConfig:
     """The config with the preset's values, except keys the user set explicitly."""
     if cfg.train.preset != "fast":
         return cfg
-    raw = cfg.model_dump()
-    for key, value in FAST.items():
-        if key in explicit:
-            continue
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return PipelineConfig.model_validate(raw)
+    return with_overrides(cfg, {k: v for k, v in FAST.items() if k not in explicit}, "preset fast")

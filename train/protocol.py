@@ -25,6 +25,7 @@ from cmarr.train.data import MODALITIES, StoreData, prefetch
 from cmarr.train.losses import ContrastiveAlignment
 from cmarr.train.metrics import war_uar
 from cmarr.train.model import CMARR, build_model
+from cmarr.train.model.cmarr import variant_model_config
 from cmarr.train.steps import autocast, loss_terms, predict, weights
 
 
@@ -99,7 +100,7 @@ def train_split(data: StoreData, split: Split, cfg: TrainConfig, seed: int, devi
     norm = data.normaliser(split.train)
     n_classes = len(data.store.classes)
     model = build_model(cfg.variant, data.dims, n_classes, cfg.model).to(device)
-    align = ContrastiveAlignment(cfg.variant != "point" and cfg.model.alignment == "distribution",
+    align = ContrastiveAlignment(variant_model_config(cfg.variant, cfg.model).alignment == "distribution",
                                  cfg.loss.d2w_scale_init, cfg.loss.d2w_shift_init, cfg.loss.tau_init).to(device)
     params = list(model.parameters()) + (list(align.parameters()) if isinstance(model, CMARR) else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cmarr.extract.encoders.base import EncodeResult, Encoder, resolve_device
+from cmarr.extract.encoders.base import EncodeResult, Encoder
 from cmarr.shared.config import ExtractConfig
 
 
@@ -33,4 +33,4 @@ def build_encoder(modality: str, cfg: ExtractConfig, device: torch.device) -> En
     return ENCODERS[modality](cfg, device)
 
 
-__all__ = ["ENCODERS", "EncodeResult", "Encoder", "build_encoder", "resolve_device"]
+__all__ = ["ENCODERS", "EncodeResult", "Encoder", "build_encoder"]

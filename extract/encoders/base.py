@@ -69,18 +69,3 @@ class Encoder(ABC):
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.forward_seconds += time.perf_counter() - start
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available; `cuda:N` must exist."""
-    from cmarr.shared.errors import ConfigError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError(f"device {name!r} is not available on this machine")
-    return device

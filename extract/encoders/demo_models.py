@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
-from cmarr.shared.config import PipelineConfig
+from cmarr.shared.config import PipelineConfig, with_overrides
 from cmarr.shared.errors import ConfigError
 
 DEMO_DENSENET = DenseNetArch(depth=16, growth=12)
@@ -91,13 +91,4 @@ def apply_profile(cfg: PipelineConfig) -> PipelineConfig:
     """The config the extractor runs with: unchanged for `real`, stand-ins for `demo`."""
     if cfg.extract.profile != "demo":
         return cfg
-    from cmarr.shared.config import PipelineConfig as Model
-
-    raw = cfg.model_dump()
-    for key, value in demo_overrides().items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return Model.model_validate(raw)
+    return with_overrides(cfg, demo_overrides(), "profile demo")

@@ -134,7 +134,16 @@ class Baseline(nn.Module):
         return Outputs(logits=self.classifier(self.fusion(seqs, masks)))
 
 
+def variant_model_config(variant: str, cfg: ModelConfig) -> ModelConfig:
+    """The model config a Table 3 variant implies (however the variant was chosen)."""
+    if variant == "no-attention":
+        return cfg.model_copy(update={"umc_attention": False})
+    if variant == "point":
+        return cfg.model_copy(update={"alignment": "point"})
+    return cfg
+
+
 def build_model(variant: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig) -> nn.Module:
     if variant == "baseline":
         return Baseline(dims, n_classes, cfg)
-    return CMARR(dims, n_classes, cfg)
+    return CMARR(dims, n_classes, variant_model_config(variant, cfg))

@@ -1,0 +1,19 @@
+"""Device selection both stages use: `auto` is CUDA when available; `cuda:N` must exist."""
+
+from __future__ import annotations
+
+import torch
+
+from cmarr.shared.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r} is not available on this machine")
+    return device
