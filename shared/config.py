@@ -128,12 +128,29 @@ class TrainConfig(Section):
     loss: LossConfig = LossConfig()
 
 
+class FerConfig(Section):
+    """Training the Denseface network on FER2013 + FER+ (`cmarr-fer train`)."""
+
+    target: Literal["distribution", "majority"] = "distribution"  # FER+ paper: distribution is best
+    epochs: int = Field(60, gt=0)
+    batch_size: int = Field(64, gt=1)
+    lr: float = Field(0.05, gt=0)  # SGD with Nesterov momentum 0.9, cosine schedule
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(10, gt=0)  # early stopping on PublicTest accuracy
+    rotation_degrees: float = Field(10.0, ge=0)  # augmentation: random crop (pad 4), flip, rotation
+    skip_bad_rows: bool = False  # malformed rows: error with the line number, or skip and count
+    seed: int = 0
+    device: str = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "bf16"
+
+
 class PipelineConfig(Section):
     """The whole of `pipeline.toml`."""
 
     store: StoreConfig = StoreConfig()
     extract: ExtractConfig = ExtractConfig()
     train: TrainConfig = TrainConfig()
+    fer: FerConfig = FerConfig()
 
 
 # --------------------------------------------------------------------------- loading

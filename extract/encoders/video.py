@@ -30,8 +30,8 @@ def load_denseface(path: str | Path, cfg: VideoEncoderConfig) -> tuple[DenseNetB
     if not path.is_file():
         raise ConfigError(
             f"video checkpoint {path} not found (extract.video.checkpoint). DenseNet-FER+ weights are not\n"
-            "  published: train them with `cmarr-fer train` (see README), or use --profile demo for the\n"
-            "  offline stand-in encoders."
+            "  published: train them with `cmarr-fer train --fer2013 fer2013.csv --ferplus fer2013new.csv`\n"
+            "  (see README), or use --profile demo for the offline stand-in encoders."
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

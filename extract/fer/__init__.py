@@ -1,0 +1,1 @@
+"""Training the Denseface video encoder (DenseNet-BC) on FER2013 images with FER+ labels."""

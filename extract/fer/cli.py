@@ -1,0 +1,72 @@
+"""`cmarr-fer`: train the Denseface video encoder on FER2013 + FER+, or evaluate a checkpoint.
+
+Exit codes: 0 ok, 1 failure, 2 usage/config error (malformed input rows name their line).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cmarr.shared.config import load_config, parse_override
+from cmarr.shared.console import ProgressReporter, reports_errors
+from cmarr.shared.devices import resolve_device
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+console = Console()
+Fer2013 = Annotated[Path, typer.Option("--fer2013", help="fer2013.csv (emotion,pixels,Usage).")]
+FerPlus = Annotated[Path, typer.Option("--ferplus", help="fer2013new.csv (FER+ votes).")]
+
+
+@app.command()
+@reports_errors
+def train(
+    fer2013: Fer2013, ferplus: FerPlus,
+    out: Annotated[Path, typer.Option(help="Checkpoint to write.")] = Path("checkpoints/denseface-ferplus.pt"),
+    config: Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key, e.g. fer.epochs=30.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+) -> None:
+    """Train DenseNet-BC on FER+ (architecture and normalisation from [extract.video], schedule from [fer])."""
+    from cmarr.extract.fer.data import load_fer
+    from cmarr.extract.fer.trainer import train_fer
+
+    overrides = dict(parse_override(s) for s in set_ or [])
+    if device:
+        overrides["fer.device"] = device
+    cfg = load_config(config, overrides)
+    data = load_fer(fer2013, ferplus, cfg.fer.skip_bad_rows)
+    console.print({u: len(s.images) for u, s in data.splits.items()} | {"skipped": data.skipped})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with ProgressReporter("batches") as progress:
+        metrics = train_fer(data, cfg.fer, cfg.extract.video, out, {"fer2013": fer2013, "ferplus": ferplus},
+                            resolve_device(cfg.fer.device), progress.update, lambda m: console.print(m, highlight=False))
+    _print(metrics)
+    console.print(f"wrote {out} (confusion matrix: {out.with_suffix('.confusion.png')})")
+
+
+@app.command()
+@reports_errors
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `cmarr-fer train`.")],
+    fer2013: Fer2013, ferplus: FerPlus,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    skip_bad_rows: Annotated[bool, typer.Option(help="Skip and count malformed rows instead of failing.")] = False,
+) -> None:
+    """Accuracy and per-class recall on PublicTest and PrivateTest."""
+    from cmarr.extract.fer.data import load_fer
+    from cmarr.extract.fer.trainer import evaluate_checkpoint
+
+    _print(evaluate_checkpoint(checkpoint, load_fer(fer2013, ferplus, skip_bad_rows), resolve_device(device)))
+
+
+def _print(metrics: dict) -> None:
+    for split in ("public", "private"):
+        m = metrics[split]
+        recall = ", ".join(f"{c} {r:.2f}" for c, r in m["recall"].items() if r is not None)
+        console.print(f"{split}: accuracy {m['accuracy']:.4f} on {m['n']} images; recall: {recall}")
+    print(json.dumps({k: {"accuracy": metrics[k]["accuracy"], "n": metrics[k]["n"]} for k in ("public", "private")}))
