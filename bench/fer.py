@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, md_table  # noqa: E402
 
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC  # noqa: E402
-from cmarr.extract.fer.trainer import _autocast, augment  # noqa: E402
+from cmarr.extract.fer.trainer import augment  # noqa: E402
+from cmarr.shared.devices import autocast  # noqa: E402
 
 
 def measure(depth: int, device: torch.device, batch: int, steps: int, amp: str) -> float:
@@ -32,7 +33,7 @@ def measure(depth: int, device: torch.device, batch: int, steps: int, amp: str) 
     t = torch.softmax(torch.randn(batch, 8), 1).to(device)
 
     def step():
-        with _autocast(device, amp):
+        with autocast(device, amp):
             loss = F.cross_entropy(net(augment(x, 10.0, gen).to(device)).float(), t)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -17,3 +17,12 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise ConfigError(f"device {name!r} is not available on this machine")
     return device
+
+
+def autocast(device: torch.device, amp: str):
+    """bf16/fp16 autocast on CUDA; a no-op on CPU (where it would only slow things down)."""
+    import contextlib
+
+    if device.type != "cuda" or amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)

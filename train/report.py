@@ -65,24 +65,9 @@ def write_reports(run_dir: Path, table: dict, per_fold: list[dict], classes: lis
 
 
 def _confusion_pngs(folder: Path, per_fold: list[dict], classes: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cmarr.shared.plots import plot_confusion
 
     folder.mkdir(exist_ok=True)
     for row in [c.name for c in MISSING] + [FULL.name]:
         cm = np.sum([np.array(f["metrics"][row]["confusion"]) for f in per_fold], axis=0)
-        fig, ax = plt.subplots(figsize=(3.6, 3.2))
-        ax.imshow(cm, cmap="Blues")
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(classes)), classes)
-        ax.set_yticks(range(len(classes)), classes)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"available {row}")
-        fig.tight_layout()
-        fig.savefig(folder / f"{row.strip('{}').replace(',', '')}.png", dpi=100)
-        plt.close(fig)
+        plot_confusion(cm, classes, f"available {row}", folder / f"{row.strip('{}').replace(',', '')}.png")

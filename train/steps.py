@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from cmarr.shared.config import TrainConfig
+from cmarr.shared.devices import autocast
 from cmarr.train.conditions import MissingCondition
 from cmarr.train.data import MODALITIES, Normaliser, StoreData
 from cmarr.train.losses import ContrastiveAlignment, reconstruction_loss, supcon_loss
@@ -46,12 +45,6 @@ def weights(cfg: TrainConfig) -> dict[str, float]:
         "rec": lw.lambda_rec,
         "nll": lw.w_nll,
     }
-
-
-def autocast(device: torch.device, amp: str):
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 @torch.no_grad()

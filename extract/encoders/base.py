@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cmarr.extract.corpora.record import UtteranceRecord
+from cmarr.shared.devices import autocast
 from cmarr.shared.store.schema import ModalitySpec, Status
 
 
@@ -55,10 +56,7 @@ class Encoder(ABC):
         """Encode a batch of loaded inputs (None for items with no input)."""
 
     def autocast(self):
-        """bf16/fp16 autocast on CUDA; a no-op on CPU, where it would only slow things down."""
-        if self.device.type != "cuda" or self.amp == "none":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+        return autocast(self.device, self.amp)
 
     @contextlib.contextmanager
     def timed(self):

@@ -15,6 +15,8 @@ from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.extract.encoders.demo_models import save_denseface
 from cmarr.extract.fer.data import CLASSES, FerData, FerSplit
 from cmarr.shared.config import FerConfig, VideoEncoderConfig
+from cmarr.shared.devices import autocast
+from cmarr.shared.plots import plot_confusion
 from cmarr.shared.provenance import file_sha256
 
 
@@ -82,7 +84,7 @@ def train_fer(data: FerData, fer: FerConfig, video: VideoEncoderConfig, out: Pat
         for k, lo in enumerate(range(0, len(order), fer.batch_size)):
             idx = order[lo : lo + fer.batch_size]
             xb = augment(x_train[idx], fer.rotation_degrees, gen).to(device)
-            with _autocast(device, fer.amp):
+            with autocast(device, fer.amp):
                 loss = F.cross_entropy(net(xb).float(), t_train[idx].to(device))  # soft targets
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -107,30 +109,9 @@ def train_fer(data: FerData, fer: FerConfig, video: VideoEncoderConfig, out: Pat
     save_denseface(net.cpu(), Path(out), list(CLASSES), mean=video.mean, std=video.std, extra={
         "target": fer.target, "metrics": _plain(metrics),
         "data_sha256": {name: file_sha256(p) for name, p in sources.items()}})
-    confusion_png(metrics["private"]["confusion"], Path(out).with_suffix(".confusion.png"))
+    plot_confusion(metrics["private"]["confusion"], list(CLASSES), "FER+ PrivateTest",
+                   Path(out).with_suffix(".confusion.png"), ylabel="majority label")
     return metrics
-
-
-def confusion_png(cm, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.array(cm)
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.imshow(cm, cmap="Blues")
-    for i in range(len(CLASSES)):
-        for j in range(len(CLASSES)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7)
-    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("majority label")
-    ax.set_title("FER+ PrivateTest")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def evaluate_checkpoint(path: Path, data: FerData, device: torch.device) -> dict:
@@ -142,14 +123,6 @@ def evaluate_checkpoint(path: Path, data: FerData, device: torch.device) -> dict
     net.to(device)
     return {u: evaluate_split(net, to_input(data.splits[s].images, video), data.splits[s].majority, device)
             for u, s in (("public", "PublicTest"), ("private", "PrivateTest"))}
-
-
-def _autocast(device, amp):
-    import contextlib
-
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def _plain(obj):
