@@ -74,8 +74,7 @@ def extract_modality(writer: StoreWriter, records: list[UtteranceRecord], encode
             if progress:
                 progress(encoder.modality, done, total)
     report.counts = mw.finalize(cfg.store.chunk_frames)
-    store = FeatureStore.open(writer.path, allow_incomplete=True)
-    report.failures = dict(store.root[encoder.modality].attrs.get("failures", {}))
+    report.failures = dict(mw.group.attrs.get("failures", {}))
     report.encoded, report.seconds, report.forward_seconds = done, time.perf_counter() - start, encoder.forward_seconds
     return report
 

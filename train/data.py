@@ -126,7 +126,7 @@ class StoreData:
             av[m] = torch.from_numpy(rows).to(device)
         return Inputs(x, mask, av)
 
-    def condition_masks(self, indices: np.ndarray, conditions: list[MissingCondition]) -> dict[str, np.ndarray]:
+    def condition_masks(self, conditions: list[MissingCondition]) -> dict[str, np.ndarray]:
         """Per-row availability for per-row conditions."""
         return {m: np.array([m in c.available for c in conditions]) for m in MODALITIES}
 

@@ -162,7 +162,7 @@ def _train_epoch(model, align, data, rows, conditions, norm, cfg, w, opt, rng, d
 
     def build(k):
         idx = batches[k]
-        inp = data.batch(idx, data.condition_masks(idx, conds[k]), norm, device)
+        inp = data.batch(idx, data.condition_masks(conds[k]), norm, device)
         targets = data.batch(idx, {m: np.ones(len(idx), bool) for m in MODALITIES}, norm, device) if is_cmarr else None
         return idx, inp, targets
 

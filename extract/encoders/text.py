@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import numpy as np
 import torch
 
 from cmarr.extract.corpora.record import UtteranceRecord

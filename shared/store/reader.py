@@ -56,6 +56,11 @@ def open_root(location: str | Path) -> zarr.Group:
         raise StoreError(f"{loc}: cannot open store: {err}") from None
 
 
+def staged_parts(group: zarr.Group) -> int:
+    """Parts a writer has staged in a modality group (zero once it is finalized)."""
+    return len(list(group[PARTS].group_keys())) if PARTS in group else 0
+
+
 class FeatureStore:
     """Read access to a schema-v1 store. `allow_incomplete` is for `verify` and `info` only."""
 
@@ -240,6 +245,3 @@ class ModalityReader:
 
         return da.from_zarr(self.values)
 
-    @property
-    def staged_parts(self) -> int:
-        return len(list(self.group[PARTS].group_keys())) if PARTS in self.group else 0

@@ -105,6 +105,6 @@ class ModalitySpec:
         return cls(**attrs)
 
     def same_encoder(self, other: ModalitySpec) -> bool:
-        """Two specs produce interchangeable features (everything but free-form extras equal)."""
+        """Two specs produce interchangeable features: every field equal, encoder-specific extras included."""
         a, b = self.to_attrs(), other.to_attrs()
         return a == b

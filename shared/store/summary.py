@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import numpy as np
-
-from cmarr.shared.store.reader import FeatureStore
-from cmarr.shared.store.schema import PARTS, Status
-
+from cmarr.shared.store.reader import FeatureStore, staged_parts
+from cmarr.shared.store.schema import Status
 
 def summarize(store: FeatureStore) -> dict[str, Any]:
     """A JSON-ready description of the store (works on incomplete stores too)."""
@@ -32,13 +29,11 @@ def summarize(store: FeatureStore) -> dict[str, Any]:
         } | {"fingerprint": store.fingerprint()},
     }
 
-
 def _modality(store: FeatureStore, name: str) -> dict[str, Any]:
     group = store.root[name]
     spec = dict(group.attrs.get("spec", {}))
     if not group.attrs.get("finalized"):
-        parts = len(list(group[PARTS].group_keys())) if PARTS in group else 0
-        return {"finalized": False, "staged_parts": parts, "spec": spec}
+        return {"finalized": False, "staged_parts": staged_parts(group), "spec": spec}
     reader = store.modality(name)
     lengths = reader.lengths[reader.available]
     return {
@@ -57,10 +52,9 @@ def _modality(store: FeatureStore, name: str) -> dict[str, Any]:
         "spec": spec,
     }
 
-
 def _stored_bytes(store: FeatureStore, name: str) -> int | None:
     """Bytes of the modality's arrays on disk (None when the backend cannot list sizes)."""
     try:
-        return int(sum(np.sum([store.root[f"{name}/{a}"].nbytes_stored()]) for a in ("values", "offsets", "status")))
+        return int(sum(store.root[f"{name}/{a}"].nbytes_stored() for a in ("values", "offsets", "status")))
     except Exception:
         return None

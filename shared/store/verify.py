@@ -14,7 +14,7 @@ import zarr
 
 from cmarr.shared.errors import StoreError
 from cmarr.shared.store.checksums import block_crc, chunk_row_ranges
-from cmarr.shared.store.reader import FeatureStore
+from cmarr.shared.store.reader import FeatureStore, staged_parts
 from cmarr.shared.store.schema import CRC_ATTR, UTTERANCE_COLUMNS, UTTERANCES, Status
 
 
@@ -69,8 +69,7 @@ def _verify_modality(store: FeatureStore, name: str, n: int, report: VerifyRepor
         return
     group = store.root[name]
     if not group.attrs.get("finalized"):
-        parts = len(list(group["_parts"].group_keys())) if "_parts" in group else 0
-        report.incomplete.append(f"{name}: not finalized ({parts} staged parts); re-run extraction to complete it")
+        report.incomplete.append(f"{name}: not finalized ({staged_parts(group)} staged parts); re-run extraction to complete it")
         return
     arrays = {a: _array(store.root, f"{name}/{a}", report) for a in ("values", "offsets", "status")}
     if any(a is None for a in arrays.values()):

@@ -228,7 +228,7 @@ class ModalityWriter:
         for item, f, st, length in zip(items, features, status, lengths):
             if (Status(st) == Status.OK) != (length > 0):
                 raise ValueError(f"item {item}: status {Status(st).name} with {length} frames")
-            if f is not None and f.ndim != 2 or f is not None and f.shape[1] != self.spec.dim:
+            if f is not None and (f.ndim != 2 or f.shape[1] != self.spec.dim):
                 raise ValueError(f"item {item}: features {f.shape}, expected [frames, {self.spec.dim}]")
 
     def _complete_parts(self) -> list[zarr.Group]:
