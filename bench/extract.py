@@ -64,7 +64,7 @@ def main() -> None:
     cfg = apply_profile(load_config(None, {"extract.profile": "demo", "extract.device": args.device,
                                            "extract.num_workers": args.workers}))
     device = resolve_device(args.device)
-    rows, notes = [], []
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         corpus = generate_demo_corpus(tmp / "corpus", utterances_per_dialog=args.utterances_per_dialog)
