@@ -36,6 +36,9 @@ Overwrite = Annotated[bool, typer.Option(help="Replace a modality's features wri
 DryRun = Annotated[bool, typer.Option(help="Validate the corpus and print a JSON summary; run no encoder.")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader processes decoding media.")]
 Labels = Annotated[str, typer.Option(help="Label set: 4class (paper), 6class or all.")]
+Scheduler = Annotated[str | None, typer.Option(help="Extract on a running dask cluster, e.g. tcp://HOST:8786 "
+                                               "(the store must be on a filesystem the workers share).")]
+Cluster = Annotated[str | None, typer.Option(help="Start a local dask cluster: local:N (N worker processes).")]
 
 
 def _config(config, sets, profile, device, workers):
@@ -48,7 +51,8 @@ def _config(config, sets, profile, device, workers):
     return apply_profile(load_config(config, overrides))
 
 
-def _run(scan: CorpusScan, corpus: str, out: Path, label_set, cfg, modalities, overwrite, dry_run) -> None:
+def _run(scan: CorpusScan, corpus: str, out: Path, label_set, cfg, modalities, overwrite, dry_run,
+         scheduler=None, cluster=None) -> None:
     if dry_run:
         print(json.dumps({"corpus": corpus, **scan.summary()}, indent=2))
         return
@@ -63,8 +67,21 @@ def _run(scan: CorpusScan, corpus: str, out: Path, label_set, cfg, modalities, o
         raise ConfigError(f"--modalities: unknown {sorted(bad)} (use text, audio, video)")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{corpus}.zarr"
-    with ProgressReporter("utterances") as progress:
-        reports = extract(scan.records, path, corpus, label_set, cfg, wanted, overwrite, progress.update)
+    from cmarr.shared.cluster import cluster_device, dask_client, local_gpus
+
+    with dask_client(scheduler, cluster, local_gpus(cfg.extract.device)) as client, \
+            ProgressReporter("utterances") as progress:
+        if client is None:
+            reports = extract(scan.records, path, corpus, label_set, cfg, wanted, overwrite, progress.update)
+        else:
+            from cmarr.extract.distributed import extract_distributed
+            from cmarr.shared.config import with_overrides
+
+            cfg = with_overrides(cfg, {"extract.device": cluster_device(client, cfg.extract.device)}, "--scheduler")
+            err_console.print(f"dask cluster: {len(client.scheduler_info(n_workers=-1)['workers'])} workers "
+                              f"at {client.scheduler.address}", highlight=False)
+            reports = extract_distributed(client, scan.records, path.resolve(), corpus, label_set, cfg, wanted,
+                                          overwrite, progress.update)
     table = Table("modality", "encoded now", "ok", "missing-input", "no-face", "failed", "seconds", "in forward")
     for r in reports:
         c = r.counts
@@ -86,14 +103,14 @@ def iemocap(
     root: Annotated[Path, typer.Option(help="The IEMOCAP_full_release folder.")],
     out: Out = Path("store"), label_set: Labels = "4class", config: Config = None, set_: Sets = None,
     profile: Profile = None, device: Device = None, modalities: Modalities = None, overwrite: Overwrite = False,
-    dry_run: DryRun = False, num_workers: Workers = None,
+    dry_run: DryRun = False, num_workers: Workers = None, scheduler: Scheduler = None, cluster: Cluster = None,
 ) -> None:
     """IEMOCAP in its original layout (4-class by default: ang, hap+exc, neu, sad)."""
     from cmarr.extract.corpora.iemocap import read_iemocap
 
     labels = get_label_set(label_set)
     cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(read_iemocap(root, labels), "iemocap", out, labels, cfg, modalities, overwrite, dry_run)
+    _run(read_iemocap(root, labels), "iemocap", out, labels, cfg, modalities, overwrite, dry_run, scheduler, cluster)
 
 
 @app.command("msp-improv")
@@ -102,7 +119,7 @@ def msp_improv(
     root: Annotated[Path, typer.Option(help="The MSP-IMPROV folder (Evaluation.txt, Audio/, Video/ or sessionN/).")],
     out: Out = Path("store"), label_set: Labels = "4class", config: Config = None, set_: Sets = None,
     profile: Profile = None, device: Device = None, modalities: Modalities = None, overwrite: Overwrite = False,
-    dry_run: DryRun = False, num_workers: Workers = None,
+    dry_run: DryRun = False, num_workers: Workers = None, scheduler: Scheduler = None, cluster: Cluster = None,
     types: Annotated[str, typer.Option(help="Recording types to keep: S (paper), R, T, P.")] = "S",
     exclude: Annotated[Path | None, typer.Option(help="File of clip ids to leave out (e.g. no-face list).")] = None,
 ) -> None:
@@ -111,7 +128,8 @@ def msp_improv(
 
     labels = get_label_set(label_set)
     cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(read_msp_improv(root, labels, types, exclude), "msp-improv", out, labels, cfg, modalities, overwrite, dry_run)
+    _run(read_msp_improv(root, labels, types, exclude), "msp-improv", out, labels, cfg, modalities, overwrite, dry_run,
+         scheduler, cluster)
 
 
 @app.command()
@@ -122,13 +140,14 @@ def manifest(
     label_set: Annotated[str, typer.Option(help="4class, 6class, all, or your classes: calm,tense,...")] = "4class",
     config: Config = None, set_: Sets = None, profile: Profile = None, device: Device = None,
     modalities: Modalities = None, overwrite: Overwrite = False, dry_run: DryRun = False, num_workers: Workers = None,
+    scheduler: Scheduler = None, cluster: Cluster = None,
 ) -> None:
     """Your own recordings, described by a manifest (id, label, speaker, session, text/audio/video)."""
     from cmarr.extract.corpora.manifest import read_manifest
 
     labels = get_label_set(label_set)
     cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(read_manifest(path, labels), corpus, out, labels, cfg, modalities, overwrite, dry_run)
+    _run(read_manifest(path, labels), corpus, out, labels, cfg, modalities, overwrite, dry_run, scheduler, cluster)
 
 
 @app.command()
@@ -136,6 +155,7 @@ def manifest(
 def demo(
     out: Out = Path("store"), config: Config = None, set_: Sets = None, device: Device = None,
     modalities: Modalities = None, overwrite: Overwrite = False, dry_run: DryRun = False, num_workers: Workers = None,
+    scheduler: Scheduler = None, cluster: Cluster = None,
     corpus_dir: Annotated[Path | None, typer.Option(help="Where to generate the corpus (default: OUT/demo-corpus).")] = None,
     utterances_per_dialog: Annotated[int, typer.Option(help="Labelled utterances per dialog (5 dialogs).")] = 24,
     seed: Annotated[int, typer.Option(help="Seed of the generated corpus.")] = 0,
@@ -150,4 +170,4 @@ def demo(
         generate_demo_corpus(root, utterances_per_dialog=utterances_per_dialog, seed=seed)
     labels = get_label_set("4class")
     cfg = _config(config, set_, "demo", device, num_workers) if not dry_run else None
-    _run(read_iemocap(root, labels), "demo", out, labels, cfg, modalities, overwrite, dry_run)
+    _run(read_iemocap(root, labels), "demo", out, labels, cfg, modalities, overwrite, dry_run, scheduler, cluster)

@@ -21,11 +21,13 @@ import torch
 from cmarr.extract.batching import plan_batches
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders import Encoder, EncodeResult, build_encoder
-from cmarr.shared.devices import resolve_device
+from cmarr.shared.devices import cpu_threads, resolve_device
 from cmarr.shared.config import PipelineConfig, config_hash, to_toml
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet
+from cmarr.shared.prefetch import prefetch
 from cmarr.shared.store import FeatureStore, Status, StoreWriter, UtteranceTable
+from cmarr.shared.store.writer import ModalityWriter
 
 Progress = Callable[[str, int, int], None]
 
@@ -54,28 +56,56 @@ def open_or_create_store(path: Path, records: list[UtteranceRecord], corpus: str
     return StoreWriter.create(path, table, corpus, label_set, to_toml(cfg), config_hash(cfg))
 
 
+def plan_modality(encoder: Encoder, records: list[UtteranceRecord]) -> list[np.ndarray]:
+    """The batch plan over the whole corpus (the same for every run, shard and worker)."""
+    costs = np.array([encoder.cost(r) for r in records], dtype=np.int64)
+    return plan_batches(costs, encoder.budget)
+
+
+def batch_tag(b: int) -> str:
+    """The writer id of planned batch `b`'s part: a retried shard finds what it already wrote."""
+    return f"b{b:06d}"
+
+
+def encode_batches(encoder: Encoder, records, planned: list[tuple[int, np.ndarray]], pending: np.ndarray,
+                   mw: ModalityWriter, stream: Callable, on_done: Callable[[int], None] | None = None) -> int:
+    """Decode, encode and stage planned batches `(b, items)`; only items whose `pending` is set
+    are written (the others are in the batch for its shape only). `stream(dataset)` yields the
+    decoded batches. Returns the number of items written."""
+    done = 0
+    with _BackgroundWriter(mw) as sink:
+        for b, items, inputs, errors in stream(_BatchDecoder(records, planned, encoder.loader())):
+            results = _encode_safely(encoder, inputs, errors)
+            todo = [k for k, i in enumerate(items) if pending[i]]
+            sink.put([items[k] for k in todo], [results[k] for k in todo], batch_tag(b))
+            done += len(todo)
+            if on_done:
+                on_done(len(todo))
+    return done
+
+
 def extract_modality(writer: StoreWriter, records: list[UtteranceRecord], encoder: Encoder, cfg: PipelineConfig,
                      overwrite: bool = False, progress: Progress | None = None) -> ModalityReport:
     start = time.perf_counter()
     mw = writer.modality(encoder.modality, encoder.spec(), overwrite=overwrite)
-    settled = mw.settled()
-    costs = np.array([encoder.cost(r) for r in records], dtype=np.int64)
-    batches = [b for b in plan_batches(costs, encoder.budget) if not settled[b].all()]
-    report = ModalityReport(encoder.modality)
-    total, done = int((~settled).sum()), 0
+    pending = ~mw.settled()
+    planned = [(b, items) for b, items in enumerate(plan_modality(encoder, records)) if pending[items].any()]
+    total, done = int(pending.sum()), 0
     if progress:
         progress(encoder.modality, 0, total)
-    with _BackgroundWriter(mw) as sink:
-        for items, inputs, errors in _decoded(records, batches, encoder.loader(), cfg.extract.num_workers):
-            results = _encode_safely(encoder, inputs, errors)
-            todo = [k for k, i in enumerate(items) if not settled[i]]
-            sink.put([items[k] for k in todo], [results[k] for k in todo])
-            done += len(todo)
-            if progress:
-                progress(encoder.modality, done, total)
+
+    def advance(n):
+        nonlocal done
+        done += n
+        if progress:
+            progress(encoder.modality, done, total)
+
+    encoded = encode_batches(encoder, records, planned, pending, mw,
+                             lambda ds: _loader_stream(ds, cfg.extract.num_workers), advance)
+    report = ModalityReport(encoder.modality, encoded=encoded, forward_seconds=encoder.forward_seconds)
     report.counts = mw.finalize(cfg.store.chunk_frames)
     report.failures = dict(mw.group.attrs.get("failures", {}))
-    report.encoded, report.seconds, report.forward_seconds = done, time.perf_counter() - start, encoder.forward_seconds
+    report.seconds = time.perf_counter() - start
     return report
 
 
@@ -86,12 +116,13 @@ def extract(records: list[UtteranceRecord], out: Path, corpus: str, label_set: L
     device = resolve_device(cfg.extract.device)
     writer = open_or_create_store(out, records, corpus, label_set, cfg)
     reports = []
-    for modality in modalities or cfg.extract.modalities:
-        encoder = build_encoder(modality, cfg.extract, device)
-        reports.append(extract_modality(writer, records, encoder, cfg, overwrite, progress))
-        del encoder  # one model in memory at a time
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    with cpu_threads(cfg.extract.cpu_threads):
+        for modality in modalities or cfg.extract.modalities:
+            encoder = build_encoder(modality, cfg.extract, device)
+            reports.append(extract_modality(writer, records, encoder, cfg, overwrite, progress))
+            del encoder  # one model in memory at a time
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     return reports
 
 
@@ -99,16 +130,18 @@ def extract(records: list[UtteranceRecord], out: Path, corpus: str, label_set: L
 
 
 class _BatchDecoder(torch.utils.data.Dataset):
-    """Decodes one planned batch per item; failures travel back as reasons, not exceptions."""
+    """Decodes one planned batch per item; failures travel back as reasons, not exceptions.
+    `records` is a list or a dict, indexed by utterance index."""
 
-    def __init__(self, records: list[UtteranceRecord], batches: list[np.ndarray], load: Callable):
-        self.records, self.batches, self.load = records, batches, load
+    def __init__(self, records, planned: list[tuple[int, np.ndarray]], load: Callable):
+        self.records, self.planned, self.load = records, planned, load
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.planned)
 
-    def __getitem__(self, b: int) -> tuple[list[int], list[Any], dict[int, str]]:
-        items, inputs, errors = [int(i) for i in self.batches[b]], [], {}
+    def __getitem__(self, j: int) -> tuple[int, list[int], list[Any], dict[int, str]]:
+        b, batch = self.planned[j]
+        items, inputs, errors = [int(i) for i in batch], [], {}
         for k, i in enumerate(items):
             try:
                 inputs.append(self.load(self.records[i]))
@@ -118,19 +151,25 @@ class _BatchDecoder(torch.utils.data.Dataset):
             except Exception as err:  # a corrupt file fails its item, never the run
                 inputs.append(None)
                 errors[k] = str(err) or type(err).__name__
-        return items, inputs, errors
+        return b, items, inputs, errors
 
 
 def _identity(x):
     return x
 
 
-def _decoded(records, batches, load, num_workers):
-    dataset = _BatchDecoder(records, batches, load)
-    if num_workers == 0 or len(batches) < 2:
-        return (dataset[b] for b in range(len(dataset)))
+def _loader_stream(dataset: _BatchDecoder, num_workers: int):
+    """Decoded batches from DataLoader worker processes (in order)."""
+    if num_workers == 0 or len(dataset) < 2:
+        return (dataset[j] for j in range(len(dataset)))
     return torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, shuffle=False,
-                                       num_workers=min(num_workers, len(batches)), prefetch_factor=2)
+                                       num_workers=min(num_workers, len(dataset)), prefetch_factor=2)
+
+
+def thread_stream(dataset: _BatchDecoder, depth: int = 2):
+    """Decoded batches from a thread (inside dask workers, which may not start processes);
+    PyAV and libsndfile release the GIL while they decode."""
+    return prefetch((dataset[j] for j in range(len(dataset))), depth)
 
 
 def _encode_safely(encoder: Encoder, inputs: list, errors: dict[int, str]) -> list[EncodeResult]:
@@ -170,20 +209,20 @@ class _BackgroundWriter:
         self.thread.start()
         return self
 
-    def put(self, items: list[int], results: list[EncodeResult]) -> None:
+    def put(self, items: list[int], results: list[EncodeResult], tag: str = "") -> None:
         if self.error:
             raise self.error
         if items:
-            self.queue.put((items, results))
+            self.queue.put((items, results, tag))
 
     def _run(self) -> None:
         while (job := self.queue.get()) is not None:
             if self.error:
                 continue
-            items, results = job
+            items, results, tag = job
             try:
                 self.mw.write_part(items, [r.features for r in results], [r.status for r in results],
-                                   {i: r.reason for i, r in zip(items, results) if r.reason})
+                                   {i: r.reason for i, r in zip(items, results) if r.reason}, writer_id=tag)
             except BaseException as err:  # surfaced on the main thread
                 self.error = err
 

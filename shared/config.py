@@ -71,9 +71,11 @@ class VideoEncoderConfig(Section):
 class ExtractConfig(Section):
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast dtype on CUDA; ignored on CPU
+    cpu_threads: int = Field(0, ge=0)  # torch CPU threads per process or dask worker; 0 = its share of the cores
     num_workers: int = Field(2, ge=0)  # DataLoader processes that decode media
     modalities: list[Literal["text", "audio", "video"]] = ["text", "audio", "video"]
     profile: Literal["real", "demo"] = "real"  # demo = small offline stand-in encoders
+    shard_batches: int = Field(4, gt=0)  # planned batches per task with --scheduler/--cluster
     text: TextEncoderConfig = TextEncoderConfig()
     audio: AudioEncoderConfig = AudioEncoderConfig()
     video: VideoEncoderConfig = VideoEncoderConfig()
@@ -124,6 +126,7 @@ class TrainConfig(Section):
     include_full_condition: bool = False  # also draw the full condition during training
     device: str = "auto"
     amp: Literal["none", "bf16", "fp16"] = "bf16"
+    cpu_threads: int = Field(0, ge=0)  # torch CPU threads per process or dask worker; 0 = its share of the cores
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from cmarr.shared.errors import ConfigError
@@ -19,10 +21,24 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """Run with `n` torch CPU threads (0: leave the count alone). CPU float results depend on the
+    thread count (the reduction order of some kernels), so runs that must agree bit for bit, such
+    as one process vs a dask cluster, fix it."""
+    if n <= 0:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def autocast(device: torch.device, amp: str):
     """bf16/fp16 autocast on CUDA; a no-op on CPU (where it would only slow things down)."""
-    import contextlib
-
     if device.type != "cuda" or amp == "none":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)

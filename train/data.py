@@ -7,8 +7,6 @@ Padding happens only here, at collate time.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -136,23 +134,3 @@ class StoreData:
         for m in condition.available:
             ok &= self.present[m][indices]
         return ok
-
-
-def prefetch(batches, size: int = 2):
-    """Build the next batches on a thread while the model computes on the current one."""
-    q: queue.Queue = queue.Queue(maxsize=size)
-    done = object()
-
-    def work():
-        try:
-            for item in batches:
-                q.put(item)
-        except BaseException as err:  # surfaced in the consumer
-            q.put(err)
-        q.put(done)
-
-    threading.Thread(target=work, daemon=True).start()
-    while (item := q.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item

@@ -21,7 +21,8 @@ from sklearn.model_selection import train_test_split
 from cmarr.shared.config import TrainConfig
 from cmarr.shared.errors import ConfigError
 from cmarr.train.conditions import ALL, FULL, MISSING, MissingCondition
-from cmarr.train.data import MODALITIES, StoreData, prefetch
+from cmarr.shared.prefetch import prefetch
+from cmarr.train.data import MODALITIES, StoreData
 from cmarr.train.losses import ContrastiveAlignment
 from cmarr.train.metrics import war_uar
 from cmarr.train.model import CMARR, build_model

@@ -126,17 +126,26 @@ class StoreWriter:
         self.root.attrs["modalities"] = specs
         return ModalityWriter(self, name, spec)
 
+    def attach(self, name: str) -> ModalityWriter:
+        """A writer for a modality another process (the driver) is managing: it stages parts
+        and touches nothing else, not even other writers' half-written parts."""
+        if name not in self.root or PARTS not in self.root[name]:
+            raise StoreError(f"{self.path}: modality {name!r} is not prepared for concurrent writers")
+        spec = ModalitySpec.from_attrs(self.root[name].attrs["spec"])
+        return ModalityWriter(self, name, spec, discard_debris=False)
+
 
 class ModalityWriter:
     """Writes one modality's features as staged parts, then finalizes them into schema v1."""
 
-    def __init__(self, store: StoreWriter, name: str, spec: ModalitySpec):
+    def __init__(self, store: StoreWriter, name: str, spec: ModalitySpec, discard_debris: bool = True):
         self.store = store
         self.name = name
         self.spec = spec
         self.group: zarr.Group = store.root[name]
         self.dir = store.path / name
-        self._discard_debris()
+        if discard_debris:
+            self._discard_debris()
 
     # ------------------------------------------------------------------ resume state
 
@@ -157,7 +166,25 @@ class ModalityWriter:
             status[items[better]] = part_status[better]
         return status
 
+    def complete_tags(self, tags: set[str]) -> set[str]:
+        """Which of these writer ids already have a complete part (a retried task skips them).
+        Lists part names only; reads the marks of the matching parts alone."""
+        parts_dir = self.dir / PARTS
+        found = set()
+        for entry in parts_dir.iterdir() if parts_dir.is_dir() else ():
+            tag = entry.name.split("-")[1] if entry.name.count("-") >= 2 else None
+            if tag in tags and _is_complete(entry):
+                found.add(tag)
+        return found
+
     # ------------------------------------------------------------------ writing
+
+    def prepare_concurrent(self) -> None:
+        """Make the modality ready for writers in other processes (`StoreWriter.attach`): the
+        parts group exists and a finalized layout is turned back into a part, so that workers
+        never race to create either."""
+        self._unfinalize()
+        self.group.require_group(PARTS)
 
     def write_part(
         self,
@@ -168,7 +195,10 @@ class ModalityWriter:
         writer_id: str = "",
     ) -> str:
         """Stage a batch of results. `features[k]` is [frames, dim] for item `items[k]`, or None
-        (zero frames) with a non-ok status. Returns the part's name."""
+        (zero frames) with a non-ok status. `writer_id` (no dashes) names the writer in the
+        part's name; it defaults to the process id. Returns the part's name."""
+        if "-" in writer_id:
+            raise ValueError(f"writer_id {writer_id!r} must not contain '-'")
         items = np.asarray(items, dtype=np.int64)
         if status is None:
             status = [Status.OK] * len(items)
@@ -245,9 +275,7 @@ class ModalityWriter:
         for entry in parts_dir.iterdir():
             if not entry.is_dir():
                 continue  # the `_parts` group's own zarr.json
-            meta = entry / "zarr.json"
-            complete = meta.is_file() and json.loads(meta.read_text()).get("attributes", {}).get("complete")
-            if not complete or self.group.attrs.get("finalized"):
+            if not _is_complete(entry) or self.group.attrs.get("finalized"):
                 _remove(entry)
 
     def _unfinalize(self) -> None:
@@ -331,6 +359,14 @@ class _PartCache:
             _, old = self.items.popitem(last=False)
             self.used -= old.nbytes
         return data
+
+
+def _is_complete(part_dir: Path) -> bool:
+    meta = part_dir / "zarr.json"
+    try:
+        return bool(meta.is_file() and json.loads(meta.read_text()).get("attributes", {}).get("complete"))
+    except json.JSONDecodeError:  # metadata cut short by a kill
+        return False
 
 
 def _remove(path: Path) -> None:

@@ -1,0 +1,142 @@
+"""The experiment grid: every (variant, seed, fold, split) is one independent job.
+
+A job's result depends only on the store, the config, its variant and its seed: `train_split`
+seeds torch and numpy itself, and the splits are drawn from the seed alone. Jobs can therefore
+run in any order, in this process or on dask workers, and give the same numbers. Each finished
+job is appended to the run directory's ledger (`ledger.jsonl`); a resumed run does not submit
+the jobs its ledger lists, and a job that was cut off resumes from its `state.pt`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cmarr.shared.cluster import GPU, worker_cache
+from cmarr.shared.config import PipelineConfig
+from cmarr.shared.devices import cpu_threads, resolve_device
+from cmarr.shared.provenance import now_utc
+from cmarr.train.protocol import Split, train_split
+
+LEDGER = "ledger.jsonl"
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    variant: str
+    seed: int
+    fold: int  # 1-based, in session order
+    split: int  # index among the fold's splits (several with val_rule = other-speaker)
+    data: Split
+    run_dir: Path  # the variant's run directory
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/seed{self.seed}/fold{self.fold}/split{self.split}"
+
+    @property
+    def folder(self) -> Path:
+        return self.run_dir / f"seed{self.seed}" / f"fold{self.fold}" / f"split{self.split}"
+
+
+def finished(run_dir: Path) -> set[str]:
+    """Keys of the jobs the ledger lists whose results are still in place."""
+    path = run_dir / LEDGER
+    if not path.is_file():
+        return set()
+    keys = set()
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if (run_dir / entry["folder"] / "result.json").is_file():
+            keys.add(entry["job"])
+    return keys
+
+
+def record(job: Job, seconds: float, where: str) -> None:
+    entry = {"job": job.key, "folder": str(job.folder.relative_to(job.run_dir)), "seconds": round(seconds, 3),
+             "worker": where, "finished": now_utc()}
+    with open(job.run_dir / LEDGER, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Seed every RNG and switch torch to deterministic kernels for one job, then put the
+    process's deterministic setting back (an in-process caller's later work must not change)."""
+    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+
+
+def run_job(data, cfg: PipelineConfig, job: Job, device, log=print) -> dict:
+    """Train and test one job; the function both executors run."""
+    with cpu_threads(cfg.train.cpu_threads), seeded(job.seed):
+        return train_split(data, job.data, cfg.train, job.seed, device, job.folder, log)
+
+
+def run_local(data, cfgs: dict[str, PipelineConfig], jobs: list[Job], device, log=print) -> dict[str, dict]:
+    """Jobs one after the other in this process."""
+    results = {}
+    for job in jobs:
+        start = time.perf_counter()
+        results[job.key] = run_job(data, cfgs[job.variant], job, device, log)
+        record(job, time.perf_counter() - start, "local")
+    return results
+
+
+def _remote_job(store_location: str, cfg: PipelineConfig, job: Job) -> tuple[dict, float, str]:
+    """On a worker: the store is loaded once per worker process and kept for its next jobs."""
+    from distributed import get_worker
+
+    from cmarr.shared.store import FeatureStore
+    from cmarr.train.data import StoreData
+
+    cache = worker_cache()
+    if cache.get("train-store") != store_location:
+        cache.pop("train-data", None)
+        cache["train-data"], cache["train-store"] = StoreData(FeatureStore.open(store_location)), store_location
+    start = time.perf_counter()
+    job.folder.mkdir(parents=True, exist_ok=True)
+    with open(job.folder / "train.log", "a") as f:
+        def log(msg):
+            print(msg, file=f, flush=True)
+
+        result = run_job(cache["train-data"], cfg, job, resolve_device(cfg.train.device), log)
+    return result, time.perf_counter() - start, get_worker().address
+
+
+def run_distributed(client, store_location: str, cfgs: dict[str, PipelineConfig], jobs: list[Job],
+                    log: Callable[[str], None] = print) -> dict[str, dict]:
+    """Jobs as dask tasks; each worker writes its job's folder, the driver keeps the ledger."""
+    from distributed import as_completed
+
+    gpu = {v: c.train.device.startswith("cuda") for v, c in cfgs.items()}
+    futures = {
+        client.submit(_remote_job, store_location, cfgs[job.variant], job, key=f"cmarr-train-{job.key}-{job.run_dir.name}",
+                      resources={GPU: 1} if gpu[job.variant] else None): job
+        for job in jobs
+    }
+    results = {}
+    for k, future in enumerate(as_completed(futures), 1):
+        job = futures[future]
+        results[job.key], seconds, where = future.result()
+        record(job, seconds, where)
+        log(f"[{k}/{len(jobs)}] {job.key}: {seconds:.1f} s on {where}")
+    return results
