@@ -17,6 +17,7 @@ failure status and exit codes are the single-process ones, because the parts are
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import time
 import uuid
 
@@ -31,6 +32,7 @@ from cmarr.extract.pipeline import (
     Progress,
     batch_tag,
     encode_batches,
+    loader_stream,
     open_or_create_store,
     plan_modality,
     thread_stream,
@@ -84,6 +86,16 @@ def _plan_task(name: str, modality: str, records: list[UtteranceRecord]):
     return encoder.spec(), plan_modality(encoder, records)
 
 
+def _decoder_stream(encoder: Encoder, name: str):
+    """Decode in DataLoader processes, as one process does, where the worker may start them (a
+    worker started with `distributed.worker.daemon: False`, as `--cluster local:N` does);
+    otherwise on a thread."""
+    workers = _plugin(name).cfg.extract.num_workers if encoder.reads_files else 0
+    if workers and not multiprocessing.current_process().daemon:
+        return lambda ds: loader_stream(ds, workers)
+    return thread_stream
+
+
 def _shard_task(name: str, store_path: str, modality: str, shard: list[tuple[int, np.ndarray]],
                 records: dict[int, UtteranceRecord], pending: np.ndarray) -> dict:
     from distributed import get_worker
@@ -94,7 +106,7 @@ def _shard_task(name: str, store_path: str, modality: str, shard: list[tuple[int
     mw = StoreWriter.open(store_path).attach(modality)
     written = mw.complete_tags({batch_tag(b) for b, _ in shard})  # this shard's earlier attempt
     todo = [(b, items) for b, items in shard if batch_tag(b) not in written]
-    encoded = encode_batches(encoder, records, todo, pending, mw, thread_stream)
+    encoded = encode_batches(encoder, records, todo, pending, mw, _decoder_stream(encoder, name))
     return {"encoded": encoded, "skipped_batches": len(written), "seconds": time.perf_counter() - start,
             "forward_seconds": encoder.forward_seconds - forward_before, "worker": get_worker().address}
 
@@ -129,15 +141,16 @@ def extract_distributed(client, records: list[UtteranceRecord], out, corpus: str
         total, done = int(pending.sum()), 0
         if progress:
             progress(modality, 0, total)
-        futures = [
+        futures = as_completed([
             client.submit(_shard_task, name, str(out), modality, shard,
                           {int(i): records[int(i)] for _, items in shard for i in items}, pending,
                           resources=resources, key=f"cmarr-extract-{modality}-{j:05d}-{run}")
             for j, shard in enumerate(shards)
-        ]
+        ])
         report = ModalityReport(modality)
-        for future in as_completed(futures):
+        for future in futures:
             result = future.result()
+            future.release()  # a worker lost later must not make dask redo a finished shard
             report.encoded += result["encoded"]
             report.forward_seconds += result["forward_seconds"]
             if shard_log is not None:

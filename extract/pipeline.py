@@ -58,8 +58,7 @@ def open_or_create_store(path: Path, records: list[UtteranceRecord], corpus: str
 
 def plan_modality(encoder: Encoder, records: list[UtteranceRecord]) -> list[np.ndarray]:
     """The batch plan over the whole corpus (the same for every run, shard and worker)."""
-    costs = np.array([encoder.cost(r) for r in records], dtype=np.int64)
-    return plan_batches(costs, encoder.budget)
+    return plan_batches(encoder.costs(records), encoder.budget)
 
 
 def batch_tag(b: int) -> str:
@@ -101,7 +100,8 @@ def extract_modality(writer: StoreWriter, records: list[UtteranceRecord], encode
             progress(encoder.modality, done, total)
 
     encoded = encode_batches(encoder, records, planned, pending, mw,
-                             lambda ds: _loader_stream(ds, cfg.extract.num_workers), advance)
+                             lambda ds: loader_stream(ds, cfg.extract.num_workers if encoder.reads_files else 0),
+                             advance)
     report = ModalityReport(encoder.modality, encoded=encoded, forward_seconds=encoder.forward_seconds)
     report.counts = mw.finalize(cfg.store.chunk_frames)
     report.failures = dict(mw.group.attrs.get("failures", {}))
@@ -158,7 +158,7 @@ def _identity(x):
     return x
 
 
-def _loader_stream(dataset: _BatchDecoder, num_workers: int):
+def loader_stream(dataset: _BatchDecoder, num_workers: int):
     """Decoded batches from DataLoader worker processes (in order)."""
     if num_workers == 0 or len(dataset) < 2:
         return (dataset[j] for j in range(len(dataset)))

@@ -41,6 +41,18 @@ def test_text_features_do_not_depend_on_batch_padding():
     assert batched[2].status == Status.MISSING_INPUT
 
 
+def test_batched_token_counts_equal_one_at_a_time_counts():
+    """The plan (and so resume) depends on the costs: the one-call path must give the same ones."""
+    from cmarr.extract.corpora.record import UtteranceRecord
+
+    enc = TextEncoder(TextEncoderConfig(model=str(minilm_path()), max_length=12), CPU, "none")
+    texts = ["I am so happy for you.", "", "   ", None, "word " * 40, "Why? Why would you do that, Brian?"]
+    records = [UtteranceRecord(id=f"u{k}", label="neu", session="Ses01", speaker="Ses01F", text=t)
+               for k, t in enumerate(texts)]
+    assert enc.costs(records).tolist() == [enc.cost(r) for r in records]
+    assert enc.costs(records).tolist()[1:5] == [0, 0, 0, 12]
+
+
 def test_tiny_random_bert_from_a_local_directory_and_layer_choice(tmp_path):
     from transformers import BertConfig, BertModel
 

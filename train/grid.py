@@ -134,9 +134,10 @@ def run_distributed(client, store_location: str, cfgs: dict[str, PipelineConfig]
         for job in jobs
     }
     results = {}
-    for k, future in enumerate(as_completed(futures), 1):
-        job = futures[future]
+    for k, future in enumerate(as_completed(list(futures)), 1):  # the dict drops each future as it is done
+        job = futures.pop(future)
         results[job.key], seconds, where = future.result()
+        future.release()  # a worker lost later must not make dask recompute a finished job
         record(job, seconds, where)
         log(f"[{k}/{len(jobs)}] {job.key}: {seconds:.1f} s on {where}")
     return results

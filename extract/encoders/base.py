@@ -33,6 +33,7 @@ class Encoder(ABC):
 
     modality: str
     budget: int  # sum of item costs allowed in one batch
+    reads_files: bool = True  # False: inputs come from the records alone; no decoding processes needed
 
     def __init__(self, device: torch.device, amp: str):
         self.device = device
@@ -45,6 +46,10 @@ class Encoder(ABC):
     @abstractmethod
     def cost(self, record: UtteranceRecord) -> int:
         """Cheap size estimate (tokens, samples, frames) for sorting and batch budgets."""
+
+    def costs(self, records: list[UtteranceRecord]) -> np.ndarray:
+        """`cost` of every record (encoders override it when they can do it in one batched call)."""
+        return np.array([self.cost(r) for r in records], dtype=np.int64)
 
     @abstractmethod
     def loader(self) -> Callable[[UtteranceRecord], Any]:

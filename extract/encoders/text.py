@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import numpy as np
 import torch
 
 from cmarr.extract.corpora.record import UtteranceRecord
@@ -19,6 +20,7 @@ def load_text(record: UtteranceRecord) -> str | None:
 
 class TextEncoder(Encoder):
     modality = "text"
+    reads_files = False  # transcripts are in the records
 
     def __init__(self, cfg: TextEncoderConfig, device: torch.device, amp: str):
         super().__init__(device, amp)
@@ -43,6 +45,16 @@ class TextEncoder(Encoder):
         if not record.text or not record.text.strip():
             return 0
         return min(len(self.tokenizer(record.text)["input_ids"]), self.cfg.max_length)
+
+    def costs(self, records: list[UtteranceRecord]) -> np.ndarray:
+        """Token counts of the whole corpus in one call of the (Rust) fast tokenizer."""
+        texts = [load_text(r) for r in records]
+        present = [k for k, t in enumerate(texts) if t is not None]
+        out = np.zeros(len(records), dtype=np.int64)
+        if present:
+            ids = self.tokenizer([texts[k] for k in present])["input_ids"]
+            out[present] = np.minimum([len(x) for x in ids], self.cfg.max_length)
+        return out
 
     def loader(self):
         return load_text
