@@ -35,7 +35,6 @@ def local_cluster(n_workers: int, gpus: int = 0) -> Iterator:
     dask's nannies write their pre-spawn variables (OMP_NUM_THREADS=1, ...) into *this*
     process's environment and leave them there; we put the environment back on exit, so that
     whatever this process starts later gets the thread counts it would have had."""
-    import dask
     from distributed import Nanny, Scheduler, SpecCluster
 
     threads = max(1, (os.cpu_count() or 1) // n_workers)
@@ -49,9 +48,8 @@ def local_cluster(n_workers: int, gpus: int = 0) -> Iterator:
         workers[f"cmarr-{i}"] = {"cls": Nanny, "options": options}
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
     saved = dict(os.environ)
-    try:  # non-daemonic workers may start processes: extraction decodes in DataLoader workers there too
-        with dask.config.set({"distributed.worker.daemon": False}), \
-                SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR) as cluster:
+    try:
+        with SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR) as cluster:
             yield cluster
     finally:
         os.environ.clear()
