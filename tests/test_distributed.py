@@ -158,3 +158,20 @@ def test_cluster_grid_equals_sequential_and_skips_finished_jobs(client, train_st
     assert len((dist / "ledger.jsonl").read_text().splitlines()) == 10
     assert (dist / "confusion" / "svt.png").is_file()
     assert json.loads((dist / "results.json").read_text()) == json.loads((seq / "results.json").read_text())
+
+
+def test_bad_cluster_options_are_usage_errors(train_store, tmp_path):
+    from cmarr.shared.cluster import parse_local
+    from cmarr.shared.errors import ConfigError
+
+    assert parse_local("local:3") == 3
+    for bad in ("local", "local:0", "tcp://x:1", "local:two"):
+        with pytest.raises(ConfigError, match="use local:N"):
+            parse_local(bad)
+    base = ["--store", str(train_store), "--folds", "5", "--out", str(tmp_path), *TINY]
+    for extra, message in ((["--jobs", "0"], "--jobs must be at least 1"),
+                           (["--ablations", "baseline,nonsense"], "unknown variant"),
+                           (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both")):
+        result = runner.invoke(train_app, base + extra)
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not any(tmp_path.iterdir())  # nothing was started or written

@@ -51,12 +51,15 @@ def train(
     cfg = apply_preset(load_config(config, overrides), set(overrides))
     if jobs < 1:
         raise ConfigError("--jobs must be at least 1")
+    if jobs > 1 and scheduler:
+        raise ConfigError("give either --jobs (a local cluster) or --scheduler (a running one), not both")
     from cmarr.shared.cluster import cluster_device, dask_client, local_gpus
     from cmarr.train.run import run_training
 
     first = cfg.train.seed
     log = lambda msg: console.print(msg, highlight=False)  # noqa: E731
     cluster = f"local:{jobs}" if jobs > 1 else None
+    variants = _variants(cfg.train.variant, ablations)  # checked before any cluster starts
     with dask_client(scheduler, cluster, local_gpus(cfg.train.device)) as client:
         if client is not None:
             cfg = with_overrides(cfg, {"train.device": cluster_device(client, cfg.train.device)}, "--scheduler")
@@ -64,7 +67,7 @@ def train(
         runs = run_training(store, cfg, folds, list(range(first, first + seeds)), out,
                             require.split(",") if require else [],
                             resolve_device(cfg.train.device) if client is None else None, resume, log=log,
-                            variants=_variants(cfg.train.variant, ablations), client=client)
+                            variants=variants, client=client)
     for run in runs:
         view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}")
         for row, t in run.table.items():
