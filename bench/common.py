@@ -38,3 +38,10 @@ def dir_bytes(path) -> int:
     for root, _, files in os.walk(path):
         total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
     return total
+
+
+def write_report(path, report: str) -> None:
+    """Every benchmark's last step: the Markdown report to its file and to stdout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report)
+    print(report)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_header, md_table  # noqa: E402
+from common import machine_header, md_table, write_report  # noqa: E402
 
 from cmarr.extract.corpora.demo import generate_demo_corpus  # noqa: E402
 from cmarr.extract.corpora.iemocap import read_iemocap  # noqa: E402
@@ -88,9 +88,7 @@ def main() -> None:
                          f"{100 * (1 - fwd / t_batched):.0f}%", f"{diff:.2g}"])
             del encoder
     report = render(args, rows, device)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    write_report(args.out, report)
 
 
 def render(args, rows, device) -> str:

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_header, md_table  # noqa: E402
+from common import machine_header, md_table, write_report  # noqa: E402
 
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC  # noqa: E402
 from cmarr.extract.fer.trainer import augment  # noqa: E402
@@ -75,9 +75,7 @@ def main() -> None:
         "rotation), forward, soft-target cross-entropy, backward, SGD. No GPU was lent to the session that wrote "
         "this report; the GPU figure is still to be measured with `--device cuda`.\n"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

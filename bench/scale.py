@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_header, md_table  # noqa: E402
+from common import machine_header, md_table, write_report  # noqa: E402
 
 
 # Smaller batch budgets than the defaults, so that the 120-utterance demo corpus makes enough
@@ -150,9 +150,7 @@ def main() -> None:
         ext_rows, ext = extraction(args, Path(tmp))
         grid_rows, grd = grid(args, Path(tmp))
     report = render(args, ext_rows, ext, grid_rows, grd, predictions(ext, grd))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    write_report(args.out, report)
 
 
 def _caveats(ext: dict, grd: dict) -> str:

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import dir_bytes, machine_header, md_table  # noqa: E402
+from common import dir_bytes, machine_header, md_table, write_report  # noqa: E402
 
 from cmarr.shared.store import FeatureStore  # noqa: E402
 from cmarr.shared.store.synthetic import IEMOCAP_LIKE, write_synthetic_store  # noqa: E402
@@ -102,9 +102,7 @@ def main() -> None:
         naive = naive_zarr_per_utt(tmp / "s.zarr", rng, min(200, args.n))
     assert all(a != b for a, b in zip(orders, orders[1:])), "each epoch must use a new order"
     report = render(args, lengths, zarr_bytes, h5_bytes, padded, zarr_write, h5_write, rows, naive)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    write_report(args.out, report)
 
 
 def render(args, lengths, zarr_bytes, h5_bytes, padded, zarr_write, h5_write, rows, naive) -> str:

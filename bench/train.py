@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_header, md_table  # noqa: E402
+from common import machine_header, md_table, write_report  # noqa: E402
 
 
 def worker(args) -> None:
@@ -100,9 +100,7 @@ def main() -> None:
         "waited for its next batch (target under 5%). Lazy reading decodes contiguous blocks of utterances into a "
         "bounded cache, so memory should stay flat as the corpus grows while epoch time grows linearly.\n"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":
