@@ -83,19 +83,22 @@ def require_gpu_workers(client, needed: bool) -> None:
     """GPU tasks wait forever for a resource no worker has: refuse up front instead."""
     if not needed:
         return
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    if not any(w.get("resources", {}).get(GPU, 0) >= 1 for w in workers):
+    if not _has_gpu_workers(client):
         raise ConfigError(f"the device is CUDA but no dask worker declares a {GPU} resource; start each "
                           f"worker with `dask worker SCHEDULER --nthreads 1 --resources {GPU}=1` and one "
                           "visible GPU (CUDA_VISIBLE_DEVICES), or set the device to cpu")
+
+
+def _has_gpu_workers(client) -> bool:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return any(w.get("resources", {}).get(GPU, 0) >= 1 for w in workers)
 
 
 def cluster_device(client, device: str) -> str:
     """The device workers use: `cuda` (each worker's one visible GPU) or `cpu`. `auto` means
     cuda when the workers declare GPUs; `cuda:N` becomes `cuda`, since a worker sees one GPU."""
     if device == "auto":
-        workers = client.scheduler_info(n_workers=-1)["workers"].values()
-        return "cuda" if any(w.get("resources", {}).get(GPU, 0) for w in workers) else "cpu"
+        return "cuda" if _has_gpu_workers(client) else "cpu"
     return "cuda" if device.startswith("cuda") else device
 
 

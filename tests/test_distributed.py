@@ -175,3 +175,23 @@ def test_bad_cluster_options_are_usage_errors(train_store, tmp_path):
         result = runner.invoke(train_app, base + extra)
         assert result.exit_code == 2 and message in result.output, result.output
     assert not any(tmp_path.iterdir())  # nothing was started or written
+
+
+def test_the_workers_gpu_resources_decide_the_device():
+    from cmarr.shared.cluster import cluster_device, require_gpu_workers
+    from cmarr.shared.errors import ConfigError
+
+    class Client:  # what scheduler_info reports, without a cluster
+        def __init__(self, *resources):
+            self.workers = {f"tcp://w{k}": {"resources": r} for k, r in enumerate(resources)}
+
+        def scheduler_info(self, n_workers=-1):
+            return {"workers": self.workers}
+
+    cpu, gpu = Client({}, {}), Client({}, {"GPU": 1})
+    assert cluster_device(cpu, "auto") == "cpu" and cluster_device(gpu, "auto") == "cuda"
+    assert cluster_device(cpu, "cuda:1") == "cuda" and cluster_device(gpu, "cpu") == "cpu"
+    require_gpu_workers(gpu, True)
+    require_gpu_workers(cpu, False)
+    with pytest.raises(ConfigError, match="no dask worker declares a GPU resource"):
+        require_gpu_workers(cpu, True)
