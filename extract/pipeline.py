@@ -40,6 +40,7 @@ class ModalityReport:
     encoded: int = 0  # items encoded in this run (the rest were already settled)
     seconds: float = 0.0
     forward_seconds: float = 0.0
+    finalize_seconds: float = 0.0
 
 
 def open_or_create_store(path: Path, records: list[UtteranceRecord], corpus: str, label_set: LabelSet,
@@ -103,7 +104,9 @@ def extract_modality(writer: StoreWriter, records: list[UtteranceRecord], encode
                              lambda ds: loader_stream(ds, cfg.extract.num_workers if encoder.reads_files else 0),
                              advance)
     report = ModalityReport(encoder.modality, encoded=encoded, forward_seconds=encoder.forward_seconds)
+    finalize_start = time.perf_counter()
     report.counts = mw.finalize(cfg.store.chunk_frames)
+    report.finalize_seconds = time.perf_counter() - finalize_start
     report.failures = dict(mw.group.attrs.get("failures", {}))
     report.seconds = time.perf_counter() - start
     return report
@@ -159,11 +162,17 @@ def _identity(x):
 
 
 def loader_stream(dataset: _BatchDecoder, num_workers: int):
-    """Decoded batches from DataLoader worker processes (in order)."""
+    """Decoded batches from DataLoader worker processes (in order). This process decodes the
+    first batch itself while the workers start (about 60 ms here) and decode the next ones:
+    nothing can overlap the first batch's decoding, so it should not also wait for a fork."""
     if num_workers == 0 or len(dataset) < 2:
-        return (dataset[j] for j in range(len(dataset)))
-    return torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_identity, shuffle=False,
-                                       num_workers=min(num_workers, len(dataset)), prefetch_factor=2)
+        yield from (dataset[j] for j in range(len(dataset)))
+        return
+    rest = torch.utils.data.Subset(dataset, range(1, len(dataset)))
+    workers = iter(torch.utils.data.DataLoader(rest, batch_size=None, collate_fn=_identity, shuffle=False,
+                                               num_workers=min(num_workers, len(rest)), prefetch_factor=2))
+    yield dataset[0]
+    yield from workers
 
 
 def thread_stream(dataset: _BatchDecoder, depth: int = 2):

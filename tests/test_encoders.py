@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +127,66 @@ def test_speech_layers_match_the_reference_forward(tmp_path, layer):
     with torch.inference_mode():
         reference = enc.model(x, output_hidden_states=True).hidden_states[layer][0].numpy()
     np.testing.assert_allclose(enc.encode([wav])[0].features, reference, atol=1e-5)
+
+
+def test_cpu_sized_video_passes_give_the_features_of_gpu_sized_ones(tmp_path):
+    """Slices and channels-last memory are for speed only: 40 frames through the CPU sizes
+    (detection 32 frames per call, 32 candidates and 8 faces per pass) give the features and
+    statuses of one pass per stage, as a GPU runs them."""
+    from cmarr.extract.corpora.demo import _face_image
+    from cmarr.extract.encoders.video import VideoEncoder
+
+    save_denseface(DenseNetBC(DenseNetArch(depth=16)), tmp_path / "d.pt", classes=list("abcdefgh"))
+    cfg = VideoEncoderConfig(checkpoint=str(tmp_path / "d.pt"), depth=16, min_face_size=40)
+    rng = np.random.default_rng(0)
+    canvas = np.zeros((40, 240, 260, 3), np.uint8)
+    for k in range(40):  # the demo face, moving, with noise; every fifth frame empty
+        if k % 5:
+            y, x = rng.integers(0, 20, size=2)
+            canvas[k, y : y + 220, x : x + 220] = _face_image()
+    frames = np.clip(canvas + rng.normal(0, 3, canvas.shape), 0, 255).astype(np.uint8)
+    inputs = [frames[:25], None, frames[25:]]
+    cpu = VideoEncoder(cfg, CPU, "none")
+    assert (cpu.frame_slice, cpu.face_slice, cpu.mtcnn.onet.size) == (32, 8, 32)
+    whole = VideoEncoder(cfg, CPU, "none")
+    whole.frame_slice = whole.face_slice = cfg.frames_per_batch
+    whole.mtcnn.rnet.size = whole.mtcnn.onet.size = None
+    got, want = cpu.encode(inputs), whole.encode(inputs)
+    assert [r.status for r in got] == [r.status for r in want] == [Status.OK, Status.MISSING_INPUT, Status.OK]
+    assert got[0].features.shape == (20, cpu.net.feature_dim)  # 5 of the 25 frames hold no face
+    for a, b in zip(got, want):
+        if a.features is not None:
+            np.testing.assert_allclose(a.features, b.features, atol=1e-4)
+
+
+def test_sliced_forward_returns_what_one_pass_returns():
+    from facenet_pytorch.models.mtcnn import RNet
+
+    from cmarr.extract.encoders.sizing import SlicedForward
+
+    torch.manual_seed(0)
+    net = RNet(pretrained=False).eval()
+    x = torch.randn(70, 3, 24, 24)
+    with torch.inference_mode():
+        want = net(x)
+        got = SlicedForward(net, 32)(x)  # 32 + 32 + 6, channels-last
+    assert isinstance(got, tuple) and len(got) == len(want)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+class _WhoDecodes(torch.utils.data.Dataset):
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, j):
+        return j, os.getpid()
+
+
+def test_first_batch_is_decoded_here_while_the_workers_start():
+    from cmarr.extract.pipeline import loader_stream
+
+    out = list(loader_stream(_WhoDecodes(), 2))
+    assert [j for j, _ in out] == list(range(5))  # in plan order
+    assert out[0][1] == os.getpid()
+    assert all(pid != os.getpid() for _, pid in out[1:])

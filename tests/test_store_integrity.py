@@ -185,3 +185,53 @@ def test_finalize_without_new_parts_keeps_the_data(small_store):
     counts = StoreWriter.open(path).modality("text", spec).finalize(32)
     assert counts["ok"] == sum(f is not None for f in written["text"])
     assert FeatureStore.open(path).fingerprint() == before
+
+
+def _empty_store(path):
+    from cmarr.shared.labels import FOUR_CLASS
+    from cmarr.shared.store.synthetic import synthetic_table
+
+    return StoreWriter.create(path, synthetic_table(8), "test", FOUR_CLASS)
+
+
+SPEC = ModalitySpec("enc", 4, dtype="float32")
+
+
+def test_parts_staged_with_the_index_as_arrays_still_finalize(tmp_path):
+    """cmarr until this change staged each part's index as three arrays; a store it left half-written
+    resumes: its parts merge with new ones."""
+    mw = _empty_store(tmp_path / "s.zarr").modality("text", SPEC)
+    old = mw.group.require_group("_parts").create_group("00000000000000000001-1234-abcd0000")
+    first, third = np.ones((2, 4), np.float32), np.full((3, 4), 2, np.float32)
+    old.create_array("values", data=np.concatenate([first, third]))
+    old.create_array("items", data=np.array([0, 2, 4]))
+    old.create_array("lengths", data=np.array([2, 3, 0]))
+    old.create_array("status", data=np.array([Status.OK, Status.OK, Status.MISSING_INPUT], np.int8))
+    old.attrs.update({"reasons": {"4": "empty transcript"}, "complete": True})
+    mw = StoreWriter.open(tmp_path / "s.zarr").modality("text", SPEC)
+    assert mw.settled()[[0, 2, 4]].all() and not mw.settled()[1]
+    second = np.full((1, 4), 5, np.float32)
+    mw.write_part([1], [second])
+    counts = mw.finalize(4)
+    reader = FeatureStore.open(tmp_path / "s.zarr", allow_incomplete=True).modality("text")
+    for i, want in ((0, first), (1, second), (2, third)):
+        assert_same(want, reader.get(i))
+    assert counts["ok"] == 3 and counts["missing_input"] == 1 and counts["pending"] == 4
+
+
+def test_finalize_from_the_staged_values_in_memory_equals_finalize_from_disk(tmp_path):
+    rng = np.random.default_rng(0)
+    batches = [([5, 1, 7], [rng.standard_normal((n, 4)).astype(np.float32) for n in (3, 1, 6)]),
+               ([0, 2], [rng.standard_normal((9, 4)).astype(np.float32), None])]
+    for name, reopen in (("memory", False), ("disk", True)):
+        mw = _empty_store(tmp_path / f"{name}.zarr").modality("text", SPEC)
+        for items, feats in batches:
+            mw.write_part(items, feats, [Status.OK if f is not None else Status.MISSING_INPUT for f in feats])
+        if reopen:  # a fresh writer has staged nothing itself: it reads every part back
+            mw = StoreWriter.open(tmp_path / f"{name}.zarr").modality("text", SPEC)
+        mw.finalize(4)
+    a = FeatureStore.open(tmp_path / "memory.zarr", allow_incomplete=True).modality("text")
+    b = FeatureStore.open(tmp_path / "disk.zarr", allow_incomplete=True).modality("text")
+    assert a.offsets.tolist() == b.offsets.tolist() and a.status.tolist() == b.status.tolist()
+    assert a.load_all().tobytes() == b.load_all().tobytes()
+    assert_same(batches[0][1][0], a.get(5))

@@ -10,6 +10,7 @@ import torch
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders.base import EncodeResult, Encoder
 from cmarr.extract.encoders.hub import load_pretrained
+from cmarr.extract.encoders.sizing import CPU_TOKENS, for_device
 from cmarr.shared.config import TextEncoderConfig
 from cmarr.shared.store.schema import ModalitySpec, Status
 
@@ -29,7 +30,7 @@ class TextEncoder(Encoder):
         self.cfg = cfg
         self.tokenizer = load_pretrained(AutoTokenizer, cfg.model, cfg.revision, "text")
         self.model = load_pretrained(AutoModel, cfg.model, cfg.revision, "text").to(device).eval()
-        self.budget = cfg.max_tokens_per_batch
+        self.budget = for_device(device, cfg.max_tokens_per_batch, CPU_TOKENS)
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(

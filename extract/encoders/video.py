@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders.base import EncodeResult, Encoder
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
+from cmarr.extract.encoders.sizing import CPU_CANDIDATES, CPU_FACES, CPU_FRAMES, SlicedForward, channels_last, for_device
 from cmarr.extract.media.video import read_frames
 from cmarr.shared.config import VideoEncoderConfig
 from cmarr.shared.errors import ConfigError
@@ -65,10 +66,16 @@ class VideoEncoder(Encoder):
 
         self.cfg = cfg
         self.net, ckpt = load_denseface(cfg.checkpoint, cfg)
-        self.net.to(device)
+        channels_last(self.net.to(device))
         self.arch = ckpt["arch"]
         self.weights_sha256 = file_sha256(cfg.checkpoint)
         self.mtcnn = MTCNN(keep_all=True, min_face_size=cfg.min_face_size, device=device)
+        candidates = None if device.type == "cuda" else CPU_CANDIDATES  # see sizing.py
+        self.mtcnn.pnet = SlicedForward(self.mtcnn.pnet, None)
+        self.mtcnn.rnet = SlicedForward(self.mtcnn.rnet, candidates)
+        self.mtcnn.onet = SlicedForward(self.mtcnn.onet, candidates)
+        self.frame_slice = for_device(device, cfg.frames_per_batch, CPU_FRAMES)
+        self.face_slice = for_device(device, cfg.frames_per_batch, CPU_FACES)
         self.budget = 4 * cfg.frames_per_batch  # sampled frames per batch (detection runs on them all)
 
     def spec(self) -> ModalitySpec:
@@ -109,15 +116,16 @@ class VideoEncoder(Encoder):
 
     def _faces(self, inputs: list[np.ndarray | None]) -> list[torch.Tensor | None]:
         """Per item, normalised grey face crops (N_faces, 1, S, S) of the frames where a face is found.
-        Detection runs on all frames of the batch at once, grouped by frame size (MTCNN stacks them)."""
+        Detection runs on the batch's frames grouped by frame size (MTCNN stacks them), `frame_slice`
+        frames per call."""
         boxes: dict[tuple[int, int], list] = {}
         by_shape: dict[tuple, list[tuple[int, int]]] = {}
         for k, frames in enumerate(inputs):
             for j in range(0 if frames is None else len(frames)):
                 by_shape.setdefault(frames[j].shape, []).append((k, j))
         for refs in by_shape.values():
-            for lo in range(0, len(refs), self.cfg.frames_per_batch):
-                chunk = refs[lo : lo + self.cfg.frames_per_batch]
+            for lo in range(0, len(refs), self.frame_slice):
+                chunk = refs[lo : lo + self.frame_slice]
                 with self.timed():
                     b, p = self.mtcnn.detect(np.stack([inputs[k][j] for k, j in chunk]))
                 boxes.update({ref: (bb, pp) for ref, bb, pp in zip(chunk, b, p)})
@@ -154,6 +162,7 @@ class VideoEncoder(Encoder):
     def _features(self, crops: torch.Tensor) -> np.ndarray:
         out = []
         with self.timed(), self.autocast():
-            for lo in range(0, len(crops), self.cfg.frames_per_batch):
-                out.append(self.net.features(crops[lo : lo + self.cfg.frames_per_batch].to(self.device)).float().cpu())
+            for lo in range(0, len(crops), self.face_slice):
+                faces = crops[lo : lo + self.face_slice].to(self.device, memory_format=torch.channels_last)
+                out.append(self.net.features(faces).float().cpu())
         return torch.cat(out).numpy()

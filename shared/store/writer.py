@@ -1,9 +1,10 @@
 """The only code that writes feature stores.
 
 Crash safety rests on two rules:
-1. Extracted frames land in *staged parts* (`<modality>/_parts/<part>/`), each marked complete
-   only after its arrays are written. A part without the mark is debris from a kill and is
-   discarded; its items are simply extracted again.
+1. Extracted frames land in *staged parts* (`<modality>/_parts/<part>/`): a values array, then
+   the part's index (items, lengths, status) and its completion mark in one metadata write.
+   A part without the mark is debris from a kill and is discarded; its items are simply
+   extracted again.
 2. `finalize` lays the parts out in utterance order (values, offsets, status, checksums) and sets
    the modality's `finalized` flag *last*. A store whose flag is unset reads as incomplete and
    `finalize` can always be re-run from the parts.
@@ -43,6 +44,9 @@ from cmarr.shared.store.schema import (
 # Decoded parts kept in memory while finalizing; parts come from length-sorted batches, so
 # utterance order visits them in random order and a cache that holds them all reads each once.
 FINALIZE_CACHE_BYTES = 4 << 30
+# Values of the parts this writer staged, kept for finalize so that it need not read them back
+# (a small corpus's finalize is otherwise mostly re-reading what was just written).
+STAGED_CACHE_BYTES = 256 << 20
 
 
 class StoreWriter:
@@ -132,19 +136,21 @@ class StoreWriter:
         if name not in self.root or PARTS not in self.root[name]:
             raise StoreError(f"{self.path}: modality {name!r} is not prepared for concurrent writers")
         spec = ModalitySpec.from_attrs(self.root[name].attrs["spec"])
-        return ModalityWriter(self, name, spec, discard_debris=False)
+        return ModalityWriter(self, name, spec, attached=True)
 
 
 class ModalityWriter:
     """Writes one modality's features as staged parts, then finalizes them into schema v1."""
 
-    def __init__(self, store: StoreWriter, name: str, spec: ModalitySpec, discard_debris: bool = True):
+    def __init__(self, store: StoreWriter, name: str, spec: ModalitySpec, attached: bool = False):
+        """`attached`: another process manages the modality (see `StoreWriter.attach`)."""
         self.store = store
         self.name = name
         self.spec = spec
         self.group: zarr.Group = store.root[name]
         self.dir = store.path / name
-        if discard_debris:
+        self._staged = _PartCache(0 if attached else STAGED_CACHE_BYTES)  # attached writers never finalize
+        if not attached:
             self._discard_debris()
 
     # ------------------------------------------------------------------ resume state
@@ -161,7 +167,7 @@ class ModalityWriter:
         if self.group.attrs.get("finalized"):
             status[:] = self.group["status"][:]
         for part in self._complete_parts():
-            items, part_status = part["items"][:], part["status"][:]
+            items, _, part_status = _part_index(part)
             better = (part_status == Status.OK) | (status[items] != Status.OK)
             status[items[better]] = part_status[better]
         return status
@@ -210,10 +216,8 @@ class ModalityWriter:
         rows = [f.astype(self.spec.dtype, copy=False) for f in features if f is not None and len(f)]
         values = np.concatenate(rows) if rows else np.zeros((0, self.spec.dim), self.spec.dtype)
         part.create_array("values", data=values, chunks=(max(1, len(values)), self.spec.dim))
-        part.create_array("items", data=items)
-        part.create_array("lengths", data=lengths)
-        part.create_array("status", data=np.asarray(status, dtype=np.int8))
-        part.attrs.update({"reasons": {str(k): v for k, v in (reasons or {}).items()}, "complete": True})
+        _mark_complete(part, items, lengths, np.asarray(status, dtype=np.int8), reasons or {})
+        self._staged.put(part.path, values)
         return name
 
     def finalize(self, chunk_frames: int = 2048) -> dict[str, int]:
@@ -233,7 +237,7 @@ class ModalityWriter:
         self._write_values(plan, offsets, chunk_frames)
         write_checked(self.group, "offsets", offsets)
         write_checked(self.group, "status", status)
-        ids = self.store.root[f"{UTTERANCES}/id"][:]
+        ids = self.store.root[f"{UTTERANCES}/id"][:] if reasons else []
         counts = {Status(s).name.lower(): int((status == s).sum()) for s in Status}
         self.group.attrs.update(
             {
@@ -245,6 +249,7 @@ class ModalityWriter:
             }
         )
         _remove(self.dir / PARTS)
+        self._staged = _PartCache(STAGED_CACHE_BYTES)
         return counts
 
     # ------------------------------------------------------------------ internals
@@ -287,13 +292,10 @@ class ModalityWriter:
         offsets = self.group["offsets"][:]
         keep = np.flatnonzero(status != Status.PENDING)
         base = self.group.require_group(PARTS).create_group("00000000000000000000-base")
-        base.create_array("items", data=keep.astype(np.int64))
-        base.create_array("lengths", data=np.diff(offsets)[keep].astype(np.int64))
-        base.create_array("status", data=status[keep])
         notes = {**self.group.attrs.get("failures", {}), **self.group.attrs.get("notes", {})}
         index = {u: i for i, u in enumerate(self.store.root[f"{UTTERANCES}/id"][:])}
         os.replace(self.dir / "values", self.dir / PARTS / base.basename / "values")
-        base.attrs.update({"reasons": {str(index[u]): r for u, r in notes.items()}, "complete": True})
+        _mark_complete(base, keep, np.diff(offsets)[keep], status[keep], {index[u]: r for u, r in notes.items()})
         for name in ("offsets", "status"):
             _remove(self.dir / name)
 
@@ -302,7 +304,7 @@ class ModalityWriter:
         failure never replaces an earlier success."""
         plan: dict[int, tuple[zarr.Group, int, int, int, str]] = {}
         for part in self._complete_parts():
-            items, lengths, status = part["items"][:], part["lengths"][:], part["status"][:]
+            items, lengths, status = _part_index(part)
             rows = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
             reasons = part.attrs.get("reasons", {})
             for item, row, length, st in zip(items, rows, lengths, status):
@@ -317,7 +319,7 @@ class ModalityWriter:
         values = self.group.create_array(
             "values", shape=(total, dim), dtype=self.spec.dtype, chunks=(chunk_frames, dim), overwrite=True
         )
-        cache = _PartCache(FINALIZE_CACHE_BYTES)
+        cache = _PartCache(FINALIZE_CACHE_BYTES, seed=self._staged)
         order = sorted(plan)
         cursor = 0  # index into `order` of the next utterance to copy
         crcs = []
@@ -343,9 +345,11 @@ class ModalityWriter:
 class _PartCache:
     """LRU of decoded part values under a byte budget."""
 
-    def __init__(self, budget: int):
+    def __init__(self, budget: int, seed: _PartCache | None = None):
         self.budget, self.used = budget, 0
         self.items: OrderedDict[str, np.ndarray] = OrderedDict()
+        for key, data in (seed.items.items() if seed else ()):
+            self.put(key, data)
 
     def get(self, part: zarr.Group) -> np.ndarray:
         key = part.path
@@ -353,12 +357,38 @@ class _PartCache:
             self.items.move_to_end(key)
             return self.items[key]
         data = part["values"][:]
+        self.put(key, data)
+        return data
+
+    def put(self, key: str, data: np.ndarray) -> None:
+        if self.budget == 0:
+            return
         self.items[key] = data
         self.used += data.nbytes
         while self.used > self.budget and len(self.items) > 1:
             _, old = self.items.popitem(last=False)
             self.used -= old.nbytes
-        return data
+
+
+def _mark_complete(part: zarr.Group, items, lengths, status, reasons: dict) -> None:
+    """Record a part's index in its metadata together with the completion mark: one small write
+    after the values, instead of three more arrays (each array is a round trip through zarr's
+    event loop, and the last part's write is on the critical path of every extraction)."""
+    part.attrs.update({
+        "items": np.asarray(items, np.int64).tolist(), "lengths": np.asarray(lengths, np.int64).tolist(),
+        "status": np.asarray(status, np.int8).tolist(), "reasons": {str(k): v for k, v in reasons.items()},
+        "complete": True,
+    })
+
+
+def _part_index(part: zarr.Group) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(items, lengths, status) of a complete part. Parts staged by cmarr before the index moved
+    into the metadata hold it as arrays; a store left half-written by that version resumes."""
+    attrs = part.attrs
+    if "items" in attrs:
+        return (np.asarray(attrs["items"], np.int64), np.asarray(attrs["lengths"], np.int64),
+                np.asarray(attrs["status"], np.int8))
+    return part["items"][:], part["lengths"][:], part["status"][:]
 
 
 def _is_complete(part_dir: Path) -> bool:
