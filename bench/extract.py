@@ -6,7 +6,12 @@ go on. The batched pipeline is `cmarr.extract.pipeline.extract_modality`: length
 decoding in DataLoader workers, writes on a background thread. Writes bench/results/extract.md.
 
     python bench/extract.py                      # demo corpus (120 utterances), demo encoders, CPU
+    python bench/extract.py --models base --repeats 1 --out bench/results/extract-base.md
     python bench/extract.py --device cuda        # on a GPU machine
+
+`--models base` swaps in randomly initialised networks of the real encoders' sizes (BERT-base,
+wav2vec2-base, DenseNet-BC-100; the hub is out of reach here): what a real run costs, with the
+demo corpus and the demo's detection settings.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from cmarr.extract.encoders import build_encoder  # noqa: E402
 from cmarr.shared.devices import resolve_device  # noqa: E402
 from cmarr.extract.encoders.demo_models import apply_profile  # noqa: E402
 from cmarr.extract.pipeline import extract_modality, open_or_create_store  # noqa: E402
-from cmarr.shared.config import load_config  # noqa: E402
+from cmarr.shared.config import load_config, with_overrides  # noqa: E402
 from cmarr.shared.labels import FOUR_CLASS  # noqa: E402
 from cmarr.shared.store import FeatureStore  # noqa: E402
 
@@ -60,6 +65,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--utterances-per-dialog", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side; the report gives medians")
+    ap.add_argument("--models", choices=("demo", "base"), default="demo",
+                    help="the demo profile's encoders, or random ones of the real encoders' sizes")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extract.md")
     args = ap.parse_args()
     cfg = apply_profile(load_config(None, {"extract.profile": "demo", "extract.device": args.device,
@@ -68,6 +75,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.models == "base":
+            cfg = with_overrides(cfg, base_sized_models(tmp / "models"), "bench --models base")
         corpus = generate_demo_corpus(tmp / "corpus", utterances_per_dialog=args.utterances_per_dialog)
         records = read_iemocap(corpus, FOUR_CLASS).records
         for modality in ("text", "audio", "video"):
@@ -98,16 +107,40 @@ def main() -> None:
     write_report(args.out, report)
 
 
+def base_sized_models(root: Path) -> dict[str, object]:
+    """Random-weight encoders with the real ones' architectures (speed only: the features mean nothing)."""
+    from transformers import (AutoTokenizer, BertConfig, BertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
+                              Wav2Vec2Model)
+
+    from cmarr.extract.encoders.demo_models import minilm_path, save_denseface
+    from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
+
+    torch.manual_seed(0)
+    BertModel(BertConfig()).save_pretrained(root / "bert-base")  # BertConfig() is bert-base-uncased's shape
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(root / "bert-base")  # the same uncased vocabulary
+    Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(root / "wav2vec2-base")  # wav2vec2-base's shape
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(root / "wav2vec2-base")
+    save_denseface(DenseNetBC(DenseNetArch()).eval(), root / "densenet100.pt", classes=list("abcdefgh"))
+    return {"extract.text.model": str(root / "bert-base"), "extract.audio.model": str(root / "wav2vec2-base"),
+            "extract.video.checkpoint": str(root / "densenet100.pt"), "extract.video.depth": 100}
+
+
+ENCODERS = {
+    "demo": "the demo profile (MiniLM-L6 BERT, a tiny random wav2vec2, a depth-16 random DenseNet-BC; MTCNN at 4 fps)",
+    "base": "random-weight networks of the real encoders' sizes (BERT-base, wav2vec2-base, DenseNet-BC-100), "
+            "with the demo profile's detection settings (MTCNN at 4 fps, faces of 40 px and up)",
+}
+
+
 def render(args, rows, device) -> str:
     return (
         "# Extraction benchmark\n\n"
         f"Command: `python bench/extract.py --device {args.device} --workers {args.workers} "
-        f"--utterances-per-dialog {args.utterances_per_dialog} --repeats {args.repeats}`\n\n"
+        f"--utterances-per-dialog {args.utterances_per_dialog} --repeats {args.repeats} --models {args.models}`\n\n"
         + machine_header(("torch", "transformers", "facenet-pytorch", "av"))
         + f"- device: {device}; torch threads {torch.get_num_threads()}; DataLoader workers {args.workers}\n"
         f"\nCorpus: the generated demo corpus (5 dialogs of {args.utterances_per_dialog} utterances, IEMOCAP layout). "
-        "Encoders: the demo profile (MiniLM-L6 BERT, a tiny random wav2vec2, a depth-16 random DenseNet-BC; "
-        "MTCNN at 4 fps), the same encoder objects on both sides. Each side ran "
+        f"Encoders: {ENCODERS[args.models]}, the same encoder objects on both sides. Each side ran "
         f"{args.repeats} times, alternating; times are medians.\n\n"
         + md_table(["modality", "utterances", "loop utt/s", "batched utt/s", "speed-up",
                     "batched run outside forward (median)", "outside forward per run (%)",

@@ -175,18 +175,30 @@ def test_sliced_forward_returns_what_one_pass_returns():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-class _WhoDecodes(torch.utils.data.Dataset):
+class _Decoded(torch.utils.data.Dataset):
+    """Batches shaped like `_BatchDecoder`'s: (batch, items, inputs, errors), with arrays of
+    several dtypes and shapes, a missing input and a non-array input; items name the process."""
+
     def __len__(self):
         return 5
 
     def __getitem__(self, j):
-        return j, os.getpid()
+        rng = np.random.default_rng(j)
+        inputs = [rng.standard_normal(100 + j).astype(np.float32), None,
+                  rng.integers(0, 255, (2, 3, 5, 3), dtype=np.uint8), "text", np.zeros((0, 4), np.float16)]
+        return j, [os.getpid()], inputs, {1: "missing"}
 
 
-def test_first_batch_is_decoded_here_while_the_workers_start():
+def test_decoded_batches_arrive_in_order_and_unchanged_the_first_decoded_here():
     from cmarr.extract.pipeline import loader_stream
 
-    out = list(loader_stream(_WhoDecodes(), 2))
-    assert [j for j, _ in out] == list(range(5))  # in plan order
-    assert out[0][1] == os.getpid()
-    assert all(pid != os.getpid() for _, pid in out[1:])
+    out = list(loader_stream(_Decoded(), 2))
+    assert [b for b, *_ in out] == list(range(5))  # in plan order
+    assert out[0][1] == [os.getpid()]  # while the workers start
+    assert all(items != [os.getpid()] for _, items, _, _ in out[1:])
+    for b, _, inputs, errors in out:
+        want = _Decoded()[b][2]
+        assert errors == {1: "missing"} and inputs[1] is None and inputs[3] == "text"
+        for k in (0, 2, 4):
+            assert inputs[k].dtype == want[k].dtype and inputs[k].shape == want[k].shape
+            assert inputs[k].tobytes() == want[k].tobytes()

@@ -219,19 +219,38 @@ def test_parts_staged_with_the_index_as_arrays_still_finalize(tmp_path):
     assert counts["ok"] == 3 and counts["missing_input"] == 1 and counts["pending"] == 4
 
 
-def test_finalize_from_the_staged_values_in_memory_equals_finalize_from_disk(tmp_path):
+def test_finalize_from_memory_equals_finalize_from_disk(tmp_path):
+    """Three ways to the same store: finalize reading every part back (a fresh writer), from the
+    values this writer staged, and with the last batch handed to finalize unstaged."""
     rng = np.random.default_rng(0)
     batches = [([5, 1, 7], [rng.standard_normal((n, 4)).astype(np.float32) for n in (3, 1, 6)]),
                ([0, 2], [rng.standard_normal((9, 4)).astype(np.float32), None])]
-    for name, reopen in (("memory", False), ("disk", True)):
-        mw = _empty_store(tmp_path / f"{name}.zarr").modality("text", SPEC)
-        for items, feats in batches:
-            mw.write_part(items, feats, [Status.OK if f is not None else Status.MISSING_INPUT for f in feats])
-        if reopen:  # a fresh writer has staged nothing itself: it reads every part back
-            mw = StoreWriter.open(tmp_path / f"{name}.zarr").modality("text", SPEC)
-        mw.finalize(4)
-    a = FeatureStore.open(tmp_path / "memory.zarr", allow_incomplete=True).modality("text")
-    b = FeatureStore.open(tmp_path / "disk.zarr", allow_incomplete=True).modality("text")
-    assert a.offsets.tolist() == b.offsets.tolist() and a.status.tolist() == b.status.tolist()
-    assert a.load_all().tobytes() == b.load_all().tobytes()
-    assert_same(batches[0][1][0], a.get(5))
+    args = [(items, feats, [Status.OK if f is not None else Status.MISSING_INPUT for f in feats],
+             {} if feats[-1] is not None else {2: "empty transcript"}) for items, feats in batches]
+    for way in ("disk", "staged", "unstaged"):
+        mw = _empty_store(tmp_path / f"{way}.zarr").modality("text", SPEC)
+        for batch in args[:-1] if way == "unstaged" else args:
+            mw.write_part(*batch)
+        if way == "disk":  # a fresh writer has staged nothing itself: it reads every part back
+            mw = StoreWriter.open(tmp_path / f"{way}.zarr").modality("text", SPEC)
+        mw.finalize(4, last_batch=args[-1] if way == "unstaged" else None)
+    store = FeatureStore.open(tmp_path / "disk.zarr", allow_incomplete=True)
+    disk, second_id = store.modality("text"), store.utterances["id"][2]
+    assert_same(batches[0][1][0], disk.get(5))
+    for way in ("staged", "unstaged"):
+        other = FeatureStore.open(tmp_path / f"{way}.zarr", allow_incomplete=True).modality("text")
+        assert other.offsets.tolist() == disk.offsets.tolist() and other.status.tolist() == disk.status.tolist()
+        assert other.load_all().tobytes() == disk.load_all().tobytes()
+        assert other.group.attrs["notes"] == disk.group.attrs["notes"] == {second_id: "empty transcript"}
+        assert not (tmp_path / f"{way}.zarr" / "text" / "_parts").exists()
+
+
+def test_an_unstaged_last_batch_merges_with_a_finalized_modality(small_store):
+    path, written = small_store
+    spec = FeatureStore.open(path).modality("audio").spec
+    fresh = np.full((2, spec.dim), 7, np.float32)
+    StoreWriter.open(path).modality("audio", spec).finalize(32, last_batch=([4], [fresh], [Status.OK], {}))
+    reader = FeatureStore.open(path).modality("audio")
+    assert_same(fresh, reader.get(4))
+    assert_same(written["audio"][3], reader.get(3))
+    assert verify_store(str(path)).ok

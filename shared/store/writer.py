@@ -20,6 +20,7 @@ import shutil
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,26 +206,30 @@ class ModalityWriter:
         part's name; it defaults to the process id. Returns the part's name."""
         if "-" in writer_id:
             raise ValueError(f"writer_id {writer_id!r} must not contain '-'")
-        items = np.asarray(items, dtype=np.int64)
-        if status is None:
-            status = [Status.OK] * len(items)
-        lengths = np.array([0 if f is None else len(f) for f in features], dtype=np.int64)
-        self._check_batch(items, features, status, lengths)
+        values, index = self._batch(items, features, status, reasons)
         self._unfinalize()
         name = f"{time.time_ns():020d}-{writer_id or os.getpid()}-{uuid.uuid4().hex[:8]}"
         part = self.group.require_group(PARTS).create_group(name)
-        rows = [f.astype(self.spec.dtype, copy=False) for f in features if f is not None and len(f)]
-        values = np.concatenate(rows) if rows else np.zeros((0, self.spec.dim), self.spec.dtype)
         part.create_array("values", data=values, chunks=(max(1, len(values)), self.spec.dim))
-        _mark_complete(part, items, lengths, np.asarray(status, dtype=np.int8), reasons or {})
+        part.attrs.update({**index, "complete": True})  # the mark comes with the index, after the values
         self._staged.put(part.path, values)
         return name
 
-    def finalize(self, chunk_frames: int = 2048) -> dict[str, int]:
-        """Lay out all staged parts in utterance order; returns status counts."""
+    def finalize(self, chunk_frames: int = 2048, last_batch: tuple | None = None) -> dict[str, int]:
+        """Lay out all staged parts in utterance order; returns status counts.
+
+        `last_batch` (the arguments of `write_part`: items, features, status, reasons) goes into
+        the layout without being staged first: the run's final batch would otherwise be written
+        as a part only to be read back at once. If finalize is cut off, its items are simply
+        pending again."""
+        extra = None
+        if last_batch is not None and len(last_batch[0]):
+            values, index = self._batch(*last_batch)
+            extra = _MemoryPart(f"{self.name}/{PARTS}/unstaged", index, values)
+            self._unfinalize()
         if self.group.attrs.get("finalized"):
             return dict(self.group.attrs["status_counts"])  # nothing staged since (write_part unfinalizes)
-        plan = self._plan()
+        plan = self._plan(extra)
         n = self.store.n_utterances
         lengths = np.zeros(n, dtype=np.int64)
         status = np.full(n, Status.PENDING, dtype=np.int8)
@@ -253,6 +258,17 @@ class ModalityWriter:
         return counts
 
     # ------------------------------------------------------------------ internals
+
+    def _batch(self, items, features, status=None, reasons=None) -> tuple[np.ndarray, dict[str, Any]]:
+        """A checked batch as (values in the store's dtype, the part's index attributes)."""
+        items = np.asarray(items, dtype=np.int64)
+        if status is None:
+            status = [Status.OK] * len(items)
+        lengths = np.array([0 if f is None else len(f) for f in features], dtype=np.int64)
+        self._check_batch(items, features, status, lengths)
+        rows = [f.astype(self.spec.dtype, copy=False) for f in features if f is not None and len(f)]
+        values = np.concatenate(rows) if rows else np.zeros((0, self.spec.dim), self.spec.dtype)
+        return values, _index_attrs(items, lengths, np.asarray(status, dtype=np.int8), reasons or {})
 
     def _check_batch(self, items, features, status, lengths) -> None:
         n = self.store.n_utterances
@@ -295,15 +311,16 @@ class ModalityWriter:
         notes = {**self.group.attrs.get("failures", {}), **self.group.attrs.get("notes", {})}
         index = {u: i for i, u in enumerate(self.store.root[f"{UTTERANCES}/id"][:])}
         os.replace(self.dir / "values", self.dir / PARTS / base.basename / "values")
-        _mark_complete(base, keep, np.diff(offsets)[keep], status[keep], {index[u]: r for u, r in notes.items()})
+        base.attrs.update({**_index_attrs(keep, np.diff(offsets)[keep], status[keep],
+                                          {index[u]: r for u, r in notes.items()}), "complete": True})
         for name in ("offsets", "status"):
             _remove(self.dir / name)
 
-    def _plan(self) -> dict[int, tuple[zarr.Group, int, int, int, str]]:
+    def _plan(self, extra: _MemoryPart | None = None) -> dict[int, tuple[zarr.Group, int, int, int, str]]:
         """Item -> (part, first row, frames, status, reason); a later part wins, except that a
-        failure never replaces an earlier success."""
+        failure never replaces an earlier success. `extra` is newest."""
         plan: dict[int, tuple[zarr.Group, int, int, int, str]] = {}
-        for part in self._complete_parts():
+        for part in self._complete_parts() + ([extra] if extra else []):
             items, lengths, status = _part_index(part)
             rows = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
             reasons = part.attrs.get("reasons", {})
@@ -351,7 +368,9 @@ class _PartCache:
         for key, data in (seed.items.items() if seed else ()):
             self.put(key, data)
 
-    def get(self, part: zarr.Group) -> np.ndarray:
+    def get(self, part: zarr.Group | _MemoryPart) -> np.ndarray:
+        if isinstance(part, _MemoryPart):
+            return part.values
         key = part.path
         if key in self.items:
             self.items.move_to_end(key)
@@ -370,18 +389,24 @@ class _PartCache:
             self.used -= old.nbytes
 
 
-def _mark_complete(part: zarr.Group, items, lengths, status, reasons: dict) -> None:
-    """Record a part's index in its metadata together with the completion mark: one small write
-    after the values, instead of three more arrays (each array is a round trip through zarr's
-    event loop, and the last part's write is on the critical path of every extraction)."""
-    part.attrs.update({
-        "items": np.asarray(items, np.int64).tolist(), "lengths": np.asarray(lengths, np.int64).tolist(),
-        "status": np.asarray(status, np.int8).tolist(), "reasons": {str(k): v for k, v in reasons.items()},
-        "complete": True,
-    })
+def _index_attrs(items, lengths, status, reasons: dict) -> dict[str, Any]:
+    """A part's index, kept in its metadata: written together with the completion mark in one
+    small write after the values, instead of three more arrays (each array is a round trip
+    through zarr's event loop, and staging is on the critical path of every extraction)."""
+    return {"items": np.asarray(items, np.int64).tolist(), "lengths": np.asarray(lengths, np.int64).tolist(),
+            "status": np.asarray(status, np.int8).tolist(), "reasons": {str(k): v for k, v in reasons.items()}}
 
 
-def _part_index(part: zarr.Group) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass
+class _MemoryPart:
+    """A batch handed to finalize directly, in the shape of a staged part."""
+
+    path: str
+    attrs: dict[str, Any]
+    values: np.ndarray
+
+
+def _part_index(part: zarr.Group | _MemoryPart) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(items, lengths, status) of a complete part. Parts staged by cmarr before the index moved
     into the metadata hold it as arrays; a store left half-written by that version resumes."""
     attrs = part.attrs
