@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-import soundfile as sf
 from typer.testing import CliRunner
 
 from cmarr.extract.cli import app
