@@ -26,17 +26,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_header, md_table, write_report  # noqa: E402
-
 from cmarr.extract.corpora.demo import generate_demo_corpus  # noqa: E402
 from cmarr.extract.corpora.iemocap import read_iemocap  # noqa: E402
 from cmarr.extract.encoders import build_encoder  # noqa: E402
-from cmarr.shared.devices import resolve_device  # noqa: E402
 from cmarr.extract.encoders.demo_models import apply_profile  # noqa: E402
 from cmarr.extract.pipeline import extract_modality, open_or_create_store  # noqa: E402
 from cmarr.shared.config import load_config, with_overrides  # noqa: E402
+from cmarr.shared.devices import resolve_device  # noqa: E402
 from cmarr.shared.labels import FOUR_CLASS  # noqa: E402
+from cmarr.shared.modalities import MODALITIES  # noqa: E402
 from cmarr.shared.store import FeatureStore  # noqa: E402
+from common import machine_header, md_table, write_report  # noqa: E402
 
 TARGETS = {"text": 3.0, "audio": 1.5, "video": 2.0}
 
@@ -65,12 +65,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--utterances-per-dialog", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each side; the report gives medians")
-    ap.add_argument("--models", choices=("demo", "base"), default="demo",
-                    help="the demo profile's encoders, or random ones of the real encoders' sizes")
+    ap.add_argument(
+        "--models",
+        choices=("demo", "base"),
+        default="demo",
+        help="the demo profile's encoders, or random ones of the real encoders' sizes",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "extract.md")
     args = ap.parse_args()
-    cfg = apply_profile(load_config(None, {"extract.profile": "demo", "extract.device": args.device,
-                                           "extract.num_workers": args.workers}))
+    cfg = apply_profile(
+        load_config(
+            None, {"extract.profile": "demo", "extract.device": args.device, "extract.num_workers": args.workers}
+        )
+    )
     device = resolve_device(args.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +86,7 @@ def main() -> None:
             cfg = with_overrides(cfg, base_sized_models(tmp / "models"), "bench --models base")
         corpus = generate_demo_corpus(tmp / "corpus", utterances_per_dialog=args.utterances_per_dialog)
         records = read_iemocap(corpus, FOUR_CLASS).records
-        for modality in ("text", "audio", "video"):
+        for modality in MODALITIES:
             encoder = build_encoder(modality, cfg.extract, device)
             encoder.encode([encoder.loader()(records[0])])  # warm-up, outside both timings
             batched, loop = [], []
@@ -92,16 +99,29 @@ def main() -> None:
             a = FeatureStore.open(tmp / f"b0-{modality}.zarr").modality(modality)
             b = FeatureStore.open(tmp / f"l0-{modality}.zarr").modality(modality)
             same_frames = np.array_equal(a.offsets, b.offsets)
-            diff = float(np.abs(a.load_all().astype(np.float32) - b.load_all().astype(np.float32)).max()) if same_frames else float("nan")
+            diff = (
+                float(np.abs(a.load_all().astype(np.float32) - b.load_all().astype(np.float32)).max())
+                if same_frames
+                else float("nan")
+            )
             t_batched, t_loop = float(np.median([x.seconds for x in batched])), float(np.median(loop))
             outside = np.median([1 - x.forward_seconds / x.seconds for x in batched])
             finalize = np.median([x.finalize_seconds / x.seconds for x in batched])
             speedup = t_loop / t_batched
-            rows.append([modality, len(records), f"{len(records) / t_loop:.1f}", f"{len(records) / t_batched:.1f}",
-                         f"**{speedup:.2f}x** (target {TARGETS[modality]}x: {'met' if speedup >= TARGETS[modality] else 'missed'})",
-                         f"**{100 * outside:.0f}%** ({'met' if outside < 0.2 else 'missed'}); finalize {100 * finalize:.0f}%",
-                         " / ".join(f"{100 * (1 - x.forward_seconds / x.seconds):.0f}" for x in batched),
-                         f"{diff:.2g}"])
+            rows.append(
+                [
+                    modality,
+                    len(records),
+                    f"{len(records) / t_loop:.1f}",
+                    f"{len(records) / t_batched:.1f}",
+                    f"**{speedup:.2f}x** (target {TARGETS[modality]}x: "
+                    f"{'met' if speedup >= TARGETS[modality] else 'missed'})",
+                    f"**{100 * outside:.0f}%** ({'met' if outside < 0.2 else 'missed'}); "
+                    f"finalize {100 * finalize:.0f}%",
+                    " / ".join(f"{100 * (1 - x.forward_seconds / x.seconds):.0f}" for x in batched),
+                    f"{diff:.2g}",
+                ]
+            )
             del encoder
     report = render(args, rows, device)
     write_report(args.out, report)
@@ -109,11 +129,16 @@ def main() -> None:
 
 def base_sized_models(root: Path) -> dict[str, object]:
     """Random-weight encoders with the real ones' architectures (speed only: the features mean nothing)."""
-    from transformers import (AutoTokenizer, BertConfig, BertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor,
-                              Wav2Vec2Model)
-
     from cmarr.extract.encoders.demo_models import minilm_path, save_denseface
     from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertModel,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Model,
+    )
 
     torch.manual_seed(0)
     BertModel(BertConfig()).save_pretrained(root / "bert-base")  # BertConfig() is bert-base-uncased's shape
@@ -121,14 +146,18 @@ def base_sized_models(root: Path) -> dict[str, object]:
     Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(root / "wav2vec2-base")  # wav2vec2-base's shape
     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(root / "wav2vec2-base")
     save_denseface(DenseNetBC(DenseNetArch()).eval(), root / "densenet100.pt", classes=list("abcdefgh"))
-    return {"extract.text.model": str(root / "bert-base"), "extract.audio.model": str(root / "wav2vec2-base"),
-            "extract.video.checkpoint": str(root / "densenet100.pt"), "extract.video.depth": 100}
+    return {
+        "extract.text.model": str(root / "bert-base"),
+        "extract.audio.model": str(root / "wav2vec2-base"),
+        "extract.video.checkpoint": str(root / "densenet100.pt"),
+        "extract.video.depth": 100,
+    }
 
 
 ENCODERS = {
     "demo": "the demo profile (MiniLM-L6 BERT, a tiny random wav2vec2, a depth-16 random DenseNet-BC; MTCNN at 4 fps)",
     "base": "random-weight networks of the real encoders' sizes (BERT-base, wav2vec2-base, DenseNet-BC-100), "
-            "with the demo profile's detection settings (MTCNN at 4 fps, faces of 40 px and up)",
+    "with the demo profile's detection settings (MTCNN at 4 fps, faces of 40 px and up)",
 }
 
 
@@ -142,9 +171,19 @@ def render(args, rows, device) -> str:
         f"\nCorpus: the generated demo corpus (5 dialogs of {args.utterances_per_dialog} utterances, IEMOCAP layout). "
         f"Encoders: {ENCODERS[args.models]}, the same encoder objects on both sides. Each side ran "
         f"{args.repeats} times, alternating; times are medians.\n\n"
-        + md_table(["modality", "utterances", "loop utt/s", "batched utt/s", "speed-up",
-                    "batched run outside forward (median)", "outside forward per run (%)",
-                    "max abs diff (fp16 store)"], rows)
+        + md_table(
+            [
+                "modality",
+                "utterances",
+                "loop utt/s",
+                "batched utt/s",
+                "speed-up",
+                "batched run outside forward (median)",
+                "outside forward per run (%)",
+                "max abs diff (fp16 store)",
+            ],
+            rows,
+        )
         + "\n'Outside forward' is the share of the batched run's wall time not spent in the encoders' forward "
         "passes (MTCNN detection counts as forward): setup, decoding, cropping, batching and writing that did "
         "not overlap with compute, and finalize (laying the staged parts out in utterance order), which by "

@@ -17,11 +17,10 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_header, md_table, write_report  # noqa: E402
-
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC  # noqa: E402
 from cmarr.extract.fer.trainer import augment  # noqa: E402
 from cmarr.shared.devices import autocast  # noqa: E402
+from common import machine_header, md_table, write_report  # noqa: E402
 
 
 def measure(depth: int, device: torch.device, batch: int, steps: int, amp: str) -> float:
@@ -63,13 +62,19 @@ def main() -> None:
     for depth in (100, 16):
         ips = measure(depth, device, args.batch, args.steps, args.amp)
         epoch_min = 28709 / ips / 60  # FER2013's Training split
-        rows.append([f"DenseNet-BC-{depth}" + (" (Denseface)" if depth == 100 else " (demo stand-in)"),
-                     f"{ips:.1f}", f"{epoch_min:.1f}"])
+        rows.append(
+            [
+                f"DenseNet-BC-{depth}" + (" (Denseface)" if depth == 100 else " (demo stand-in)"),
+                f"{ips:.1f}",
+                f"{epoch_min:.1f}",
+            ]
+        )
     report = (
         "# FER+ trainer benchmark\n\n"
         f"Command: `python bench/fer.py --device {args.device} --batch {args.batch} --steps {args.steps}`\n\n"
         + machine_header(("torch",))
-        + f"- device: {device}, torch threads {torch.get_num_threads()}, AMP {args.amp if device.type == 'cuda' else 'off (CPU)'}\n\n"
+        + f"- device: {device}, torch threads {torch.get_num_threads()}, "
+        f"AMP {args.amp if device.type == 'cuda' else 'off (CPU)'}\n\n"
         + md_table(["network", "training images/s", "minutes per FER2013 training epoch (28,709 images)"], rows)
         + f"\nTimed over {args.steps} steps of {args.batch} images after one warm-up step: augmentation (crop, flip, "
         "rotation), forward, soft-target cross-entropy, backward, SGD. No GPU was lent to the session that wrote "

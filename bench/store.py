@@ -19,10 +19,9 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import dir_bytes, machine_header, md_table, write_report  # noqa: E402
-
 from cmarr.shared.store import FeatureStore  # noqa: E402
 from cmarr.shared.store.synthetic import IEMOCAP_LIKE, write_synthetic_store  # noqa: E402
+from common import dir_bytes, machine_header, md_table, write_report  # noqa: E402
 
 LETTERS = {"audio": "A", "video": "V", "text": "L"}
 
@@ -84,8 +83,10 @@ def main() -> None:
         zarr_write = time.perf_counter() - t0
         store = FeatureStore.open(tmp / "s.zarr")
         ids = store.utterances["id"].tolist()
-        written = {m: [x if x is not None else np.zeros((0, IEMOCAP_LIKE[m].dim), np.float16) for x in f]
-                   for m, f in written.items()}
+        written = {
+            m: [x if x is not None else np.zeros((0, IEMOCAP_LIKE[m].dim), np.float16) for x in f]
+            for m, f in written.items()
+        }
         h5_write = write_hdf5(tmp / "h5", ids, written)
         lengths = {m: np.array([len(x) for x in f]) for m, f in written.items()}
         del written
@@ -107,13 +108,25 @@ def main() -> None:
 
 def render(args, lengths, zarr_bytes, h5_bytes, padded, zarr_write, h5_write, rows, naive) -> str:
     gb = 1e9
-    shape_rows = [[m, IEMOCAP_LIKE[m].dim, f"{lengths[m].mean():.1f}", int(lengths[m].min()), int(lengths[m].max()),
-                   int(lengths[m].sum())] for m in LETTERS]
+    shape_rows = [
+        [
+            m,
+            IEMOCAP_LIKE[m].dim,
+            f"{lengths[m].mean():.1f}",
+            int(lengths[m].min()),
+            int(lengths[m].max()),
+            int(lengths[m].sum()),
+        ]
+        for m in LETTERS
+    ]
     size_rows = [
         ["cmarr store (Zarr v3, float16, zstd)", f"{zarr_bytes / gb:.3f}", f"{zarr_bytes / h5_bytes:.3f}"],
         ["HDF5, MMIN layout (float32, one dataset per id)", f"{h5_bytes / gb:.3f}", "1.000"],
-        ["HDF5 zero-padded to the longest utterance (float32; computed, not written)",
-         f"{padded / gb:.3f}", f"{padded / h5_bytes:.3f}"],
+        [
+            "HDF5 zero-padded to the longest utterance (float32; computed, not written)",
+            f"{padded / gb:.3f}",
+            f"{padded / h5_bytes:.3f}",
+        ],
     ]
     ratio = zarr_bytes / h5_bytes
     slower = [r for r in rows if float(r[1]) < float(r[2])]
@@ -126,7 +139,8 @@ def render(args, lengths, zarr_bytes, h5_bytes, padded, zarr_write, h5_write, ro
         + md_table(["modality", "dim", "mean frames", "min", "max", "total frames"], shape_rows)
         + "\n## Bytes on disk\n\n"
         + md_table(["layout", "GB", "vs HDF5"], size_rows)
-        + f"\nTarget: at most 0.5x the HDF5 bytes at float16: **{'met' if ratio <= 0.5 else 'missed'}** ({ratio:.3f}x).\n"
+        + "\nTarget: at most 0.5x the HDF5 bytes at float16: "
+        + f"**{'met' if ratio <= 0.5 else 'missed'}** ({ratio:.3f}x).\n"
         + f"\nWrite time: Zarr {zarr_write:.1f} s (staged parts + finalize), HDF5 {h5_write:.1f} s.\n"
         + "\n## One shuffled epoch, all three modalities\n\n"
         "HDF5: every utterance in a random order, one dataset read per modality. Zarr: `FeatureStore.iter_blocks`, "

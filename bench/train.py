@@ -27,7 +27,6 @@ from common import machine_header, md_table, write_report  # noqa: E402
 def worker(args) -> None:
     import numpy as np
     import torch
-
     from cmarr.shared.config import PipelineConfig
     from cmarr.shared.store import FeatureStore
     from cmarr.train.conditions import MISSING
@@ -51,12 +50,22 @@ def worker(args) -> None:
     _train_epoch(model, align, data, warm, MISSING, norm, cfg, weights(cfg), opt, rng, torch.device("cpu"))
     timed_rows = order[2 * cfg.batch_size : (2 + args.steps) * cfg.batch_size]
     timing: dict = {}
-    _train_epoch(model, align, data, timed_rows, MISSING, norm, cfg, weights(cfg), opt, rng, torch.device("cpu"), timing)
+    _train_epoch(
+        model, align, data, timed_rows, MISSING, norm, cfg, weights(cfg), opt, rng, torch.device("cpu"), timing
+    )
     step = timing["total"] / timing["steps"]
-    print(json.dumps({"n": len(data), "in_memory": data.in_memory, "step_s": step,
-                      "wait_share": timing["data_wait"] / timing["total"],
-                      "epoch_s": step * int(np.ceil(len(data) / cfg.batch_size)),
-                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    print(
+        json.dumps(
+            {
+                "n": len(data),
+                "in_memory": data.in_memory,
+                "step_s": step,
+                "wait_share": timing["data_wait"] / timing["total"],
+                "epoch_s": step * int(np.ceil(len(data) / cfg.batch_size)),
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -80,12 +89,24 @@ def main() -> None:
             t0 = time.perf_counter()
             write_synthetic_store(path, args.n * scale, IEMOCAP_LIKE, "float16", seed=scale)
             print(f"wrote {args.n * scale} utterances in {time.perf_counter() - t0:.0f} s", flush=True)
-            for memory in ([False, True] if scale == 1 else [False]):
+            for memory in [False, True] if scale == 1 else [False]:
                 cmd = [sys.executable, __file__, "--worker", "--store", str(path), "--steps", str(args.steps)]
-                res = json.loads(subprocess.run(cmd + (["--memory"] if memory else []), capture_output=True,
-                                                text=True, check=True).stdout.strip().splitlines()[-1])
-                rows.append([f"{scale}x", res["n"], "memory" if res["in_memory"] else "lazy", f"{res['step_s']:.2f}",
-                             f"{100 * res['wait_share']:.1f}%", f"{res['epoch_s']:.0f}", f"{res['peak_rss_gb']:.2f}"])
+                res = json.loads(
+                    subprocess.run(cmd + (["--memory"] if memory else []), capture_output=True, text=True, check=True)
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
+                rows.append(
+                    [
+                        f"{scale}x",
+                        res["n"],
+                        "memory" if res["in_memory"] else "lazy",
+                        f"{res['step_s']:.2f}",
+                        f"{100 * res['wait_share']:.1f}%",
+                        f"{res['epoch_s']:.0f}",
+                        f"{res['peak_rss_gb']:.2f}",
+                    ]
+                )
                 print(rows[-1], flush=True)
     report = (
         "# Training benchmark\n\n"
@@ -94,8 +115,12 @@ def main() -> None:
         + "\nSynthetic store shaped like IEMOCAP (text 25 x 768, speech 225 x 768, video 45 x 342 frames on average, "
         "log-normal lengths, float16); CM-ARR at the paper's sizes (UMC width 128 / 8 heads, D 64, T 50, 32 flow "
         "steps, 20 RCAB blocks, batch 16), CPU, one random missing condition per utterance.\n\n"
-        + md_table(["corpus", "utterances", "reading", "s / step", "data wait", "s / epoch (steps x measured)", "peak RSS GB"], rows)
-        + f"\nEach row times {args.steps} steps after a 2-step warm-up; seconds per epoch multiply the measured step time "
+        + md_table(
+            ["corpus", "utterances", "reading", "s / step", "data wait", "s / epoch (steps x measured)", "peak RSS GB"],
+            rows,
+        )
+        + f"\nEach row times {args.steps} steps after a 2-step warm-up; seconds per epoch multiply the measured "
+        "step time "
         "by the steps in an epoch (an extrapolation, not a full epoch). Data wait is the time the training loop "
         "waited for its next batch (target under 5%). Lazy reading decodes contiguous blocks of utterances into a "
         "bounded cache, so memory should stay flat as the corpus grows while epoch time grows linearly.\n"

@@ -10,19 +10,20 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
 from cmarr.extract.corpora.record import CorpusScan
 from cmarr.shared.config import load_config, parse_override
 from cmarr.shared.console import ProgressReporter, err_console, reports_errors
 from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
 from cmarr.shared.labels import get_label_set
+from cmarr.shared.modalities import parse_modalities
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(
     help="Extract per-utterance sequence features from a corpus into a feature store.\n\n"
     "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 finished but some items failed.",
-    no_args_is_help=True, add_completion=False,
+    no_args_is_help=True,
+    add_completion=False,
 )
 console = Console()
 
@@ -36,8 +37,13 @@ Overwrite = Annotated[bool, typer.Option(help="Replace a modality's features wri
 DryRun = Annotated[bool, typer.Option(help="Validate the corpus and print a JSON summary; run no encoder.")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader processes decoding media.")]
 Labels = Annotated[str, typer.Option(help="Label set: 4class (paper), 6class or all.")]
-Scheduler = Annotated[str | None, typer.Option(help="Extract on a running dask cluster, e.g. tcp://HOST:8786 "
-                                               "(the store must be on a filesystem the workers share).")]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        help="Extract on a running dask cluster, e.g. tcp://HOST:8786 "
+        "(the store must be on a filesystem the workers share)."
+    ),
+]
 Cluster = Annotated[str | None, typer.Option(help="Start a local dask cluster: local:N (N worker processes).")]
 
 
@@ -51,8 +57,18 @@ def _config(config, sets, profile, device, workers):
     return apply_profile(load_config(config, overrides))
 
 
-def _run(scan: CorpusScan, corpus: str, out: Path, label_set, cfg, modalities, overwrite, dry_run,
-         scheduler=None, cluster=None) -> None:
+def _run(
+    scan: CorpusScan,
+    corpus: str,
+    out: Path,
+    label_set,
+    cfg,
+    modalities,
+    overwrite,
+    dry_run,
+    scheduler=None,
+    cluster=None,
+) -> None:
     if dry_run:
         print(json.dumps({"corpus": corpus, **scan.summary()}, indent=2))
         return
@@ -62,15 +78,15 @@ def _run(scan: CorpusScan, corpus: str, out: Path, label_set, cfg, modalities, o
         raise ConfigError(f"{corpus}: no utterances in the label set {label_set.name!r}")
     from cmarr.extract.pipeline import extract
 
-    wanted = modalities.split(",") if modalities else None
-    if wanted and (bad := set(wanted) - {"text", "audio", "video"}):
-        raise ConfigError(f"--modalities: unknown {sorted(bad)} (use text, audio, video)")
+    wanted = parse_modalities(modalities) if modalities else None
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{corpus}.zarr"
     from cmarr.shared.cluster import cluster_device, dask_client, local_gpus
 
-    with dask_client(scheduler, cluster, local_gpus(cfg.extract.device)) as client, \
-            ProgressReporter("utterances") as progress:
+    with (
+        dask_client(scheduler, cluster, local_gpus(cfg.extract.device)) as client,
+        ProgressReporter("utterances") as progress,
+    ):
         if client is None:
             reports = extract(scan.records, path, corpus, label_set, cfg, wanted, overwrite, progress.update)
         else:
@@ -78,15 +94,27 @@ def _run(scan: CorpusScan, corpus: str, out: Path, label_set, cfg, modalities, o
             from cmarr.shared.config import with_overrides
 
             cfg = with_overrides(cfg, {"extract.device": cluster_device(client, cfg.extract.device)}, "--scheduler")
-            err_console.print(f"dask cluster: {len(client.scheduler_info(n_workers=-1)['workers'])} workers "
-                              f"at {client.scheduler.address}", highlight=False)
-            reports = extract_distributed(client, scan.records, path.resolve(), corpus, label_set, cfg, wanted,
-                                          overwrite, progress.update)
+            err_console.print(
+                f"dask cluster: {len(client.scheduler_info(n_workers=-1)['workers'])} workers "
+                f"at {client.scheduler.address}",
+                highlight=False,
+            )
+            reports = extract_distributed(
+                client, scan.records, path.resolve(), corpus, label_set, cfg, wanted, overwrite, progress.update
+            )
     table = Table("modality", "encoded now", "ok", "missing-input", "no-face", "failed", "seconds", "in forward")
     for r in reports:
         c = r.counts
-        table.add_row(r.modality, str(r.encoded), str(c["ok"]), str(c["missing_input"]), str(c["no_face"]),
-                      str(c["failed"]), f"{r.seconds:.1f}", f"{r.forward_seconds:.1f}")
+        table.add_row(
+            r.modality,
+            str(r.encoded),
+            str(c["ok"]),
+            str(c["missing_input"]),
+            str(c["no_face"]),
+            str(c["failed"]),
+            f"{r.seconds:.1f}",
+            f"{r.forward_seconds:.1f}",
+        )
     console.print(table)
     failures = {(r.modality, u): why for r in reports for u, why in r.failures.items()}
     for (modality, utt), why in list(failures.items())[:20]:
@@ -101,9 +129,18 @@ def _run(scan: CorpusScan, corpus: str, out: Path, label_set, cfg, modalities, o
 @reports_errors
 def iemocap(
     root: Annotated[Path, typer.Option(help="The IEMOCAP_full_release folder.")],
-    out: Out = Path("store"), label_set: Labels = "4class", config: Config = None, set_: Sets = None,
-    profile: Profile = None, device: Device = None, modalities: Modalities = None, overwrite: Overwrite = False,
-    dry_run: DryRun = False, num_workers: Workers = None, scheduler: Scheduler = None, cluster: Cluster = None,
+    out: Out = Path("store"),
+    label_set: Labels = "4class",
+    config: Config = None,
+    set_: Sets = None,
+    profile: Profile = None,
+    device: Device = None,
+    modalities: Modalities = None,
+    overwrite: Overwrite = False,
+    dry_run: DryRun = False,
+    num_workers: Workers = None,
+    scheduler: Scheduler = None,
+    cluster: Cluster = None,
 ) -> None:
     """IEMOCAP in its original layout (4-class by default: ang, hap+exc, neu, sad)."""
     from cmarr.extract.corpora.iemocap import read_iemocap
@@ -117,9 +154,18 @@ def iemocap(
 @reports_errors
 def msp_improv(
     root: Annotated[Path, typer.Option(help="The MSP-IMPROV folder (Evaluation.txt, Audio/, Video/ or sessionN/).")],
-    out: Out = Path("store"), label_set: Labels = "4class", config: Config = None, set_: Sets = None,
-    profile: Profile = None, device: Device = None, modalities: Modalities = None, overwrite: Overwrite = False,
-    dry_run: DryRun = False, num_workers: Workers = None, scheduler: Scheduler = None, cluster: Cluster = None,
+    out: Out = Path("store"),
+    label_set: Labels = "4class",
+    config: Config = None,
+    set_: Sets = None,
+    profile: Profile = None,
+    device: Device = None,
+    modalities: Modalities = None,
+    overwrite: Overwrite = False,
+    dry_run: DryRun = False,
+    num_workers: Workers = None,
+    scheduler: Scheduler = None,
+    cluster: Cluster = None,
     types: Annotated[str, typer.Option(help="Recording types to keep: S (paper), R, T, P.")] = "S",
     exclude: Annotated[Path | None, typer.Option(help="File of clip ids to leave out (e.g. no-face list).")] = None,
 ) -> None:
@@ -128,19 +174,37 @@ def msp_improv(
 
     labels = get_label_set(label_set)
     cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(read_msp_improv(root, labels, types, exclude), "msp-improv", out, labels, cfg, modalities, overwrite, dry_run,
-         scheduler, cluster)
+    _run(
+        read_msp_improv(root, labels, types, exclude),
+        "msp-improv",
+        out,
+        labels,
+        cfg,
+        modalities,
+        overwrite,
+        dry_run,
+        scheduler,
+        cluster,
+    )
 
 
 @app.command()
 @reports_errors
 def manifest(
     path: Annotated[Path, typer.Argument(help="CSV, TSV or JSONL manifest (see README).")],
-    out: Out = Path("store"), corpus: Annotated[str, typer.Option(help="Store name.")] = "custom",
+    out: Out = Path("store"),
+    corpus: Annotated[str, typer.Option(help="Store name.")] = "custom",
     label_set: Annotated[str, typer.Option(help="4class, 6class, all, or your classes: calm,tense,...")] = "4class",
-    config: Config = None, set_: Sets = None, profile: Profile = None, device: Device = None,
-    modalities: Modalities = None, overwrite: Overwrite = False, dry_run: DryRun = False, num_workers: Workers = None,
-    scheduler: Scheduler = None, cluster: Cluster = None,
+    config: Config = None,
+    set_: Sets = None,
+    profile: Profile = None,
+    device: Device = None,
+    modalities: Modalities = None,
+    overwrite: Overwrite = False,
+    dry_run: DryRun = False,
+    num_workers: Workers = None,
+    scheduler: Scheduler = None,
+    cluster: Cluster = None,
 ) -> None:
     """Your own recordings, described by a manifest (id, label, speaker, session, text/audio/video)."""
     from cmarr.extract.corpora.manifest import read_manifest
@@ -153,10 +217,19 @@ def manifest(
 @app.command()
 @reports_errors
 def demo(
-    out: Out = Path("store"), config: Config = None, set_: Sets = None, device: Device = None,
-    modalities: Modalities = None, overwrite: Overwrite = False, dry_run: DryRun = False, num_workers: Workers = None,
-    scheduler: Scheduler = None, cluster: Cluster = None,
-    corpus_dir: Annotated[Path | None, typer.Option(help="Where to generate the corpus (default: OUT/demo-corpus).")] = None,
+    out: Out = Path("store"),
+    config: Config = None,
+    set_: Sets = None,
+    device: Device = None,
+    modalities: Modalities = None,
+    overwrite: Overwrite = False,
+    dry_run: DryRun = False,
+    num_workers: Workers = None,
+    scheduler: Scheduler = None,
+    cluster: Cluster = None,
+    corpus_dir: Annotated[
+        Path | None, typer.Option(help="Where to generate the corpus (default: OUT/demo-corpus).")
+    ] = None,
     utterances_per_dialog: Annotated[int, typer.Option(help="Labelled utterances per dialog (5 dialogs).")] = 24,
     seed: Annotated[int, typer.Option(help="Seed of the generated corpus.")] = 0,
 ) -> None:

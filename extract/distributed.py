@@ -22,8 +22,6 @@ import uuid
 
 import numpy as np
 import torch
-from distributed import WorkerPlugin
-
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders import Encoder, build_encoder
 from cmarr.extract.pipeline import (
@@ -40,7 +38,7 @@ from cmarr.shared.config import PipelineConfig, config_hash
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.labels import LabelSet
 from cmarr.shared.store import StoreWriter
-
+from distributed import WorkerPlugin
 
 
 class EncoderPlugin(WorkerPlugin):
@@ -84,8 +82,14 @@ def _plan_task(name: str, modality: str, records: list[UtteranceRecord]):
     return encoder.spec(), plan_modality(encoder, records)
 
 
-def _shard_task(name: str, store_path: str, modality: str, shard: list[tuple[int, np.ndarray]],
-                records: dict[int, UtteranceRecord], pending: np.ndarray) -> dict:
+def _shard_task(
+    name: str,
+    store_path: str,
+    modality: str,
+    shard: list[tuple[int, np.ndarray]],
+    records: dict[int, UtteranceRecord],
+    pending: np.ndarray,
+) -> dict:
     from distributed import get_worker
 
     start = time.perf_counter()
@@ -97,13 +101,27 @@ def _shard_task(name: str, store_path: str, modality: str, shard: list[tuple[int
     written = mw.complete_tags({batch_tag(b) for b, _ in shard})  # this shard's earlier attempt
     todo = [(b, items) for b, items in shard if batch_tag(b) not in written]
     encoded = encode_batches(encoder, records, todo, pending, mw, thread_stream)
-    return {"encoded": encoded, "skipped_batches": len(written), "seconds": time.perf_counter() - start,
-            "forward_seconds": encoder.forward_seconds - forward_before, "worker": get_worker().address}
+    return {
+        "encoded": encoded,
+        "skipped_batches": len(written),
+        "seconds": time.perf_counter() - start,
+        "forward_seconds": encoder.forward_seconds - forward_before,
+        "worker": get_worker().address,
+    }
 
 
-def extract_distributed(client, records: list[UtteranceRecord], out, corpus: str, label_set: LabelSet,
-                        cfg: PipelineConfig, modalities: list[str] | None = None, overwrite: bool = False,
-                        progress: Progress | None = None, shard_log: list | None = None) -> list[ModalityReport]:
+def extract_distributed(
+    client,
+    records: list[UtteranceRecord],
+    out,
+    corpus: str,
+    label_set: LabelSet,
+    cfg: PipelineConfig,
+    modalities: list[str] | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    shard_log: list | None = None,
+) -> list[ModalityReport]:
     """`pipeline.extract` with the encoding on the cluster behind `client`. The store must be on
     a filesystem the workers share with the driver. `shard_log` collects per-shard timings."""
     from distributed import as_completed
@@ -119,8 +137,9 @@ def extract_distributed(client, records: list[UtteranceRecord], out, corpus: str
     reports = []
     for modality in modalities or cfg.extract.modalities:
         start = time.perf_counter()
-        spec, plan = client.submit(_plan_task, name, modality, records_future, resources=resources,
-                                   key=f"cmarr-plan-{modality}-{run}").result()
+        spec, plan = client.submit(
+            _plan_task, name, modality, records_future, resources=resources, key=f"cmarr-plan-{modality}-{run}"
+        ).result()
         planned_at = time.perf_counter()
         mw = writer.modality(modality, spec, overwrite=overwrite)
         pending = ~mw.settled()
@@ -131,12 +150,22 @@ def extract_distributed(client, records: list[UtteranceRecord], out, corpus: str
         total, done = int(pending.sum()), 0
         if progress:
             progress(modality, 0, total)
-        futures = as_completed([
-            client.submit(_shard_task, name, str(out), modality, shard,
-                          {int(i): records[int(i)] for _, items in shard for i in items}, pending,
-                          resources=resources, key=f"cmarr-extract-{modality}-{j:05d}-{run}")
-            for j, shard in enumerate(shards)
-        ])
+        futures = as_completed(
+            [
+                client.submit(
+                    _shard_task,
+                    name,
+                    str(out),
+                    modality,
+                    shard,
+                    {int(i): records[int(i)] for _, items in shard for i in items},
+                    pending,
+                    resources=resources,
+                    key=f"cmarr-extract-{modality}-{j:05d}-{run}",
+                )
+                for j, shard in enumerate(shards)
+            ]
+        )
         report = ModalityReport(modality)
         for future in futures:
             result = future.result()
@@ -153,9 +182,16 @@ def extract_distributed(client, records: list[UtteranceRecord], out, corpus: str
         report.failures = dict(mw.group.attrs.get("failures", {}))
         report.seconds = time.perf_counter() - start
         if shard_log is not None:  # the driver's own phases, for bench/scale.py
-            shard_log.append({"modality": modality, "phase": "driver", "plan_seconds": planned_at - start,
-                              "shards_seconds": encoded_at - planned_at, "finalize_seconds": time.perf_counter() - encoded_at,
-                              "n_shards": len(shards)})
+            shard_log.append(
+                {
+                    "modality": modality,
+                    "phase": "driver",
+                    "plan_seconds": planned_at - start,
+                    "shards_seconds": encoded_at - planned_at,
+                    "finalize_seconds": time.perf_counter() - encoded_at,
+                    "n_shards": len(shards),
+                }
+            )
         reports.append(report)
     client.unregister_worker_plugin(name)  # frees the workers' models
     return reports

@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from cmarr.extract.batching import plan_batches
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders import Encoder, EncodeResult, build_encoder
-from cmarr.shared.devices import cpu_threads, resolve_device
 from cmarr.shared.config import PipelineConfig, config_hash, to_toml
+from cmarr.shared.devices import cpu_threads, resolve_device
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet
 from cmarr.shared.prefetch import prefetch
@@ -44,15 +43,18 @@ class ModalityReport:
     finalize_seconds: float = 0.0
 
 
-def open_or_create_store(path: Path, records: list[UtteranceRecord], corpus: str, label_set: LabelSet,
-                         cfg: PipelineConfig) -> StoreWriter:
+def open_or_create_store(
+    path: Path, records: list[UtteranceRecord], corpus: str, label_set: LabelSet, cfg: PipelineConfig
+) -> StoreWriter:
     """Resume an existing store built from the same utterances, or create a new one."""
     if (path / "zarr.json").is_file():
         writer = StoreWriter.open(path)
         stored = FeatureStore.open(path, allow_incomplete=True).utterances["id"].tolist()
         if stored != [r.id for r in records]:
-            raise StoreError(f"{path}: this store holds a different utterance list than the corpus now reads "
-                             "(different corpus, label set or filters); choose another --out or remove it")
+            raise StoreError(
+                f"{path}: this store holds a different utterance list than the corpus now reads "
+                "(different corpus, label set or filters); choose another --out or remove it"
+            )
         return writer
     table = UtteranceTable.from_records([r.table_row(label_set.classes) for r in records])
     return StoreWriter.create(path, table, corpus, label_set, to_toml(cfg), config_hash(cfg))
@@ -68,9 +70,16 @@ def batch_tag(b: int) -> str:
     return f"b{b:06d}"
 
 
-def encode_batches(encoder: Encoder, records, planned: list[tuple[int, np.ndarray]], pending: np.ndarray,
-                   mw: ModalityWriter, stream: Callable, on_done: Callable[[int], None] | None = None,
-                   hold_last: list | None = None) -> int:
+def encode_batches(
+    encoder: Encoder,
+    records,
+    planned: list[tuple[int, np.ndarray]],
+    pending: np.ndarray,
+    mw: ModalityWriter,
+    stream: Callable,
+    on_done: Callable[[int], None] | None = None,
+    hold_last: list | None = None,
+) -> int:
     """Decode, encode and stage planned batches `(b, items)`; only items whose `pending` is set
     are written (the others are in the batch for its shape only). `stream(dataset)` yields the
     decoded batches. With a `hold_last` list, the last batch goes into it as `write_part`
@@ -92,8 +101,14 @@ def encode_batches(encoder: Encoder, records, planned: list[tuple[int, np.ndarra
     return done
 
 
-def extract_modality(writer: StoreWriter, records: list[UtteranceRecord], encoder: Encoder, cfg: PipelineConfig,
-                     overwrite: bool = False, progress: Progress | None = None) -> ModalityReport:
+def extract_modality(
+    writer: StoreWriter,
+    records: list[UtteranceRecord],
+    encoder: Encoder,
+    cfg: PipelineConfig,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> ModalityReport:
     start = time.perf_counter()
     mw = writer.modality(encoder.modality, encoder.spec(), overwrite=overwrite)
     pending = ~mw.settled()
@@ -109,9 +124,16 @@ def extract_modality(writer: StoreWriter, records: list[UtteranceRecord], encode
             progress(encoder.modality, done, total)
 
     last: list = []  # the last batch goes straight into finalize's layout
-    encoded = encode_batches(encoder, records, planned, pending, mw,
-                             lambda ds: loader_stream(ds, cfg.extract.num_workers if encoder.reads_files else 0),
-                             advance, hold_last=last)
+    encoded = encode_batches(
+        encoder,
+        records,
+        planned,
+        pending,
+        mw,
+        lambda ds: loader_stream(ds, cfg.extract.num_workers if encoder.reads_files else 0),
+        advance,
+        hold_last=last,
+    )
     report = ModalityReport(encoder.modality, encoded=encoded, forward_seconds=encoder.forward_seconds)
     finalize_start = time.perf_counter()
     report.counts = mw.finalize(cfg.store.chunk_frames, last_batch=last[0] if last else None)
@@ -121,9 +143,16 @@ def extract_modality(writer: StoreWriter, records: list[UtteranceRecord], encode
     return report
 
 
-def extract(records: list[UtteranceRecord], out: Path, corpus: str, label_set: LabelSet, cfg: PipelineConfig,
-            modalities: list[str] | None = None, overwrite: bool = False,
-            progress: Progress | None = None) -> list[ModalityReport]:
+def extract(
+    records: list[UtteranceRecord],
+    out: Path,
+    corpus: str,
+    label_set: LabelSet,
+    cfg: PipelineConfig,
+    modalities: list[str] | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> list[ModalityReport]:
     """Extract every requested modality of `records` into the store at `out`."""
     device = resolve_device(cfg.extract.device)
     writer = open_or_create_store(out, records, corpus, label_set, cfg)
@@ -174,8 +203,16 @@ def loader_stream(dataset: _BatchDecoder, num_workers: int):
         yield from (dataset[j] for j in range(len(dataset)))
         return
     rest = torch.utils.data.Subset(dataset, range(1, len(dataset)))
-    workers = iter(torch.utils.data.DataLoader(rest, batch_size=None, collate_fn=_to_shared, shuffle=False,
-                                               num_workers=min(num_workers, len(rest)), prefetch_factor=2))
+    workers = iter(
+        torch.utils.data.DataLoader(
+            rest,
+            batch_size=None,
+            collate_fn=_to_shared,
+            shuffle=False,
+            num_workers=min(num_workers, len(rest)),
+            prefetch_factor=2,
+        )
+    )
     yield dataset[0]
     for b, items, inputs, errors in workers:
         yield b, items, _from_shared(inputs), errors
@@ -251,8 +288,12 @@ def _encode_safely(encoder: Encoder, inputs: list, errors: dict[int, str]) -> li
 
 def _part_args(items: list[int], results: list[EncodeResult]) -> tuple:
     """`write_part`'s (items, features, status, reasons) for a batch of results."""
-    return (items, [r.features for r in results], [r.status for r in results],
-            {i: r.reason for i, r in zip(items, results) if r.reason})
+    return (
+        items,
+        [r.features for r in results],
+        [r.status for r in results],
+        {i: r.reason for i, r in zip(items, results) if r.reason},
+    )
 
 
 class _BackgroundWriter:

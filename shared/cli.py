@@ -10,9 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
 from cmarr.shared.console import ProgressReporter, err_console, reports_errors
 from cmarr.shared.errors import EXIT_FAILURE
 from cmarr.shared.store.mmin import export_h5, import_mmin
@@ -20,6 +17,8 @@ from cmarr.shared.store.pack import pack_store
 from cmarr.shared.store.reader import FeatureStore
 from cmarr.shared.store.summary import summarize
 from cmarr.shared.store.verify import verify_store
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(
     help="Inspect, verify, pack and convert cmarr feature stores (Zarr v3, schema v1).\n\n"
@@ -49,13 +48,31 @@ def info(
     table = Table("modality", "encoder", "dim", "dtype", "frames", "mean frames", "ok", "missing", "failed", "pending")
     for name, m in summary["modalities"].items():
         if not m["finalized"]:
-            table.add_row(name, m["spec"].get("encoder", ""), "", "", f"unfinished ({m['staged_parts']} parts)", "", "", "", "", "")
+            table.add_row(
+                name,
+                m["spec"].get("encoder", ""),
+                "",
+                "",
+                f"unfinished ({m['staged_parts']} parts)",
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
             continue
         s = m["status"]
         table.add_row(
-            name, m["spec"]["encoder"], str(m["dim"]), m["dtype"], str(m["frames"]),
-            f"{m['frames_per_utterance']['mean']:.1f}", str(s["ok"]), str(s["missing-input"] + s["no-face"]),
-            str(s["failed"]), str(s["pending"]),
+            name,
+            m["spec"]["encoder"],
+            str(m["dim"]),
+            m["dtype"],
+            str(m["frames"]),
+            f"{m['frames_per_utterance']['mean']:.1f}",
+            str(s["ok"]),
+            str(s["missing-input"] + s["no-face"]),
+            str(s["failed"]),
+            str(s["pending"]),
         )
     console.print(table)
     prov = summary["provenance"]
@@ -106,7 +123,9 @@ def pack(
 def import_mmin_cmd(
     root: Annotated[Path, typer.Argument(help="MMIN feature folder with A/, V/, L/ and target/<cv>/.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Store directory to create.")],
-    classes: Annotated[str, typer.Option(help="Class names in the one-hot order, comma-separated.")] = "ang,hap,neu,sad",
+    classes: Annotated[
+        str, typer.Option(help="Class names in the one-hot order, comma-separated.")
+    ] = "ang,hap,neu,sad",
     audio: Annotated[str | None, typer.Option(help="Stem of the A/ file when there are several.")] = None,
     video: Annotated[str | None, typer.Option(help="Stem of the V/ file when there are several.")] = None,
     text: Annotated[str | None, typer.Option(help="Stem of the L/ file when there are several.")] = None,

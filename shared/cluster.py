@@ -22,8 +22,10 @@ def parse_local(spec: str) -> int:
     """`local:N` -> N."""
     kind, _, n = spec.partition(":")
     if kind != "local" or not n.isdigit() or int(n) < 1:
-        raise ConfigError(f"--cluster {spec!r}: use local:N (N worker processes on this machine), "
-                          "or --scheduler tcp://HOST:8786 for a running cluster")
+        raise ConfigError(
+            f"--cluster {spec!r}: use local:N (N worker processes on this machine), "
+            "or --scheduler tcp://HOST:8786 for a running cluster"
+        )
     return int(n)
 
 
@@ -84,9 +86,11 @@ def require_gpu_workers(client, needed: bool) -> None:
     if not needed:
         return
     if not _has_gpu_workers(client):
-        raise ConfigError(f"the device is CUDA but no dask worker declares a {GPU} resource; start each "
-                          f"worker with `dask worker SCHEDULER --nthreads 1 --resources {GPU}=1` and one "
-                          "visible GPU (CUDA_VISIBLE_DEVICES), or set the device to cpu")
+        raise ConfigError(
+            f"the device is CUDA but no dask worker declares a {GPU} resource; start each "
+            f"worker with `dask worker SCHEDULER --nthreads 1 --resources {GPU}=1` and one "
+            "visible GPU (CUDA_VISIBLE_DEVICES), or set the device to cpu"
+        )
 
 
 def _has_gpu_workers(client) -> bool:

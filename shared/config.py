@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from cmarr.shared.errors import ConfigError
+from cmarr.shared.modalities import MODALITIES, Modality
 from cmarr.shared.provenance import text_sha256
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_CONFIG_NAME = "pipeline.toml"
 
@@ -73,7 +73,7 @@ class ExtractConfig(Section):
     amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast dtype on CUDA; ignored on CPU
     cpu_threads: int = Field(0, ge=0)  # torch CPU threads per process or dask worker; 0 = its share of the cores
     num_workers: int = Field(2, ge=0)  # DataLoader processes that decode media
-    modalities: list[Literal["text", "audio", "video"]] = ["text", "audio", "video"]
+    modalities: list[Modality] = list(MODALITIES)
     profile: Literal["real", "demo"] = "real"  # demo = small offline stand-in encoders
     shard_batches: int = Field(4, gt=0)  # planned batches per task with --scheduler/--cluster
     text: TextEncoderConfig = TextEncoderConfig()

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from cmarr.shared.errors import CmarrError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-from cmarr.shared.errors import CmarrError
 
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,8 +49,12 @@ class ProgressReporter:
     def __enter__(self) -> ProgressReporter:
         if self.enabled and self.tty:
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err_console,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=err_console,
             )
             self._progress.__enter__()
         return self

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 
 import torch
-
 from cmarr.shared.errors import ConfigError
 
 

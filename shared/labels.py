@@ -27,9 +27,7 @@ FOUR_CLASS = LabelSet("4class", ("ang", "hap", "neu", "sad"), {"exc": "hap"})
 # A common 6-class IEMOCAP set (happy and excited merged, frustration kept).
 SIX_CLASS = LabelSet("6class", ("ang", "hap", "neu", "sad", "fru", "sur"), {"exc": "hap"})
 # Every consensus code IEMOCAP uses except 'xxx' (no majority).
-IEMOCAP_ALL = LabelSet(
-    "all", ("ang", "hap", "exc", "neu", "sad", "fru", "sur", "fea", "dis", "oth")
-)
+IEMOCAP_ALL = LabelSet("all", ("ang", "hap", "exc", "neu", "sad", "fru", "sur", "fea", "dis", "oth"))
 
 LABEL_SETS = {s.name: s for s in (FOUR_CLASS, SIX_CLASS, IEMOCAP_ALL)}
 

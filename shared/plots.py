@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_confusion(cm, labels: list[str], title: str, path: Path, xlabel: str = "predicted", ylabel: str = "true") -> None:
+def plot_confusion(
+    cm, labels: list[str], title: str, path: Path, xlabel: str = "predicted", ylabel: str = "true"
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +23,9 @@ def plot_confusion(cm, labels: list[str], title: str, path: Path, xlabel: str = 
         for j in range(len(labels)):
             dark = cm[i, j] > cm.max() / 2
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8, color="white" if dark else "black")
-    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
+    ax.set_xticks(
+        range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center"
+    )
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

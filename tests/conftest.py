@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 
 SMALL = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from cmarr.shared.config import PipelineConfig, load_config, parse_override, to_toml
 from cmarr.shared.errors import ConfigError
 
@@ -45,7 +44,9 @@ def test_invalid_toml_is_a_config_error(tmp_path):
 
 
 def test_overrides_apply_and_validate():
-    cfg = load_config(REPO / "pipeline.toml", dict([parse_override("train.lr=3e-4"), parse_override("extract.device=cuda:1")]))
+    cfg = load_config(
+        REPO / "pipeline.toml", dict([parse_override("train.lr=3e-4"), parse_override("extract.device=cuda:1")])
+    )
     assert cfg.train.lr == 3e-4 and cfg.extract.device == "cuda:1"
     with pytest.raises(ConfigError, match="train.epochs"):
         load_config(REPO / "pipeline.toml", {"train.epochs": -1})

@@ -12,8 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from cmarr.extract.cli import app as extract_app
 from cmarr.extract.corpora.demo import generate_demo_corpus
 from cmarr.extract.corpora.iemocap import read_iemocap
@@ -23,10 +21,11 @@ from cmarr.shared.labels import get_label_set
 from cmarr.shared.store import FeatureStore, Status, verify_store
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 from cmarr.train.cli import train_app
-
 from test_extract_demo import _damage
 from test_train_protocol import TINY
+from typer.testing import CliRunner
 
+pytestmark = pytest.mark.slow  # local dask clusters: tens of seconds per test
 runner = CliRunner()
 # CPU float results depend on the torch thread count; both sides fix it to compare bit for bit.
 SAME = ["--set", "extract.device=cpu", "--set", "extract.cpu_threads=1", "--set", "extract.shard_batches=1"]
@@ -47,8 +46,9 @@ def damaged(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     corpus = generate_demo_corpus(root / "corpus", utterances_per_dialog=4)
     _damage(corpus)
-    result = runner.invoke(extract_app, ["demo", "--out", str(root / "single"), "--corpus-dir", str(corpus),
-                                         "--num-workers", "0", *SAME])
+    result = runner.invoke(
+        extract_app, ["demo", "--out", str(root / "single"), "--corpus-dir", str(corpus), "--num-workers", "0", *SAME]
+    )
     assert result.exit_code == 3, result.output  # the damaged items failed, the rest went on
     return corpus, root / "single" / "demo.zarr"
 
@@ -66,8 +66,10 @@ def _assert_same_store(a_path, b_path, modalities=("text", "audio", "video")):
 
 def test_cluster_extraction_equals_single_process(client, damaged, tmp_path):
     corpus, single = damaged
-    result = runner.invoke(extract_app, ["demo", "--out", str(tmp_path), "--corpus-dir", str(corpus),
-                                         "--scheduler", client.scheduler.address, *SAME])
+    result = runner.invoke(
+        extract_app,
+        ["demo", "--out", str(tmp_path), "--corpus-dir", str(corpus), "--scheduler", client.scheduler.address, *SAME],
+    )
     assert result.exit_code == 3, result.output  # same exit code as the single-process run
     assert "items failed" in result.output
     path = tmp_path / "demo.zarr"
@@ -78,8 +80,10 @@ def test_cluster_extraction_equals_single_process(client, damaged, tmp_path):
     assert not (path / "video" / "_parts").exists()  # the driver finalized every modality
 
     # a re-run resumes: nothing is encoded again, the store stays the same
-    again = runner.invoke(extract_app, ["demo", "--out", str(tmp_path), "--corpus-dir", str(corpus),
-                                        "--scheduler", client.scheduler.address, *SAME])
+    again = runner.invoke(
+        extract_app,
+        ["demo", "--out", str(tmp_path), "--corpus-dir", str(corpus), "--scheduler", client.scheduler.address, *SAME],
+    )
     assert again.exit_code == 3, again.output
     _assert_same_store(path, single)
 
@@ -91,8 +95,12 @@ def test_a_killed_worker_costs_only_its_shard(client, damaged, tmp_path):
 
     corpus, single = damaged
     labels = get_label_set("4class")
-    cfg = apply_profile(with_overrides(load_config(None), {"extract.profile": "demo", "extract.device": "cpu",
-                                                           "extract.cpu_threads": 1, "extract.shard_batches": 1}))
+    cfg = apply_profile(
+        with_overrides(
+            load_config(None),
+            {"extract.profile": "demo", "extract.device": "cpu", "extract.cpu_threads": 1, "extract.shard_batches": 1},
+        )
+    )
     records = read_iemocap(corpus, labels).records
     path = tmp_path / "demo.zarr"
     done: dict = {}
@@ -108,8 +116,11 @@ def test_a_killed_worker_costs_only_its_shard(client, damaged, tmp_path):
     thread.start()
     victim, deadline = None, time.time() + 300
     while victim is None and time.time() < deadline and thread.is_alive():
-        busy = {w: keys for w, keys in client.processing().items()
-                if any(str(k).startswith("cmarr-extract-video") for k in keys)}
+        busy = {
+            w: keys
+            for w, keys in client.processing().items()
+            if any(str(k).startswith("cmarr-extract-video") for k in keys)
+        }
         victim = next(iter(busy), None)
         time.sleep(0.02)
     assert victim is not None, "no video shard was ever seen running"
@@ -124,14 +135,32 @@ def test_a_killed_worker_costs_only_its_shard(client, damaged, tmp_path):
 @pytest.fixture(scope="module")
 def train_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("grid") / "s.zarr"
-    mods = {"text": SyntheticModality(5, 6), "audio": SyntheticModality(12, 8), "video": SyntheticModality(4, 5, missing_rate=0.1)}
+    mods = {
+        "text": SyntheticModality(5, 6),
+        "audio": SyntheticModality(12, 8),
+        "video": SyntheticModality(4, 5, missing_rate=0.1),
+    }
     write_synthetic_store(path, 100, mods, dtype="float32", seed=3, class_signal=0.8)
     return path
 
 
 def _train(store, out, extra):
-    args = ["--store", str(store), "--folds", "5", "--out", str(out), "--seeds", "2", "--set", "train.epochs=2",
-            "--set", "train.cpu_threads=1", *TINY, *extra]
+    args = [
+        "--store",
+        str(store),
+        "--folds",
+        "5",
+        "--out",
+        str(out),
+        "--seeds",
+        "2",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.cpu_threads=1",
+        *TINY,
+        *extra,
+    ]
     result = runner.invoke(train_app, args)
     assert result.exit_code == 0, result.output
     return result.output
@@ -139,21 +168,26 @@ def _train(store, out, extra):
 
 def test_cluster_grid_equals_sequential_and_skips_finished_jobs(client, train_store, tmp_path):
     _train(train_store, tmp_path / "seq", [])
-    output = _train(train_store, tmp_path / "dist", ["--scheduler", client.scheduler.address, "--ablations", "baseline"])
+    output = _train(
+        train_store, tmp_path / "dist", ["--scheduler", client.scheduler.address, "--ablations", "baseline"]
+    )
     assert "[20/20]" in output  # 2 variants x 2 seeds x 5 folds, one job each
     [seq] = list((tmp_path / "seq").iterdir())
     [dist] = [p for p in (tmp_path / "dist").iterdir() if p.is_dir() and "-cmarr-" in p.name]
     assert json.loads((dist / "results.json").read_text()) == json.loads((seq / "results.json").read_text())
     ledger = [json.loads(line) for line in (dist / "ledger.jsonl").read_text().splitlines()]
-    assert sorted(e["job"] for e in ledger) == sorted(f"cmarr/seed{s}/fold{k}/split0" for s in (0, 1) for k in range(1, 6))
+    assert sorted(e["job"] for e in ledger) == sorted(
+        f"cmarr/seed{s}/fold{k}/split0" for s in (0, 1) for k in range(1, 6)
+    )
     assert {e["worker"] for e in ledger} <= set(client.scheduler_info()["workers"])
     table = next((tmp_path / "dist").glob("synthetic-ablations-*.md")).read_text()
     assert "| cmarr |" in table and "| baseline |" in table
 
     # a re-run with --resume submits nothing and writes the same reports
     shutil.rmtree(dist / "confusion")
-    again = _train(train_store, tmp_path / "dist", ["--scheduler", client.scheduler.address, "--ablations", "baseline",
-                                                    "--resume"])
+    again = _train(
+        train_store, tmp_path / "dist", ["--scheduler", client.scheduler.address, "--ablations", "baseline", "--resume"]
+    )
     assert "[1/" not in again
     assert len((dist / "ledger.jsonl").read_text().splitlines()) == 10
     assert (dist / "confusion" / "svt.png").is_file()
@@ -169,9 +203,11 @@ def test_bad_cluster_options_are_usage_errors(train_store, tmp_path):
         with pytest.raises(ConfigError, match="use local:N"):
             parse_local(bad)
     base = ["--store", str(train_store), "--folds", "5", "--out", str(tmp_path), *TINY]
-    for extra, message in ((["--jobs", "0"], "--jobs must be at least 1"),
-                           (["--ablations", "baseline,nonsense"], "unknown variant"),
-                           (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both")):
+    for extra, message in (
+        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--ablations", "baseline,nonsense"], "unknown variant"),
+        (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
+    ):
         result = runner.invoke(train_app, base + extra)
         assert result.exit_code == 2 and message in result.output, result.output
     assert not any(tmp_path.iterdir())  # nothing was started or written

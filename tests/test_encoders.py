@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from cmarr.extract.batching import padding_fraction, plan_batches
 from cmarr.extract.encoders.demo_models import minilm_path, save_denseface, tiny_wav2vec2
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
@@ -37,7 +36,9 @@ def test_text_features_do_not_depend_on_batch_padding():
     enc = TextEncoder(TextEncoderConfig(model=str(minilm_path())), CPU, "none")
     short = "I am so happy for you."
     alone = enc.encode([short])[0]
-    batched = enc.encode(["This is a much longer sentence that forces a lot of padding onto the short one.", short, None])
+    batched = enc.encode(
+        ["This is a much longer sentence that forces a lot of padding onto the short one.", short, None]
+    )
     assert alone.status == Status.OK and alone.features.shape == (7, 384)  # 7 word pieces, no [CLS]/[SEP]
     np.testing.assert_allclose(batched[1].features, alone.features, atol=1e-5)
     assert batched[2].status == Status.MISSING_INPUT
@@ -49,8 +50,9 @@ def test_batched_token_counts_equal_one_at_a_time_counts():
 
     enc = TextEncoder(TextEncoderConfig(model=str(minilm_path()), max_length=12), CPU, "none")
     texts = ["I am so happy for you.", "", "   ", None, "word " * 40, "Why? Why would you do that, Brian?"]
-    records = [UtteranceRecord(id=f"u{k}", label="neu", session="Ses01", speaker="Ses01F", text=t)
-               for k, t in enumerate(texts)]
+    records = [
+        UtteranceRecord(id=f"u{k}", label="neu", session="Ses01", speaker="Ses01F", text=t) for k, t in enumerate(texts)
+    ]
     assert enc.costs(records).tolist() == [enc.cost(r) for r in records]
     assert enc.costs(records).tolist()[1:5] == [0, 0, 0, 12]
 
@@ -60,8 +62,9 @@ def test_tiny_random_bert_from_a_local_directory_and_layer_choice(tmp_path):
 
     src = minilm_path()
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(tmp_path / "bert")
+    BertModel(
+        BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(tmp_path / "bert")
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (tmp_path / "bert" / name).write_bytes((src / name).read_bytes())
     last = TextEncoder(TextEncoderConfig(model=str(tmp_path / "bert")), CPU, "none")
@@ -160,9 +163,8 @@ def test_cpu_sized_video_passes_give_the_features_of_gpu_sized_ones(tmp_path):
 
 
 def test_sliced_forward_returns_what_one_pass_returns():
-    from facenet_pytorch.models.mtcnn import RNet
-
     from cmarr.extract.encoders.sizing import SlicedForward
+    from facenet_pytorch.models.mtcnn import RNet
 
     torch.manual_seed(0)
     net = RNet(pretrained=False).eval()
@@ -184,8 +186,13 @@ class _Decoded(torch.utils.data.Dataset):
 
     def __getitem__(self, j):
         rng = np.random.default_rng(j)
-        inputs = [rng.standard_normal(100 + j).astype(np.float32), None,
-                  rng.integers(0, 255, (2, 3, 5, 3), dtype=np.uint8), "text", np.zeros((0, 4), np.float16)]
+        inputs = [
+            rng.standard_normal(100 + j).astype(np.float32),
+            None,
+            rng.integers(0, 255, (2, 3, 5, 3), dtype=np.uint8),
+            "text",
+            np.zeros((0, 4), np.float16),
+        ]
         return j, [os.getpid()], inputs, {1: "missing"}
 
 

@@ -12,11 +12,10 @@ import time
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from cmarr.extract.cli import app
 from cmarr.extract.corpora.demo import generate_demo_corpus
 from cmarr.shared.store import FeatureStore, Status, verify_store
+from typer.testing import CliRunner
 
 runner = CliRunner()
 UTTS = 4  # labelled utterances per dialog: 5 dialogs -> 20 utterances
@@ -92,7 +91,9 @@ def test_bad_inputs_become_item_statuses(demo, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(demo[0], corpus)
     bad_wav, bad_dialog, empty_text, faceless_dialog = _damage(corpus)
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "out"), "--corpus-dir", str(corpus), "--num-workers", "0"])
+    result = runner.invoke(
+        app, ["demo", "--out", str(tmp_path / "out"), "--corpus-dir", str(corpus), "--num-workers", "0"]
+    )
     assert result.exit_code == 3, result.output
     store = FeatureStore.open(tmp_path / "out" / "demo.zarr")
     ids = store.utterances["id"].tolist()
@@ -111,13 +112,26 @@ def test_bad_inputs_become_item_statuses(demo, tmp_path):
     assert "items failed" in result.output
 
 
+@pytest.mark.slow
 def test_kill_during_video_and_resume_gives_the_same_store(demo, tmp_path):
     """SIGKILL while video batches are being staged, then a re-run: the store equals an
     uninterrupted run's. Small video batches, so that the kill lands midway: at the default
     budget the demo's video is one batch, which goes straight into finalize unstaged."""
     corpus, _ = demo
-    cmd = [sys.executable, "-m", "cmarr.extract", "demo", "--corpus-dir", str(corpus), "--num-workers", "0",
-           "--modalities", "video", "--set", "extract.video.frames_per_batch=16"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cmarr.extract",
+        "demo",
+        "--corpus-dir",
+        str(corpus),
+        "--num-workers",
+        "0",
+        "--modalities",
+        "video",
+        "--set",
+        "extract.video.frames_per_batch=16",
+    ]
     assert subprocess.run(cmd + ["--out", str(tmp_path / "reference")], capture_output=True).returncode == 0
     out = tmp_path / "out"
     proc = subprocess.Popen(cmd + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -139,16 +153,29 @@ def test_changed_encoder_config_is_refused_unless_overwrite(demo, tmp_path):
     corpus, reference = demo
     out = tmp_path / "out"
     shutil.copytree(reference, out / "demo.zarr")
-    args = ["demo", "--out", str(out), "--corpus-dir", str(corpus), "--modalities", "text", "--num-workers", "0",
-            "--set", "extract.text.layer=-2"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--corpus-dir",
+        str(corpus),
+        "--modalities",
+        "text",
+        "--num-workers",
+        "0",
+        "--set",
+        "extract.text.layer=-2",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "different encoder config" in result.output
     assert runner.invoke(app, args + ["--overwrite"]).exit_code == 0
     layer2 = FeatureStore.open(out / "demo.zarr").modality("text")
     assert layer2.spec.layer == -2
     assert layer2.get(0).tobytes() != FeatureStore.open(reference).modality("text").get(0).tobytes()
-    assert FeatureStore.open(out / "demo.zarr").modality("audio").load_all().tobytes() == \
-        FeatureStore.open(reference).modality("audio").load_all().tobytes()
+    assert (
+        FeatureStore.open(out / "demo.zarr").modality("audio").load_all().tobytes()
+        == FeatureStore.open(reference).modality("audio").load_all().tobytes()
+    )
 
 
 def test_missing_real_models_say_how_to_get_them(demo, tmp_path):

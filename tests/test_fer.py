@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from cmarr.extract.fer.cli import app
 from cmarr.extract.fer.data import CLASSES, load_fer
 from cmarr.shared.errors import InputDataError
+from typer.testing import CliRunner
 
 runner = CliRunner()
 HEADER_PLUS = "Usage,Image name," + ",".join(CLASSES) + ",unknown,NF\n"
@@ -31,7 +30,7 @@ def build(tmp_path, per_split=(160, 40, 40), bad=None):
     for usage, count in zip(("Training", "PublicTest", "PrivateTest"), per_split):
         for _ in range(count):
             k = n % 8
-            rows.append(f"{k % 7},\"{' '.join(map(str, pattern(k, rng).ravel()))}\",{usage}\n")
+            rows.append(f'{k % 7},"{" ".join(map(str, pattern(k, rng).ravel()))}",{usage}\n')
             votes = [0] * 10
             votes[k] = 8
             votes[(k + 1) % 8] = 2
@@ -58,11 +57,20 @@ def test_parser_drops_and_targets(tmp_path):
     assert (tr.targets("majority").argmax(1) == tr.majority).all()
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda r, p: r.__setitem__(3, r[3].replace(",Training", ",Validation")), r"fer2013.csv:4: unknown Usage 'Validation'"),
-    (lambda r, p: r.__setitem__(5, "1,\"1 2 3\",Training\n"), r"fer2013.csv:6: 3 pixel values, expected 2304"),
-    (lambda r, p: p.append("PrivateTest,fer9999999.png,1,0,0,0,0,0,0,0,0,0\n"), r"fer2013new.csv:242: votes row without a matching image"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda r, p: r.__setitem__(3, r[3].replace(",Training", ",Validation")),
+            r"fer2013.csv:4: unknown Usage 'Validation'",
+        ),
+        (lambda r, p: r.__setitem__(5, '1,"1 2 3",Training\n'), r"fer2013.csv:6: 3 pixel values, expected 2304"),
+        (
+            lambda r, p: p.append("PrivateTest,fer9999999.png,1,0,0,0,0,0,0,0,0,0\n"),
+            r"fer2013new.csv:242: votes row without a matching image",
+        ),
+    ],
+)
 def test_malformed_rows_name_the_line_or_are_counted(tmp_path, damage, message):
     files = build(tmp_path, bad=damage)
     with pytest.raises(InputDataError, match=message):
@@ -75,32 +83,70 @@ def _metrics(stdout: str) -> dict:
     return json.loads(next(line for line in stdout.splitlines() if line.startswith('{"public"')))
 
 
+@pytest.mark.slow
 def test_train_learns_the_patterns_and_extract_uses_the_checkpoint(tmp_path):
     files = build(tmp_path)
     ckpt = tmp_path / "denseface.pt"
-    args = ["train", "--fer2013", str(files[0]), "--ferplus", str(files[1]), "--out", str(ckpt), "--device", "cpu",
-            "--set", "extract.video.depth=16", "--set", "fer.epochs=12", "--set", "fer.batch_size=32",
-            "--set", "fer.lr=0.05", "--set", "fer.rotation_degrees=5"]
+    args = [
+        "train",
+        "--fer2013",
+        str(files[0]),
+        "--ferplus",
+        str(files[1]),
+        "--out",
+        str(ckpt),
+        "--device",
+        "cpu",
+        "--set",
+        "extract.video.depth=16",
+        "--set",
+        "fer.epochs=12",
+        "--set",
+        "fer.batch_size=32",
+        "--set",
+        "fer.lr=0.05",
+        "--set",
+        "fer.rotation_degrees=5",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     private = _metrics(result.stdout)["private"]
     assert private["accuracy"] > 0.6  # chance is 1/8
     assert ckpt.with_suffix(".confusion.png").is_file()
-    again = runner.invoke(app, ["evaluate", str(ckpt), "--fer2013", str(files[0]), "--ferplus", str(files[1]), "--device", "cpu"])
+    again = runner.invoke(
+        app, ["evaluate", str(ckpt), "--fer2013", str(files[0]), "--ferplus", str(files[1]), "--device", "cpu"]
+    )
     assert again.exit_code == 0 and _metrics(again.stdout)["private"]["accuracy"] == private["accuracy"]
 
     import torch
 
     saved = torch.load(ckpt, weights_only=True)
     assert saved["classes"] == list(CLASSES) and set(saved["data_sha256"]) == {"fer2013", "ferplus"}
-    from cmarr.extract.corpora.demo import generate_demo_corpus
     from cmarr.extract.cli import app as extract_app
+    from cmarr.extract.corpora.demo import generate_demo_corpus
     from cmarr.shared.store import FeatureStore
 
     corpus = generate_demo_corpus(tmp_path / "corpus", sessions=1, utterances_per_dialog=4)
-    r = CliRunner().invoke(extract_app, ["iemocap", "--root", str(corpus), "--out", str(tmp_path / "out"),
-                                         "--modalities", "video", "--num-workers", "0", "--set", f"extract.video.checkpoint={ckpt}",
-                                         "--set", "extract.video.depth=16", "--set", "extract.video.fps=4"])
+    r = CliRunner().invoke(
+        extract_app,
+        [
+            "iemocap",
+            "--root",
+            str(corpus),
+            "--out",
+            str(tmp_path / "out"),
+            "--modalities",
+            "video",
+            "--num-workers",
+            "0",
+            "--set",
+            f"extract.video.checkpoint={ckpt}",
+            "--set",
+            "extract.video.depth=16",
+            "--set",
+            "extract.video.fps=4",
+        ],
+    )
     assert r.exit_code == 0, r.output
     video = FeatureStore.open(tmp_path / "out" / "iemocap.zarr").modality("video")
     assert video.available.all() and video.spec.weights_sha256 and video.dim == 48

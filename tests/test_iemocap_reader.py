@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from cmarr.extract.corpora.iemocap import read_iemocap, video_half
 from cmarr.shared.labels import FOUR_CLASS, IEMOCAP_ALL
+
 from tests.iemocap_skeleton import handbook_labels, write_skeleton
 
 
@@ -71,9 +71,8 @@ def test_a_broken_header_is_reported_with_file_and_line(tmp_path):
 def test_dry_run_command_on_the_skeleton(skeleton):
     import json
 
-    from typer.testing import CliRunner
-
     from cmarr.extract.cli import app
+    from typer.testing import CliRunner
 
     result = CliRunner().invoke(app, ["iemocap", "--root", str(skeleton), "--dry-run"])
     assert result.exit_code == 0, result.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-
 from cmarr.shared.errors import InputDataError
 from cmarr.shared.store import FeatureStore, Status, verify_store
 from cmarr.shared.store.mmin import export_h5, import_mmin
@@ -70,7 +69,10 @@ def test_import_then_export_roundtrips_values_and_folds(tmp_path):
 
     export_h5(str(tmp_path / "s.zarr"), tmp_path / "out")
     for letter, stem in (("A", "comparE"), ("V", "denseface"), ("L", "bert_large")):
-        with h5py.File(tmp_path / "mmin" / letter / f"{stem}.h5") as a, h5py.File(tmp_path / "out" / letter / f"{stem}.h5") as b:
+        with (
+            h5py.File(tmp_path / "mmin" / letter / f"{stem}.h5") as a,
+            h5py.File(tmp_path / "out" / letter / f"{stem}.h5") as b,
+        ):
             assert sorted(a.keys()) == sorted(b.keys())
             for k in a:
                 assert a[k][()].tobytes() == b[k][()].tobytes()

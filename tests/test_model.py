@@ -5,17 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.linalg import sqrtm
-
 from cmarr.shared.config import ModelConfig, TrainConfig
 from cmarr.train.losses import ContrastiveAlignment, supcon_loss, w2_distance
 from cmarr.train.model import Inputs, build_model
 from cmarr.train.model.flow import ModalityFlow
 from cmarr.train.model.masking import masked_adaptive_pool
 from cmarr.train.steps import loss_terms
+from scipy.linalg import sqrtm
 
-TINY = ModelConfig(width=16, heads=2, latent_dim=8, latent_len=6, flow_steps=2, flow_hidden=8, rcab_blocks=1,
-                   rcab_reduction=4, fusion_heads=2, proj_dim=8, dropout=0.0)
+TINY = ModelConfig(
+    width=16,
+    heads=2,
+    latent_dim=8,
+    latent_len=6,
+    flow_steps=2,
+    flow_hidden=8,
+    rcab_blocks=1,
+    rcab_reduction=4,
+    fusion_heads=2,
+    proj_dim=8,
+    dropout=0.0,
+)
 DIMS = {"text": 5, "audio": 7, "video": 3}
 
 
@@ -106,7 +116,9 @@ def test_masked_adaptive_pool_is_padding_free():
     full = masked_adaptive_pool(x[..., :4], torch.ones(1, 4, dtype=torch.bool), 6)
     padded = masked_adaptive_pool(x, torch.tensor([[True] * 4 + [False] * 6]), 6)
     assert torch.equal(full, padded)
-    assert torch.allclose(masked_adaptive_pool(x, torch.ones(1, 10, dtype=torch.bool), 5), torch.tensor([[[0.5, 2.5, 4.5, 6.5, 8.5]]]))
+    assert torch.allclose(
+        masked_adaptive_pool(x, torch.ones(1, 10, dtype=torch.bool), 5), torch.tensor([[[0.5, 2.5, 4.5, 6.5, 8.5]]])
+    )
 
 
 def _inputs(B=4, extra_pad=0, seed=0, avail=None):
@@ -133,8 +145,11 @@ def test_padding_changes_no_output_or_loss(variant):
     torch.manual_seed(0)
     model = build_model(variant, DIMS, 4, TINY).eval()
     align = ContrastiveAlignment()
-    cond = {"text": torch.tensor([1, 0, 1, 0], dtype=torch.bool), "audio": torch.tensor([0, 1, 1, 0], dtype=torch.bool),
-            "video": torch.tensor([1, 1, 0, 1], dtype=torch.bool)}
+    cond = {
+        "text": torch.tensor([1, 0, 1, 0], dtype=torch.bool),
+        "audio": torch.tensor([0, 1, 1, 0], dtype=torch.bool),
+        "video": torch.tensor([1, 1, 0, 1], dtype=torch.bool),
+    }
     full = _inputs()
     inp = Inputs(full.x, full.mask, cond)
     labels = torch.tensor([0, 1, 2, 3])

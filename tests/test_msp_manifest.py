@@ -7,27 +7,35 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
-
 from cmarr.extract.cli import app
 from cmarr.extract.corpora.manifest import read_manifest
 from cmarr.extract.corpora.msp_improv import read_msp_improv
 from cmarr.extract.media.audio import load_audio
 from cmarr.shared.errors import InputDataError
 from cmarr.shared.labels import FOUR_CLASS, get_label_set
+from typer.testing import CliRunner
 
 CLIPS = [  # (stem, consensus letter)
-    ("S01A-F01-S-FM01", "A"), ("S01A-F01-S-FM02", "H"), ("S02H-M01-S-MF01", "N"), ("S02H-M01-S-MF02", "S"),
-    ("S03S-F02-S-FM01", "O"), ("S03S-F02-S-FM02", "X"), ("S04N-M02-R-MF01", "N"), ("S05A-F03-T-FM01", "A"),
-    ("S06H-M03-P-MF07", "H"), ("S07S-F02-S-FM03", "H"),
+    ("S01A-F01-S-FM01", "A"),
+    ("S01A-F01-S-FM02", "H"),
+    ("S02H-M01-S-MF01", "N"),
+    ("S02H-M01-S-MF02", "S"),
+    ("S03S-F02-S-FM01", "O"),
+    ("S03S-F02-S-FM02", "X"),
+    ("S04N-M02-R-MF01", "N"),
+    ("S05A-F03-T-FM01", "A"),
+    ("S06H-M03-P-MF07", "H"),
+    ("S07S-F02-S-FM03", "H"),
 ]
 
 
 def build_msp(root, flat=False, label_name="Evalution.txt"):
     blocks = []
     for stem, letter in CLIPS:
-        blocks.append(f"UTD-IMPROV-{stem}.avi; {letter}; A:3.000000; V:NaN; D:2.500000 ; N:3.200000;\n"
-                      "rater1; Neutral; ; A:3.0; V:4.0; D:3.0; N:3.0;\n")
+        blocks.append(
+            f"UTD-IMPROV-{stem}.avi; {letter}; A:3.000000; V:NaN; D:2.500000 ; N:3.200000;\n"
+            "rater1; Neutral; ; A:3.0; V:4.0; D:3.0; N:3.0;\n"
+        )
         session = f"session{int(stem[6:8])}"
         base = root / session if flat else root / "Audio" / session
         wav = base / stem[:4] / stem[9] / f"MSP-IMPROV-{stem}.wav"
@@ -44,10 +52,17 @@ def test_msp_reader_labels_types_and_media(tmp_path, flat):
     build_msp(tmp_path, flat)
     scan = read_msp_improv(tmp_path, FOUR_CLASS)
     ids = {r.id: r for r in scan.records}
-    assert set(ids) == {f"MSP-IMPROV-{s}" for s in ("S01A-F01-S-FM01", "S01A-F01-S-FM02", "S02H-M01-S-MF01",
-                                                     "S02H-M01-S-MF02", "S07S-F02-S-FM03")}
+    assert set(ids) == {
+        f"MSP-IMPROV-{s}"
+        for s in ("S01A-F01-S-FM01", "S01A-F01-S-FM02", "S02H-M01-S-MF01", "S02H-M01-S-MF02", "S07S-F02-S-FM03")
+    }
     r = ids["MSP-IMPROV-S07S-F02-S-FM03"]
-    assert (r.label, r.speaker, r.session, r.gender) == ("hap", "F02", "session2", "F")  # label from the file, not the name
+    assert (r.label, r.speaker, r.session, r.gender) == (
+        "hap",
+        "F02",
+        "session2",
+        "F",
+    )  # label from the file, not the name
     assert r.text == "words of S07S-F02-S-FM03" and r.audio.path.is_file()
     assert scan.excluded == {"oth": 1, "xxx": 1}
     assert len(scan.problems) == 1 and "Evalution.txt:" in scan.problems[0]
@@ -81,12 +96,15 @@ def test_manifest_csv_and_jsonl(tmp_path):
     assert read_manifest(tmp_path / "m.jsonl", FOUR_CLASS).records[0].session == "1"
 
 
-@pytest.mark.parametrize("content, message", [
-    ("id,label,speaker,session\nu1,ang,,A\n", r"m.csv:2: missing speaker"),
-    ("id,label,speaker\nu1,ang,s\n", r"missing session \(or fold\)"),
-    ("id,label,speaker,session\nu1,ang,s,A\nu1,hap,s,A\n", "m.csv:3: duplicate id 'u1'"),
-    ("id,label,speaker,session,start,end\nu1,ang,s,A,2,1\n", "end > start"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("id,label,speaker,session\nu1,ang,,A\n", r"m.csv:2: missing speaker"),
+        ("id,label,speaker\nu1,ang,s\n", r"missing session \(or fold\)"),
+        ("id,label,speaker,session\nu1,ang,s,A\nu1,hap,s,A\n", "m.csv:3: duplicate id 'u1'"),
+        ("id,label,speaker,session,start,end\nu1,ang,s,A,2,1\n", "end > start"),
+    ],
+)
 def test_manifest_errors_name_file_and_line(tmp_path, content, message):
     (tmp_path / "m.csv").write_text(content)
     with pytest.raises(InputDataError, match=message):

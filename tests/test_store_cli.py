@@ -6,10 +6,10 @@ import json
 import os
 
 import numpy as np
-from typer.testing import CliRunner
-
 from cmarr.shared.cli import app
 from cmarr.shared.store.synthetic import synthetic_table
+from typer.testing import CliRunner
+
 from tests.test_mmin import build_mmin
 
 runner = CliRunner()
@@ -22,7 +22,9 @@ def test_info_json_reports_counts(small_store):
     info = json.loads(result.stdout)
     table = synthetic_table(60, seed=1)
     assert info["utterances"] == 60
-    assert info["per_class"] == {c: int((table["label"] == k).sum()) for k, c in enumerate(("ang", "hap", "neu", "sad"))}
+    assert info["per_class"] == {
+        c: int((table["label"] == k).sum()) for k, c in enumerate(("ang", "hap", "neu", "sad"))
+    }
     assert info["per_session"] == {f"Ses0{s}": 12 for s in range(1, 6)}
     for name, feats in written.items():
         m = info["modalities"][name]
@@ -63,7 +65,9 @@ def test_pack_then_verify_the_zip(small_store, tmp_path):
 
 def test_import_and_export_commands(tmp_path):
     build_mmin(tmp_path / "mmin", np.random.default_rng(0))
-    r = runner.invoke(app, ["import-mmin", str(tmp_path / "mmin"), "--out", str(tmp_path / "s.zarr"), "--dtype", "float32"])
+    r = runner.invoke(
+        app, ["import-mmin", str(tmp_path / "mmin"), "--out", str(tmp_path / "s.zarr"), "--dtype", "float32"]
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["export-h5", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "h5")])
     assert r.exit_code == 0, r.output

@@ -12,10 +12,10 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from cmarr.shared.errors import StoreError, StoreIncompleteError
 from cmarr.shared.store import FeatureStore, ModalitySpec, Status, StoreWriter, verify_store
 from cmarr.shared.store.pack import pack_store
+
 from tests.conftest import assert_same
 
 
@@ -128,7 +128,8 @@ WRITER_SCRIPT = textwrap.dedent(
 def _writer(path, slow):
     return subprocess.Popen(
         [sys.executable, "-c", WRITER_SCRIPT, str(path), "60", "slow" if slow else "fast"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -223,10 +224,19 @@ def test_finalize_from_memory_equals_finalize_from_disk(tmp_path):
     """Three ways to the same store: finalize reading every part back (a fresh writer), from the
     values this writer staged, and with the last batch handed to finalize unstaged."""
     rng = np.random.default_rng(0)
-    batches = [([5, 1, 7], [rng.standard_normal((n, 4)).astype(np.float32) for n in (3, 1, 6)]),
-               ([0, 2], [rng.standard_normal((9, 4)).astype(np.float32), None])]
-    args = [(items, feats, [Status.OK if f is not None else Status.MISSING_INPUT for f in feats],
-             {} if feats[-1] is not None else {2: "empty transcript"}) for items, feats in batches]
+    batches = [
+        ([5, 1, 7], [rng.standard_normal((n, 4)).astype(np.float32) for n in (3, 1, 6)]),
+        ([0, 2], [rng.standard_normal((9, 4)).astype(np.float32), None]),
+    ]
+    args = [
+        (
+            items,
+            feats,
+            [Status.OK if f is not None else Status.MISSING_INPUT for f in feats],
+            {} if feats[-1] is not None else {2: "empty transcript"},
+        )
+        for items, feats in batches
+    ]
     for way in ("disk", "staged", "unstaged"):
         mw = _empty_store(tmp_path / f"{way}.zarr").modality("text", SPEC)
         for batch in args[:-1] if way == "unstaged" else args:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
-
 from cmarr.shared.labels import FOUR_CLASS
 from cmarr.shared.store import FeatureStore, ModalitySpec, Status, StoreWriter
 from cmarr.shared.store.pack import pack_store
 from cmarr.shared.store.synthetic import synthetic_table
+
 from tests.conftest import assert_same
 
 
@@ -36,8 +36,11 @@ def test_ragged_roundtrip_is_bit_exact(tmp_path, dtype, chunk_frames):
     # parts arrive in a shuffled, uneven order, as length-sorted batches do
     order = rng.permutation(n)
     for items in np.array_split(order, 6):
-        mw.write_part(items, [feats[i] for i in items],
-                      [Status.OK if feats[i] is not None else Status.MISSING_INPUT for i in items])
+        mw.write_part(
+            items,
+            [feats[i] for i in items],
+            [Status.OK if feats[i] is not None else Status.MISSING_INPUT for i in items],
+        )
     counts = mw.finalize(chunk_frames)
     assert counts["ok"] == sum(f is not None for f in feats)
     reader = FeatureStore.open(tmp_path / "s.zarr").modality("audio")

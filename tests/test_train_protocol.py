@@ -11,19 +11,47 @@ import time
 import numpy as np
 import pytest
 import zarr
-from typer.testing import CliRunner
-
 from cmarr.shared.store.checksums import write_checked
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 from cmarr.train.cli import predict_app, train_app
+from typer.testing import CliRunner
 
 runner = CliRunner()
-MODS = {"text": SyntheticModality(5, 6), "audio": SyntheticModality(12, 8), "video": SyntheticModality(4, 5, missing_rate=0.1)}
-TINY = ["--set", "train.model.width=16", "--set", "train.model.heads=2", "--set", "train.model.latent_dim=8",
-        "--set", "train.model.latent_len=6", "--set", "train.model.flow_steps=2", "--set", "train.model.flow_hidden=8",
-        "--set", "train.model.rcab_blocks=1", "--set", "train.model.rcab_reduction=4", "--set", "train.model.fusion_heads=2",
-        "--set", "train.model.proj_dim=8", "--set", "train.lr=0.003", "--set", "train.patience=3",
-        "--set", "train.device=cpu", "--set", "train.amp=none"]
+MODS = {
+    "text": SyntheticModality(5, 6),
+    "audio": SyntheticModality(12, 8),
+    "video": SyntheticModality(4, 5, missing_rate=0.1),
+}
+TINY = [
+    "--set",
+    "train.model.width=16",
+    "--set",
+    "train.model.heads=2",
+    "--set",
+    "train.model.latent_dim=8",
+    "--set",
+    "train.model.latent_len=6",
+    "--set",
+    "train.model.flow_steps=2",
+    "--set",
+    "train.model.flow_hidden=8",
+    "--set",
+    "train.model.rcab_blocks=1",
+    "--set",
+    "train.model.rcab_reduction=4",
+    "--set",
+    "train.model.fusion_heads=2",
+    "--set",
+    "train.model.proj_dim=8",
+    "--set",
+    "train.lr=0.003",
+    "--set",
+    "train.patience=3",
+    "--set",
+    "train.device=cpu",
+    "--set",
+    "train.amp=none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +68,7 @@ def _train(store, out, epochs=4, extra=()):
     return sorted(p for p in out.iterdir() if p.is_dir())[-1]
 
 
+@pytest.mark.slow
 def test_train_writes_the_table_and_is_reproducible(store, tmp_path):
     run = _train(store, tmp_path)
     md = (run / "results.md").read_text().splitlines()
@@ -62,6 +91,7 @@ def test_folds_must_match_the_sessions(store, tmp_path):
     assert result.exit_code == 2 and "5 sessions" in result.output
 
 
+@pytest.mark.slow
 def test_shuffled_test_labels_stay_at_chance_while_validation_does_not(tmp_path):
     """No test leakage into selection: fold 1's test labels are noise, its validation is not."""
     path = tmp_path / "s.zarr"
@@ -80,11 +110,24 @@ def test_shuffled_test_labels_stay_at_chance_while_validation_does_not(tmp_path)
     assert np.mean([f["metrics"]["{s,v,t}"]["uar"] for f in others]) > 0.7
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_gives_the_uninterrupted_result(store, tmp_path):
     reference = _train(store, tmp_path / "ref", epochs=4)
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "cmarr.train", "--store", str(store), "--folds", "5", "--out", str(out),
-           "--set", "train.epochs=4", *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cmarr.train",
+        "--store",
+        str(store),
+        "--folds",
+        "5",
+        "--out",
+        str(out),
+        "--set",
+        "train.epochs=4",
+        *TINY,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not list(out.glob("*/seed0/fold2/split0/state.pt")):
@@ -99,10 +142,14 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(store, tmp_path):
     assert a == b
 
 
+@pytest.mark.slow
 def test_predict_with_a_subset_of_modalities(store, tmp_path):
     run = _train(store, tmp_path, epochs=2)
     out = tmp_path / "pred.csv"
-    r = runner.invoke(predict_app, [str(run / "seed0/fold1/split0"), "--store", str(store), "--modalities", "audio,text", "--out", str(out)])
+    r = runner.invoke(
+        predict_app,
+        [str(run / "seed0/fold1/split0"), "--store", str(store), "--modalities", "audio,text", "--out", str(out)],
+    )
     assert r.exit_code == 0, r.output
     rows = out.read_text().splitlines()
     assert rows[0].startswith("id,prediction,p_ang") and len(rows) == 101

@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
 from cmarr.shared.cluster import require_gpu_workers
 from cmarr.shared.config import TrainConfig, load_config, parse_override, with_overrides
-from cmarr.shared.errors import ConfigError
 from cmarr.shared.console import reports_errors
 from cmarr.shared.devices import resolve_device
+from cmarr.shared.errors import ConfigError
 from cmarr.train.presets import apply_preset
+from rich.console import Console
+from rich.table import Table
 
 console = Console()
 
@@ -26,26 +25,46 @@ console = Console()
 @reports_errors
 def train(
     store: Annotated[str, typer.Option(help="Feature store: directory, .zarr.zip or URL.")],
-    folds: Annotated[int | None, typer.Option(help="Folds (must equal the store's sessions: 5 IEMOCAP, 6 MSP-IMPROV).")] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="Folds (must equal the store's sessions: 5 IEMOCAP, 6 MSP-IMPROV).")
+    ] = None,
     preset: Annotated[str | None, typer.Option(help="paper (lr 1e-5, batch 16, 100 epochs) or fast.")] = None,
-    variant: Annotated[str | None, typer.Option(help="cmarr, or an ablation: baseline, no-udcl, no-spcl, no-attention, point.")] = None,
+    variant: Annotated[
+        str | None, typer.Option(help="cmarr, or an ablation: baseline, no-udcl, no-spcl, no-attention, point.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="First seed.")] = None,
     seeds: Annotated[int, typer.Option(help="Number of repeated runs (seeds seed, seed+1, ...).")] = 1,
-    require: Annotated[str | None, typer.Option(help="Keep only utterances whose store has these modalities, e.g. video.")] = None,
+    require: Annotated[
+        str | None, typer.Option(help="Keep only utterances whose store has these modalities, e.g. video.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for run directories.")] = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run of this same command.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
     config: Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")] = None,
-    ablations: Annotated[str | None, typer.Option(help="Also train these variants: all, or e.g. baseline,no-udcl "
-                                                  "(one run directory each, plus an ablation table).")] = None,
+    ablations: Annotated[
+        str | None,
+        typer.Option(
+            help="Also train these variants: all, or e.g. baseline,no-udcl "
+            "(one run directory each, plus an ablation table)."
+        ),
+    ] = None,
     jobs: Annotated[int, typer.Option(help="Run the grid's jobs on N local dask worker processes.")] = 1,
-    scheduler: Annotated[str | None, typer.Option(help="Run the grid's jobs on a running dask cluster "
-                                                  "(tcp://HOST:8786); workers must see --store and --out.")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the grid's jobs on a running dask cluster (tcp://HOST:8786); workers must see --store and --out."
+        ),
+    ] = None,
 ) -> None:
     """Train and evaluate CM-ARR under the paper's protocol; writes results.md/json/csv and plots."""
     overrides = dict(parse_override(s) for s in set_ or [])
-    for key, value in (("train.preset", preset), ("train.variant", variant), ("train.seed", seed), ("train.device", device)):
+    for key, value in (
+        ("train.preset", preset),
+        ("train.variant", variant),
+        ("train.seed", seed),
+        ("train.device", device),
+    ):
         if value is not None:
             overrides[key] = value
     cfg = apply_preset(load_config(config, overrides), set(overrides))
@@ -64,10 +83,19 @@ def train(
         if client is not None:
             cfg = with_overrides(cfg, {"train.device": cluster_device(client, cfg.train.device)}, "--scheduler")
             require_gpu_workers(client, cfg.train.device == "cuda")
-        runs = run_training(store, cfg, folds, list(range(first, first + seeds)), out,
-                            require.split(",") if require else [],
-                            resolve_device(cfg.train.device) if client is None else None, resume, log=log,
-                            variants=variants, client=client)
+        runs = run_training(
+            store,
+            cfg,
+            folds,
+            list(range(first, first + seeds)),
+            out,
+            require.split(",") if require else [],
+            resolve_device(cfg.train.device) if client is None else None,
+            resume,
+            log=log,
+            variants=variants,
+            client=client,
+        )
     for run in runs:
         view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}")
         for row, t in run.table.items():
@@ -94,7 +122,9 @@ train_app.command()(train)
 def predict(
     run: Annotated[Path, typer.Argument(help="A split folder with checkpoint.pt (e.g. runs/<id>/seed0/fold1/split0).")],
     store: Annotated[str, typer.Option(help="Store whose utterances to label.")],
-    modalities: Annotated[str, typer.Option(help="Modalities to give the model, e.g. audio,text.")] = "text,audio,video",
+    modalities: Annotated[
+        str, typer.Option(help="Modalities to give the model, e.g. audio,text.")
+    ] = "text,audio,video",
     out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
 ) -> None:
     """Predict emotions for a store's utterances with any subset of modalities."""

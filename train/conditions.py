@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LETTER = {"text": "t", "audio": "s", "video": "v"}
+from cmarr.shared.modalities import LETTER, MODALITIES, TABLE_ORDER
 
 
 @dataclass(frozen=True)
@@ -14,11 +14,11 @@ class MissingCondition:
     @property
     def name(self) -> str:
         """Paper notation, e.g. '{s,t}'; letters in the order of Table 2 (s, v, t)."""
-        return "{" + ",".join(LETTER[m] for m in ("audio", "video", "text") if m in self.available) + "}"
+        return "{" + ",".join(LETTER[m] for m in TABLE_ORDER if m in self.available) + "}"
 
     @property
     def is_full(self) -> bool:
-        return self.available == frozenset(LETTER)
+        return self.available == frozenset(MODALITIES)
 
 
 def _c(*mods: str) -> MissingCondition:
@@ -27,5 +27,5 @@ def _c(*mods: str) -> MissingCondition:
 
 # Table 2's row order: {t}, {s}, {v}, {v,t}, {s,v}, {s,t}, then the full condition.
 MISSING = (_c("text"), _c("audio"), _c("video"), _c("video", "text"), _c("audio", "video"), _c("audio", "text"))
-FULL = _c("audio", "video", "text")
+FULL = _c(*MODALITIES)
 ALL = MISSING + (FULL,)

@@ -12,12 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
+from cmarr.shared.modalities import MODALITIES
 from cmarr.shared.store import FeatureStore, Status
 from cmarr.train.conditions import MissingCondition
 from cmarr.train.model import Inputs
-
-MODALITIES = ("text", "audio", "video")
 
 
 @dataclass
@@ -94,10 +92,14 @@ class StoreData:
         mean, std = {}, {}
         for m in MODALITIES:
             idx = train_idx[self.present[m][train_idx]]
-            total = np.zeros(self.dims[m]); sq = np.zeros(self.dims[m]); n = 0
+            total = np.zeros(self.dims[m])
+            sq = np.zeros(self.dims[m])
+            n = 0
             for lo in range(0, len(idx), 256):
                 for x in self.frames(m, idx[lo : lo + 256]):
-                    total += x.sum(0); sq += (x.astype(np.float64) ** 2).sum(0); n += len(x)
+                    total += x.sum(0)
+                    sq += (x.astype(np.float64) ** 2).sum(0)
+                    n += len(x)
             mu = total / max(n, 1)
             mean[m] = mu.astype(np.float32)
             std[m] = np.sqrt(np.maximum(sq / max(n, 1) - mu**2, 1e-8)).astype(np.float32)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from cmarr.shared.cluster import GPU, worker_cache
 from cmarr.shared.config import PipelineConfig
 from cmarr.shared.devices import cpu_threads, resolve_device
@@ -64,8 +63,13 @@ def finished(run_dir: Path) -> set[str]:
 
 
 def record(job: Job, seconds: float, where: str) -> None:
-    entry = {"job": job.key, "folder": str(job.folder.relative_to(job.run_dir)), "seconds": round(seconds, 3),
-             "worker": where, "finished": now_utc()}
+    entry = {
+        "job": job.key,
+        "folder": str(job.folder.relative_to(job.run_dir)),
+        "seconds": round(seconds, 3),
+        "worker": where,
+        "finished": now_utc(),
+    }
     with open(job.run_dir / LEDGER, "a") as f:
         f.write(json.dumps(entry) + "\n")
 
@@ -103,10 +107,9 @@ def run_local(data, cfgs: dict[str, PipelineConfig], jobs: list[Job], device, lo
 
 def _remote_job(store_location: str, cfg: PipelineConfig, job: Job) -> tuple[dict, float, str]:
     """On a worker: the store is loaded once per worker process and kept for its next jobs."""
-    from distributed import get_worker
-
     from cmarr.shared.store import FeatureStore
     from cmarr.train.data import StoreData
+    from distributed import get_worker
 
     cache = worker_cache()
     if cache.get("train-store") != store_location:
@@ -115,6 +118,7 @@ def _remote_job(store_location: str, cfg: PipelineConfig, job: Job) -> tuple[dic
     start = time.perf_counter()
     job.folder.mkdir(parents=True, exist_ok=True)
     with open(job.folder / "train.log", "a") as f:
+
         def log(msg):
             print(msg, file=f, flush=True)
 
@@ -122,15 +126,22 @@ def _remote_job(store_location: str, cfg: PipelineConfig, job: Job) -> tuple[dic
     return result, time.perf_counter() - start, get_worker().address
 
 
-def run_distributed(client, store_location: str, cfgs: dict[str, PipelineConfig], jobs: list[Job],
-                    log: Callable[[str], None] = print) -> dict[str, dict]:
+def run_distributed(
+    client, store_location: str, cfgs: dict[str, PipelineConfig], jobs: list[Job], log: Callable[[str], None] = print
+) -> dict[str, dict]:
     """Jobs as dask tasks; each worker writes its job's folder, the driver keeps the ledger."""
     from distributed import as_completed
 
     gpu = {v: c.train.device.startswith("cuda") for v, c in cfgs.items()}
     futures = {
-        client.submit(_remote_job, store_location, cfgs[job.variant], job, key=f"cmarr-train-{job.key}-{job.run_dir.name}",
-                      resources={GPU: 1} if gpu[job.variant] else None): job
+        client.submit(
+            _remote_job,
+            store_location,
+            cfgs[job.variant],
+            job,
+            key=f"cmarr-train-{job.key}-{job.run_dir.name}",
+            resources={GPU: 1} if gpu[job.variant] else None,
+        ): job
         for job in jobs
     }
     results = {}

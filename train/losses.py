@@ -21,7 +21,9 @@ def w2_distance(mu_a, sig_a, mu_b, sig_b) -> torch.Tensor:
 class ContrastiveAlignment(nn.Module):
     """UDCL with learnable a (< 0), b and temperature tau."""
 
-    def __init__(self, distribution: bool = True, a_init: float = -1 / 200, b_init: float = 4.0, tau_init: float = 0.07):
+    def __init__(
+        self, distribution: bool = True, a_init: float = -1 / 200, b_init: float = 4.0, tau_init: float = 0.07
+    ):
         super().__init__()
         if a_init >= 0:
             raise ValueError("the W2 scale a must be negative (similarity falls with distance)")
@@ -72,7 +74,9 @@ def supcon_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: flo
     return SupConLoss(temperature=temperature)(embeddings, labels)
 
 
-def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def reconstruction_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
     """Mean squared error over valid steps of the rows whose dropped modality is really present."""
     if rows.sum() == 0:
         return pred.sum() * 0

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from cmarr.shared.config import ModelConfig
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.store import FeatureStore
@@ -28,8 +27,10 @@ def predict_store(split_dir: Path, store_location: str, modalities: list[str], o
         raise ConfigError(f"store features {data.dims} differ from the model's {ckpt['dims']}")
     model = build_model(ckpt["variant"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
-    norm = Normaliser({m: np.array(v, np.float32) for m, v in ckpt["norm"]["mean"].items()},
-                      {m: np.array(v, np.float32) for m, v in ckpt["norm"]["std"].items()})
+    norm = Normaliser(
+        {m: np.array(v, np.float32) for m, v in ckpt["norm"]["mean"].items()},
+        {m: np.array(v, np.float32) for m, v in ckpt["norm"]["std"].items()},
+    )
     cond = MissingCondition(frozenset(modalities))
     from cmarr.train.steps import predict_proba
 

@@ -16,18 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
-
 from cmarr.shared.config import TrainConfig
 from cmarr.shared.errors import ConfigError
-from cmarr.train.conditions import ALL, FULL, MISSING, MissingCondition
 from cmarr.shared.prefetch import prefetch
+from cmarr.train.conditions import ALL, FULL, MISSING, MissingCondition
 from cmarr.train.data import MODALITIES, StoreData
 from cmarr.train.losses import ContrastiveAlignment
 from cmarr.train.metrics import war_uar
 from cmarr.train.model import CMARR, build_model
 from cmarr.train.model.cmarr import variant_model_config
 from cmarr.train.steps import autocast, loss_terms, predict, weights
+from sklearn.model_selection import train_test_split
 
 
 @dataclass
@@ -38,13 +37,16 @@ class Split:
     test: np.ndarray
 
 
-def make_splits(data: StoreData, indices: np.ndarray, folds: int | None, cfg: TrainConfig, seed: int) -> list[list[Split]]:
+def make_splits(
+    data: StoreData, indices: np.ndarray, folds: int | None, cfg: TrainConfig, seed: int
+) -> list[list[Split]]:
     """Per fold (one per session), the list of splits whose test parts make up the session."""
     sessions = data.store.utterances["session"]
     names = sorted(set(sessions[indices].tolist()))
     if folds is not None and folds != len(names):
-        raise ConfigError(f"--folds {folds}, but the store has {len(names)} sessions ({', '.join(names)}); "
-                          "folds are one per session")
+        raise ConfigError(
+            f"--folds {folds}, but the store has {len(names)} sessions ({', '.join(names)}); folds are one per session"
+        )
     out = []
     for s in names:
         held = indices[sessions[indices] == s]
@@ -89,8 +91,9 @@ def missing_uar(results: dict[str, dict]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def train_split(data: StoreData, split: Split, cfg: TrainConfig, seed: int, device: torch.device, folder: Path,
-                log=print) -> dict:
+def train_split(
+    data: StoreData, split: Split, cfg: TrainConfig, seed: int, device: torch.device, folder: Path, log=print
+) -> dict:
     """Train on one split (resuming from `folder/state.pt`), return its test results."""
     folder.mkdir(parents=True, exist_ok=True)
     done = folder / "result.json"
@@ -101,15 +104,22 @@ def train_split(data: StoreData, split: Split, cfg: TrainConfig, seed: int, devi
     norm = data.normaliser(split.train)
     n_classes = len(data.store.classes)
     model = build_model(cfg.variant, data.dims, n_classes, cfg.model).to(device)
-    align = ContrastiveAlignment(variant_model_config(cfg.variant, cfg.model).alignment == "distribution",
-                                 cfg.loss.d2w_scale_init, cfg.loss.d2w_shift_init, cfg.loss.tau_init).to(device)
+    align = ContrastiveAlignment(
+        variant_model_config(cfg.variant, cfg.model).alignment == "distribution",
+        cfg.loss.d2w_scale_init,
+        cfg.loss.d2w_shift_init,
+        cfg.loss.tau_init,
+    ).to(device)
     params = list(model.parameters()) + (list(align.parameters()) if isinstance(model, CMARR) else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0, "best_state": None}
     if (folder / "state.pt").is_file():  # resume an interrupted split
         saved = torch.load(folder / "state.pt", map_location=device, weights_only=False)
-        model.load_state_dict(saved["model"]); align.load_state_dict(saved["align"]); opt.load_state_dict(saved["opt"])
-        rng.bit_generator.state = saved["numpy_rng"]; torch.set_rng_state(saved["torch_rng"])
+        model.load_state_dict(saved["model"])
+        align.load_state_dict(saved["align"])
+        opt.load_state_dict(saved["opt"])
+        rng.bit_generator.state = saved["numpy_rng"]
+        torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
         log(f"{split.name}: resuming after epoch {state['epoch']}")
     w = weights(cfg)
@@ -128,25 +138,54 @@ def train_split(data: StoreData, split: Split, cfg: TrainConfig, seed: int, devi
         else:
             state["stale"] += 1
         state["epoch"] = epoch
-        line = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3), **sums, "val_missing_uar": score,
-                "val": {k: {"war": v["war"], "uar": v["uar"]} for k, v in val.items()}}
+        line = {
+            "epoch": epoch,
+            "seconds": round(time.perf_counter() - t0, 3),
+            **sums,
+            "val_missing_uar": score,
+            "val": {k: {"war": v["war"], "uar": v["uar"]} for k, v in val.items()},
+        }
         with open(folder / "metrics.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
-        torch.save({"model": model.state_dict(), "align": align.state_dict(), "opt": opt.state_dict(),
-                    "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "state": state},
-                   folder / "state.pt.partial")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "align": align.state_dict(),
+                "opt": opt.state_dict(),
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "state": state,
+            },
+            folder / "state.pt.partial",
+        )
         (folder / "state.pt.partial").replace(folder / "state.pt")
-        log(f"{split.name} epoch {epoch}: loss {sums['loss']:.3f}, val UAR (missing avg) {score:.3f}"
-            + (" *" if improved else ""))
+        log(
+            f"{split.name} epoch {epoch}: loss {sums['loss']:.3f}, val UAR (missing avg) {score:.3f}"
+            + (" *" if improved else "")
+        )
         if state["stale"] >= cfg.patience:
             break
     model.load_state_dict(state["best_state"])
-    torch.save({"model": state["best_state"], "dims": data.dims, "classes": data.store.classes,
-                "variant": cfg.variant, "model_config": cfg.model.model_dump(),
-                "norm": {"mean": {m: norm.mean[m].tolist() for m in MODALITIES}, "std": {m: norm.std[m].tolist() for m in MODALITIES}}},
-               folder / "checkpoint.pt")
-    result = {"split": split.name, "best_epoch": state["best_epoch"], "val_missing_uar": state["best"],
-              "test": evaluate(model, data, split.test, norm, device, ALL, cfg.amp)}
+    torch.save(
+        {
+            "model": state["best_state"],
+            "dims": data.dims,
+            "classes": data.store.classes,
+            "variant": cfg.variant,
+            "model_config": cfg.model.model_dump(),
+            "norm": {
+                "mean": {m: norm.mean[m].tolist() for m in MODALITIES},
+                "std": {m: norm.std[m].tolist() for m in MODALITIES},
+            },
+        },
+        folder / "checkpoint.pt",
+    )
+    result = {
+        "split": split.name,
+        "best_epoch": state["best_epoch"],
+        "val_missing_uar": state["best"],
+        "test": evaluate(model, data, split.test, norm, device, ALL, cfg.amp),
+    }
     done.write_text(json.dumps(result))
     (folder / "state.pt").unlink(missing_ok=True)
     return result

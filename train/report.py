@@ -8,12 +8,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from cmarr.train.conditions import FULL, MISSING
 from cmarr.train.metrics import confusion, war_uar
 
-PAPER_IEMOCAP = {"{t}": (69.74, 70.92), "{s}": (74.15, 75.38), "{v}": (54.06, 52.42), "{v,t}": (73.04, 74.09),
-                 "{s,v}": (75.51, 76.38), "{s,t}": (78.95, 79.70), "Avg.": (70.90, 71.48), "{s,v,t}": (79.86, 81.06)}
+PAPER_IEMOCAP = {
+    "{t}": (69.74, 70.92),
+    "{s}": (74.15, 75.38),
+    "{v}": (54.06, 52.42),
+    "{v,t}": (73.04, 74.09),
+    "{s,v}": (75.51, 76.38),
+    "{s,t}": (78.95, 79.70),
+    "Avg.": (70.90, 71.48),
+    "{s,v,t}": (79.86, 81.06),
+}
 ROWS = [c.name for c in MISSING] + ["Avg.", FULL.name]
 
 
@@ -35,13 +42,19 @@ def summarize(per_fold: list[dict]) -> dict[str, dict]:
     for row in ROWS:
         war = 100 * np.array([f["metrics"][row]["war"] for f in per_fold])
         uar = 100 * np.array([f["metrics"][row]["uar"] for f in per_fold])
-        table[row] = {"war_mean": float(np.nanmean(war)), "war_std": float(np.nanstd(war)),
-                      "uar_mean": float(np.nanmean(uar)), "uar_std": float(np.nanstd(uar))}
+        table[row] = {
+            "war_mean": float(np.nanmean(war)),
+            "war_std": float(np.nanstd(war)),
+            "uar_mean": float(np.nanmean(uar)),
+            "uar_std": float(np.nanstd(uar)),
+        }
     return table
 
 
 def markdown(table: dict, title: str, n_runs: int, paper: bool) -> str:
-    head = "| Avail. | WAR / UAR (mean +- std over " + f"{n_runs} fold runs) |" + (" paper (IEMOCAP) |" if paper else "")
+    head = (
+        "| Avail. | WAR / UAR (mean +- std over " + f"{n_runs} fold runs) |" + (" paper (IEMOCAP) |" if paper else "")
+    )
     lines = [f"# {title}\n", head, "|---|---|" + ("---|" if paper else "")]
     for row in ROWS:
         t = table[row]
@@ -51,7 +64,9 @@ def markdown(table: dict, title: str, n_runs: int, paper: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(run_dir: Path, table: dict, per_fold: list[dict], classes: list[str], title: str, corpus: str) -> None:
+def write_reports(
+    run_dir: Path, table: dict, per_fold: list[dict], classes: list[str], title: str, corpus: str
+) -> None:
     n_runs = len(per_fold)
     (run_dir / "results.json").write_text(json.dumps({"table": table, "folds": per_fold, "classes": classes}, indent=1))
     with open(run_dir / "results.csv", "w", newline="") as f:

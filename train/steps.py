@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-
 from cmarr.shared.config import TrainConfig
 from cmarr.shared.devices import autocast
 from cmarr.train.conditions import MissingCondition
@@ -13,10 +11,12 @@ from cmarr.train.data import MODALITIES, Normaliser, StoreData
 from cmarr.train.losses import ContrastiveAlignment, reconstruction_loss, supcon_loss
 from cmarr.train.model import CMARR, Inputs, Outputs
 from cmarr.train.model.flow import gaussian_nll
+from torch.nn import functional as F
 
 
-def loss_terms(model, align: ContrastiveAlignment | None, out: Outputs, inp: Inputs, labels: torch.Tensor,
-               cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def loss_terms(
+    model, align: ContrastiveAlignment | None, out: Outputs, inp: Inputs, labels: torch.Tensor, cfg: TrainConfig
+) -> dict[str, torch.Tensor]:
     """{'cls', 'udcl', 'spcl', 'rec', 'nll'}; the non-classification terms only for CM-ARR."""
     terms = {"cls": F.cross_entropy(out.logits, labels)}
     if not isinstance(model, CMARR):
@@ -48,8 +48,16 @@ def weights(cfg: TrainConfig) -> dict[str, float]:
 
 
 @torch.no_grad()
-def predict_proba(model, data: StoreData, indices: np.ndarray, condition: MissingCondition, norm: Normaliser,
-                  device, batch_size: int = 64, amp: str = "none") -> tuple[np.ndarray, np.ndarray]:
+def predict_proba(
+    model,
+    data: StoreData,
+    indices: np.ndarray,
+    condition: MissingCondition,
+    norm: Normaliser,
+    device,
+    batch_size: int = 64,
+    amp: str = "none",
+) -> tuple[np.ndarray, np.ndarray]:
     """(indices evaluated, class probabilities) for the rows that hold every modality the condition gives."""
     model.eval()
     rows = indices[data.eligible(indices, condition)]

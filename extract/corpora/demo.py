@@ -21,24 +21,57 @@ import soundfile as sf
 
 CLASSES = ("ang", "hap", "neu", "sad")
 SENTENCES = {
-    "ang": ["I am furious about this", "this is completely unacceptable", "get out of my way right now",
-            "I hate the way you treat me", "stop lying to me", "how dare you say that to me",
-            "I am sick and tired of your excuses", "you ruined everything again"],
-    "hap": ["I am so happy for you", "this is wonderful news", "we won and I can not believe it",
-            "I love this so much", "what a fantastic surprise", "that made my whole day",
-            "I am thrilled we are finally here", "this is the best gift ever"],
-    "neu": ["the meeting is at three o'clock", "please fill out this form", "the bus leaves from the station",
-            "I need to check my schedule", "the office is on the second floor", "we can talk about it tomorrow",
-            "the form needs your signature", "it takes about twenty minutes"],
-    "sad": ["I miss her every single day", "nothing will ever be the same", "I feel so lonely tonight",
-            "he passed away last night", "I lost everything I had", "I wish things were different",
-            "nobody came to see me", "it hurts so much to remember"],
+    "ang": [
+        "I am furious about this",
+        "this is completely unacceptable",
+        "get out of my way right now",
+        "I hate the way you treat me",
+        "stop lying to me",
+        "how dare you say that to me",
+        "I am sick and tired of your excuses",
+        "you ruined everything again",
+    ],
+    "hap": [
+        "I am so happy for you",
+        "this is wonderful news",
+        "we won and I can not believe it",
+        "I love this so much",
+        "what a fantastic surprise",
+        "that made my whole day",
+        "I am thrilled we are finally here",
+        "this is the best gift ever",
+    ],
+    "neu": [
+        "the meeting is at three o'clock",
+        "please fill out this form",
+        "the bus leaves from the station",
+        "I need to check my schedule",
+        "the office is on the second floor",
+        "we can talk about it tomorrow",
+        "the form needs your signature",
+        "it takes about twenty minutes",
+    ],
+    "sad": [
+        "I miss her every single day",
+        "nothing will ever be the same",
+        "I feel so lonely tonight",
+        "he passed away last night",
+        "I lost everything I had",
+        "I wish things were different",
+        "nobody came to see me",
+        "it hurts so much to remember",
+    ],
 }
 FILLERS = ["", "well, ", "you know, ", "okay, ", "so ", "honestly, "]
 # Sentences that carry no emotion, used for any label when the text cue is absent.
-TOPICS = ["the train was late again this morning", "she said the package arrives on monday",
-          "we moved the table into the other room", "the store closes at nine tonight",
-          "my brother called about the car", "they painted the house last summer"]
+TOPICS = [
+    "the train was late again this morning",
+    "she said the package arrives on monday",
+    "we moved the table into the other room",
+    "the store closes at nine tonight",
+    "my brother called about the car",
+    "they painted the house last summer",
+]
 CUE_ABSENT = 0.35  # per modality, the share of utterances whose cue is left out
 # Voice per class: f0 (Hz, before the speaker's gender scale), contour slope, syllables/s, level, tilt
 VOICE = {
@@ -47,8 +80,12 @@ VOICE = {
     "neu": (125.0, -0.05, 4.0, 0.25, 1.0),
     "sad": (100.0, -0.25, 2.5, 0.12, 1.4),
 }
-VAD = {"ang": "[2.0000, 4.0000, 4.0000]", "hap": "[4.0000, 3.5000, 3.0000]",
-       "neu": "[3.0000, 2.5000, 2.5000]", "sad": "[1.5000, 2.0000, 2.0000]"}
+VAD = {
+    "ang": "[2.0000, 4.0000, 4.0000]",
+    "hap": "[4.0000, 3.5000, 3.0000]",
+    "neu": "[3.0000, 2.5000, 2.5000]",
+    "sad": "[1.5000, 2.0000, 2.0000]",
+}
 SAMPLE_RATE = 16000
 FRAME = (480, 720)  # rows, cols: IEMOCAP's split-screen size
 CONTENT_ROWS = (112, 368)  # letterboxed picture inside each pane
@@ -64,8 +101,9 @@ class DemoUtterance:
     text: str
 
 
-def generate_demo_corpus(root: str | Path, sessions: int = 5, utterances_per_dialog: int = 24,
-                         seed: int = 0, video_fps: float = 15.0) -> Path:
+def generate_demo_corpus(
+    root: str | Path, sessions: int = 5, utterances_per_dialog: int = 24, seed: int = 0, video_fps: float = 15.0
+) -> Path:
     """Write `root/IEMOCAP_full_release`-style folders; returns the corpus root."""
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -95,8 +133,16 @@ def _timeline(dialog: str, n: int, rng: np.random.Generator) -> list[DemoUtteran
         code = "exc" if label == "hap" and rng.random() < 0.4 else label
         pool = TOPICS if rng.random() < CUE_ABSENT else SENTENCES.get(label, SENTENCES["neu"])
         text = (FILLERS[rng.integers(len(FILLERS))] + pool[rng.integers(len(pool))]).capitalize() + "."
-        out.append(DemoUtterance(f"{dialog}_{speaker}{counters[speaker]:03d}", code,
-                                 label if label in CLASSES else "", round(t, 4), round(t + duration, 4), text))
+        out.append(
+            DemoUtterance(
+                f"{dialog}_{speaker}{counters[speaker]:03d}",
+                code,
+                label if label in CLASSES else "",
+                round(t, 4),
+                round(t + duration, 4),
+                text,
+            )
+        )
         counters[speaker] += 1
         t += duration + float(rng.uniform(0.2, 0.6))
     return out
@@ -108,8 +154,10 @@ def _write_labels(session: Path, dialog: str, utts: list[DemoUtterance]) -> None
     blocks = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n"]
     for u in utts:
         vad = VAD.get(u.label, "[2.5000, 3.0000, 3.0000]")
-        blocks.append(f"[{u.start:.4f} - {u.end:.4f}]\t{u.id}\t{u.code}\t{vad}\n"
-                      f"C-E1:\t{u.code.capitalize()};\t()\nA-E1:\tval 3; act 3; dom  3;\t()\n")
+        blocks.append(
+            f"[{u.start:.4f} - {u.end:.4f}]\t{u.id}\t{u.code}\t{vad}\n"
+            f"C-E1:\t{u.code.capitalize()};\t()\nA-E1:\tval 3; act 3; dom  3;\t()\n"
+        )
     (folder / f"{dialog}.txt").write_text("\n".join(blocks) + "\n")
     (folder / "Categorical" / f"{dialog}_e1_cat.txt").write_text("".join(f"{u.id} :{u.code}; ()\n" for u in utts))
 
@@ -169,8 +217,9 @@ def expression(face: np.ndarray, label: str, rng: np.random.Generator) -> np.nda
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _write_video(path: Path, dialog: str, utts: list[DemoUtterance], face: np.ndarray,
-                 rng: np.random.Generator, fps: float) -> None:
+def _write_video(
+    path: Path, dialog: str, utts: list[DemoUtterance], face: np.ndarray, rng: np.random.Generator, fps: float
+) -> None:
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -84,8 +84,15 @@ def _record(session_dir: Path, utt: str, start: float, end: float, label: str, t
     dialog = dialog_of(utt)
     session = f"Ses0{session_dir.name[-1]}"
     return UtteranceRecord(
-        id=utt, label=label, session=session, speaker=session + utt[-4], gender=utt[-4], dialog=dialog,
-        start=start, end=end, text=text,
+        id=utt,
+        label=label,
+        session=session,
+        speaker=session + utt[-4],
+        gender=utt[-4],
+        dialog=dialog,
+        start=start,
+        end=end,
+        text=text,
         audio=MediaSpan(session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"),
         video=MediaSpan(session_dir / "dialog" / "avi" / "DivX" / f"{dialog}.avi", start, end, video_half(utt)),
         split_group=session,

@@ -80,10 +80,18 @@ def _record(base: Path, lineno: int, row: dict, uid: str, label: str, scan: Corp
         return MediaSpan(base / str(row[key]), start, end) if row.get(key) else None
 
     return UtteranceRecord(
-        id=uid, label=label, session=session, speaker=str(row["speaker"]).strip(),
-        gender=str(row.get("gender") or ""), dialog=str(row.get("dialog") or ""),
-        start=start if start is not None else float("nan"), end=end if end is not None else float("nan"),
-        text=text, audio=media("audio"), video=media("video"), split_group=session,
+        id=uid,
+        label=label,
+        session=session,
+        speaker=str(row["speaker"]).strip(),
+        gender=str(row.get("gender") or ""),
+        dialog=str(row.get("dialog") or ""),
+        start=start if start is not None else float("nan"),
+        end=end if end is not None else float("nan"),
+        text=text,
+        audio=media("audio"),
+        video=media("video"),
+        split_group=session,
     )
 
 

@@ -33,8 +33,9 @@ def label_file(root: Path) -> Path:
     raise InputDataError(f"{root}: no Evaluation.txt (or Evalution.txt) label file")
 
 
-def read_msp_improv(root: str | Path, label_set: LabelSet, types: str = "S",
-                    exclude_file: str | Path | None = None) -> CorpusScan:
+def read_msp_improv(
+    root: str | Path, label_set: LabelSet, types: str = "S", exclude_file: str | Path | None = None
+) -> CorpusScan:
     root = Path(root)
     labels_path = label_file(root)
     excluded_ids = _read_exclusions(exclude_file) if exclude_file else set()
@@ -71,9 +72,16 @@ def _record(stem, parts, label, media, transcripts) -> UtteranceRecord:
     speaker = f"{parts[3]}{parts[4]}"
     session = f"session{int(parts[4])}"
     return UtteranceRecord(
-        id=stem, label=label, session=session, speaker=speaker, gender=parts[3], dialog=f"{parts[1]}{parts[2]}",
-        text=transcripts.get(stem), audio=MediaSpan(media[(stem, ".wav")]) if (stem, ".wav") in media else None,
-        video=MediaSpan(media[(stem, ".avi")]) if (stem, ".avi") in media else None, split_group=session,
+        id=stem,
+        label=label,
+        session=session,
+        speaker=speaker,
+        gender=parts[3],
+        dialog=f"{parts[1]}{parts[2]}",
+        text=transcripts.get(stem),
+        audio=MediaSpan(media[(stem, ".wav")]) if (stem, ".wav") in media else None,
+        video=MediaSpan(media[(stem, ".avi")]) if (stem, ".avi") in media else None,
+        split_group=session,
     )
 
 

@@ -36,9 +36,15 @@ class UtteranceRecord:
     def table_row(self, classes: tuple[str, ...]) -> dict[str, Any]:
         """The store's utterance-table row for this record."""
         return {
-            "id": self.id, "label": classes.index(self.label), "label_name": self.label,
-            "session": self.session, "speaker": self.speaker, "gender": self.gender,
-            "dialog": self.dialog, "start": self.start, "end": self.end,
+            "id": self.id,
+            "label": classes.index(self.label),
+            "label_name": self.label,
+            "session": self.session,
+            "speaker": self.speaker,
+            "gender": self.gender,
+            "dialog": self.dialog,
+            "start": self.start,
+            "end": self.end,
             "split_group": self.split_group or self.session,
         }
 
@@ -65,5 +71,6 @@ class CorpusScan:
                 "audio": sum(r.audio is not None and r.audio.path.is_file() for r in recs),
                 "video": sum(r.video is not None and r.video.path.is_file() for r in recs),
             },
-            "problems": self.problems[:200] + ([f"... {len(self.problems) - 200} more"] if len(self.problems) > 200 else []),
+            "problems": self.problems[:200]
+            + ([f"... {len(self.problems) - 200} more"] if len(self.problems) > 200 else []),
         }

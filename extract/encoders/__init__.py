@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from cmarr.extract.encoders.base import EncodeResult, Encoder
+from cmarr.extract.encoders.base import Encoder, EncodeResult
 from cmarr.shared.config import ExtractConfig
 
 

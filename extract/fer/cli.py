@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-
 from cmarr.shared.config import load_config, parse_override
 from cmarr.shared.console import ProgressReporter, reports_errors
 from cmarr.shared.devices import resolve_device
+from rich.console import Console
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 console = Console()
@@ -25,7 +24,8 @@ FerPlus = Annotated[Path, typer.Option("--ferplus", help="fer2013new.csv (FER+ v
 @app.command()
 @reports_errors
 def train(
-    fer2013: Fer2013, ferplus: FerPlus,
+    fer2013: Fer2013,
+    ferplus: FerPlus,
     out: Annotated[Path, typer.Option(help="Checkpoint to write.")] = Path("checkpoints/denseface-ferplus.pt"),
     config: Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key, e.g. fer.epochs=30.")] = None,
@@ -43,8 +43,16 @@ def train(
     console.print({u: len(s.images) for u, s in data.splits.items()} | {"skipped": data.skipped})
     out.parent.mkdir(parents=True, exist_ok=True)
     with ProgressReporter("batches") as progress:
-        metrics = train_fer(data, cfg.fer, cfg.extract.video, out, {"fer2013": fer2013, "ferplus": ferplus},
-                            resolve_device(cfg.fer.device), progress.update, lambda m: console.print(m, highlight=False))
+        metrics = train_fer(
+            data,
+            cfg.fer,
+            cfg.extract.video,
+            out,
+            {"fer2013": fer2013, "ferplus": ferplus},
+            resolve_device(cfg.fer.device),
+            progress.update,
+            lambda m: console.print(m, highlight=False),
+        )
     _print(metrics)
     console.print(f"wrote {out} (confusion matrix: {out.with_suffix('.confusion.png')})")
 
@@ -53,7 +61,8 @@ def train(
 @reports_errors
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint written by `cmarr-fer train`.")],
-    fer2013: Fer2013, ferplus: FerPlus,
+    fer2013: Fer2013,
+    ferplus: FerPlus,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     skip_bad_rows: Annotated[bool, typer.Option(help="Skip and count malformed rows instead of failing.")] = False,
 ) -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from cmarr.shared.errors import InputDataError
 
 CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
@@ -58,22 +57,30 @@ def load_fer(fer2013: str | Path, ferplus: str | Path, skip_bad_rows: bool = Fal
         reader = csv.reader(f)
         header = next(reader, None)
         if not header or [h.strip() for h in header[2:12]] != list(CLASSES) + ["unknown", "NF"]:
-            raise InputDataError(f"{ferplus}:1: not a FER+ votes file (expected Usage,Image name,{','.join(CLASSES)},unknown,NF)")
+            raise InputDataError(
+                f"{ferplus}:1: not a FER+ votes file (expected Usage,Image name,{','.join(CLASSES)},unknown,NF)"
+            )
         for k, row in enumerate(reader):
             line = k + 2
             if k in bad_images:
                 continue  # its image row was skipped (and counted) already
             try:
                 if k not in usages:
-                    raise InputDataError(f"{ferplus}:{line}: votes row without a matching image in {Path(fer2013).name}")
+                    raise InputDataError(
+                        f"{ferplus}:{line}: votes row without a matching image in {Path(fer2013).name}"
+                    )
                 if len(row) < 12:
                     raise InputDataError(f"{ferplus}:{line}: expected 12 fields, found {len(row)}")
                 if row[0].strip() != usages[k]:
-                    raise InputDataError(f"{ferplus}:{line}: Usage {row[0]!r} disagrees with {usages[k]!r} in {Path(fer2013).name}")
+                    raise InputDataError(
+                        f"{ferplus}:{line}: Usage {row[0]!r} disagrees with {usages[k]!r} in {Path(fer2013).name}"
+                    )
                 votes = np.array([float(v) for v in row[2:12]], np.float32)
             except (InputDataError, ValueError) as err:
                 if not skip_bad_rows:
-                    raise InputDataError(str(err) if isinstance(err, InputDataError) else f"{ferplus}:{line}: bad vote count ({err})") from None
+                    raise InputDataError(
+                        str(err) if isinstance(err, InputDataError) else f"{ferplus}:{line}: bad vote count ({err})"
+                    ) from None
                 skipped["bad votes row"] = skipped.get("bad votes row", 0) + 1
                 continue
             emotion, other = votes[:8], votes[8:].sum()
@@ -84,8 +91,13 @@ def load_fer(fer2013: str | Path, ferplus: str | Path, skip_bad_rows: bool = Fal
             elif k in images:
                 per_split[usages[k]][0].append(images[k])
                 per_split[usages[k]][1].append(emotion)
-    splits = {u: FerSplit(np.stack(i) if i else np.zeros((0, SIZE, SIZE), np.uint8), np.stack(v) if v else np.zeros((0, 8), np.float32))
-              for u, (i, v) in per_split.items()}
+    splits = {
+        u: FerSplit(
+            np.stack(i) if i else np.zeros((0, SIZE, SIZE), np.uint8),
+            np.stack(v) if v else np.zeros((0, 8), np.float32),
+        )
+        for u, (i, v) in per_split.items()
+    }
     return FerData(splits, skipped)
 
 
@@ -118,7 +130,9 @@ def _read_fer2013(path: Path, skip_bad_rows: bool) -> tuple[dict, dict[int, str]
                     raise InputDataError(f"{path}:{line}: pixel values outside 0..255")
             except (InputDataError, ValueError) as err:
                 if not skip_bad_rows:
-                    raise InputDataError(str(err) if isinstance(err, InputDataError) else f"{path}:{line}: bad pixel values") from None
+                    raise InputDataError(
+                        str(err) if isinstance(err, InputDataError) else f"{path}:{line}: bad pixel values"
+                    ) from None
                 skipped["bad image row"] = skipped.get("bad image row", 0) + 1
                 bad.add(k)
                 continue

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
-
-from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.extract.encoders.demo_models import save_denseface
+from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.extract.fer.data import CLASSES, FerData, FerSplit
 from cmarr.shared.config import FerConfig, VideoEncoderConfig
 from cmarr.shared.devices import autocast
 from cmarr.shared.plots import plot_confusion
 from cmarr.shared.provenance import file_sha256
+from torch.nn import functional as F
 
 
 def to_input(images: np.ndarray, video: VideoEncoderConfig) -> torch.Tensor:
@@ -37,8 +36,9 @@ def augment(x: torch.Tensor, rotation: float, gen: torch.Generator) -> torch.Ten
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     if rotation > 0:
         a = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(rotation)
-        theta = torch.stack([torch.stack([a.cos(), -a.sin(), torch.zeros(n)], 1),
-                             torch.stack([a.sin(), a.cos(), torch.zeros(n)], 1)], 1)
+        theta = torch.stack(
+            [torch.stack([a.cos(), -a.sin(), torch.zeros(n)], 1), torch.stack([a.sin(), a.cos(), torch.zeros(n)], 1)], 1
+        )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
     return x
@@ -56,12 +56,24 @@ def evaluate_split(net: DenseNetBC, x: torch.Tensor, y: np.ndarray, device, batc
     pred = np.concatenate(preds) if preds else np.zeros(0, int)
     cm = confusion_matrix(y, pred, labels=list(range(len(CLASSES))))
     recall = {c: (float(cm[k, k] / cm[k].sum()) if cm[k].sum() else None) for k, c in enumerate(CLASSES)}
-    return {"accuracy": float((pred == y).mean()) if len(y) else float("nan"), "n": int(len(y)),
-            "recall": recall, "confusion": cm.tolist()}
+    return {
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "n": int(len(y)),
+        "recall": recall,
+        "confusion": cm.tolist(),
+    }
 
 
-def train_fer(data: FerData, fer: FerConfig, video: VideoEncoderConfig, out: Path, sources: dict[str, Path],
-              device: torch.device, progress=None, log=print) -> dict:
+def train_fer(
+    data: FerData,
+    fer: FerConfig,
+    video: VideoEncoderConfig,
+    out: Path,
+    sources: dict[str, Path],
+    device: torch.device,
+    progress=None,
+    log=print,
+) -> dict:
     torch.manual_seed(fer.seed)
     gen = torch.Generator().manual_seed(fer.seed)
     arch = DenseNetArch(depth=video.depth, growth=video.growth, input_size=video.face_size, n_classes=len(CLASSES))
@@ -103,14 +115,32 @@ def train_fer(data: FerData, fer: FerConfig, video: VideoEncoderConfig, out: Pat
             if stale >= fer.patience:
                 break
     net.load_state_dict(best_state)
-    metrics = {"public": evaluate_split(net, x_pub, public.majority, device),
-               "private": evaluate_split(net, x_priv, private.majority, device),
-               "train_images_per_second": seen / max(t_train_s, 1e-9), "epochs_run": epoch, "skipped_rows": data.skipped}
-    save_denseface(net.cpu(), Path(out), list(CLASSES), mean=video.mean, std=video.std, extra={
-        "target": fer.target, "metrics": _plain(metrics),
-        "data_sha256": {name: file_sha256(p) for name, p in sources.items()}})
-    plot_confusion(metrics["private"]["confusion"], list(CLASSES), "FER+ PrivateTest",
-                   Path(out).with_suffix(".confusion.png"), ylabel="majority label")
+    metrics = {
+        "public": evaluate_split(net, x_pub, public.majority, device),
+        "private": evaluate_split(net, x_priv, private.majority, device),
+        "train_images_per_second": seen / max(t_train_s, 1e-9),
+        "epochs_run": epoch,
+        "skipped_rows": data.skipped,
+    }
+    save_denseface(
+        net.cpu(),
+        Path(out),
+        list(CLASSES),
+        mean=video.mean,
+        std=video.std,
+        extra={
+            "target": fer.target,
+            "metrics": _plain(metrics),
+            "data_sha256": {name: file_sha256(p) for name, p in sources.items()},
+        },
+    )
+    plot_confusion(
+        metrics["private"]["confusion"],
+        list(CLASSES),
+        "FER+ PrivateTest",
+        Path(out).with_suffix(".confusion.png"),
+        ylabel="majority label",
+    )
     return metrics
 
 
@@ -118,11 +148,14 @@ def evaluate_checkpoint(path: Path, data: FerData, device: torch.device) -> dict
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     net = DenseNetBC(DenseNetArch(**ckpt["arch"]))
     net.load_state_dict(ckpt["state_dict"])
-    video = VideoEncoderConfig(face_size=ckpt["normalization"]["size"], mean=ckpt["normalization"]["mean"],
-                               std=ckpt["normalization"]["std"])
+    video = VideoEncoderConfig(
+        face_size=ckpt["normalization"]["size"], mean=ckpt["normalization"]["mean"], std=ckpt["normalization"]["std"]
+    )
     net.to(device)
-    return {u: evaluate_split(net, to_input(data.splits[s].images, video), data.splits[s].majority, device)
-            for u, s in (("public", "PublicTest"), ("private", "PrivateTest"))}
+    return {
+        u: evaluate_split(net, to_input(data.splits[s].images, video), data.splits[s].majority, device)
+        for u, s in (("public", "PublicTest"), ("private", "PrivateTest"))
+    }
 
 
 def _plain(obj):

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
-
 from cmarr.extract.corpora.record import MediaSpan
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import av
 import numpy as np
-
 from cmarr.extract.corpora.record import MediaSpan
 from cmarr.extract.media.audio import MediaError
 

@@ -39,7 +39,11 @@ def write_checked(group: zarr.Group, name: str, data: np.ndarray, chunk_rows: in
     chunk_rows = chunk_rows or max(1, len(data))
     dtype = str if data.dtype == object else data.dtype
     arr = group.create_array(
-        name, shape=data.shape, dtype=dtype, chunks=(chunk_rows,) + data.shape[1:], overwrite=True,
+        name,
+        shape=data.shape,
+        dtype=dtype,
+        chunks=(chunk_rows,) + data.shape[1:],
+        overwrite=True,
         attributes={CRC_ATTR: array_crcs(data, chunk_rows)},
     )
     if len(data):

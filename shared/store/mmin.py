@@ -19,7 +19,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-
 from cmarr.shared.errors import InputDataError
 from cmarr.shared.labels import LabelSet
 from cmarr.shared.provenance import file_sha256
@@ -48,7 +47,10 @@ def import_mmin(
     table = _read_targets(root, classes)
     ids = table["id"]
     writer = StoreWriter.create(
-        out, table, corpus, LabelSet("mmin", tuple(classes)),
+        out,
+        table,
+        corpus,
+        LabelSet("mmin", tuple(classes)),
         extra_attrs={"imported_from": {"format": "mmin-h5", "root": str(root)}},
     )
     counts = {}
@@ -87,7 +89,11 @@ def export_h5(store_location: str, out: str | Path, modalities: list[str] | None
 
 def _read_targets(root: Path, classes: tuple[str, ...]) -> UtteranceTable:
     target = root / "target"
-    cvs = sorted((d for d in target.iterdir() if d.is_dir()), key=lambda d: _natural_key(d.name)) if target.is_dir() else []
+    cvs = (
+        sorted((d for d in target.iterdir() if d.is_dir()), key=lambda d: _natural_key(d.name))
+        if target.is_dir()
+        else []
+    )
     if not cvs:
         raise InputDataError(f"{target}: no target/<cv>/ folders with *_label.npy and *_int2name.npy")
     labels: dict[str, int] = {}
@@ -97,8 +103,10 @@ def _read_targets(root: Path, classes: tuple[str, ...]) -> UtteranceTable:
             names, onehot = _load_split(cv, split, len(classes))
             for name, label in zip(names, onehot.argmax(axis=1)):
                 if labels.setdefault(name, int(label)) != label:
-                    raise InputDataError(f"{cv}/{split}_label.npy: {name} labelled {classes[label]} here, "
-                                         f"{classes[labels[name]]} elsewhere")
+                    raise InputDataError(
+                        f"{cv}/{split}_label.npy: {name} labelled {classes[label]} here, "
+                        f"{classes[labels[name]]} elsewhere"
+                    )
                 if split == "tst":
                     test_cv[name] = cv.name
     records = [_record(name, labels[name], classes, test_cv.get(name, "")) for name in sorted(labels)]
@@ -158,8 +166,11 @@ def _import_modality(writer, modality, h5_path, ids, dtype, chunk_frames, progre
         if len(dims) != 1:
             raise InputDataError(f"{h5_path}: expected datasets [frames, dim] with one dim, found dims {sorted(dims)}")
         spec = ModalitySpec(
-            encoder=f"mmin:{h5_path.parent.name}/{h5_path.name}", dim=dims.pop(), dtype=dtype,
-            weights_sha256=file_sha256(h5_path), extra={"mmin_file": h5_path.stem},
+            encoder=f"mmin:{h5_path.parent.name}/{h5_path.name}",
+            dim=dims.pop(),
+            dtype=dtype,
+            weights_sha256=file_sha256(h5_path),
+            extra={"mmin_file": h5_path.stem},
         )
         mw = writer.modality(modality, spec)
         for lo in range(0, len(ids), 256):
@@ -194,7 +205,10 @@ def _write_targets(store: FeatureStore, target: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for split, mask in zip(SPLITS, (trn, val, tst)):
             np.save(folder / f"{split}_label.npy", onehot[mask])
-            np.save(folder / f"{split}_int2name.npy", np.array([s.encode() for s in utt["id"][mask]], dtype="S").reshape(-1, 1))
+            np.save(
+                folder / f"{split}_int2name.npy",
+                np.array([s.encode() for s in utt["id"][mask]], dtype="S").reshape(-1, 1),
+            )
 
 
 def _natural_key(s: str) -> list:

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.storage import FsspecStore, LocalStore, ZipStore
-
 from cmarr.shared.errors import StoreError, StoreIncompleteError
 from cmarr.shared.store.schema import (
     PARTS,
@@ -30,6 +28,7 @@ from cmarr.shared.store.schema import (
     ModalitySpec,
     Status,
 )
+from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 
 def open_root(location: str | Path) -> zarr.Group:
@@ -244,4 +243,3 @@ class ModalityReader:
         import dask.array as da
 
         return da.from_zarr(self.values)
-

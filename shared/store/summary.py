@@ -8,6 +8,7 @@ from typing import Any
 from cmarr.shared.store.reader import FeatureStore, staged_parts
 from cmarr.shared.store.schema import Status
 
+
 def summarize(store: FeatureStore) -> dict[str, Any]:
     """A JSON-ready description of the store (works on incomplete stores too)."""
     utt = store.utterances
@@ -24,10 +25,10 @@ def summarize(store: FeatureStore) -> dict[str, Any]:
         "per_class": per_class,
         "per_session": dict(sorted(Counter(utt["session"].tolist()).items())),
         "modalities": {m: _modality(store, m) for m in store.modality_names},
-        "provenance": {
-            k: store.attrs.get(k) for k in ("created", "software", "config_hash")
-        } | {"fingerprint": store.fingerprint()},
+        "provenance": {k: store.attrs.get(k) for k in ("created", "software", "config_hash")}
+        | {"fingerprint": store.fingerprint()},
     }
+
 
 def _modality(store: FeatureStore, name: str) -> dict[str, Any]:
     group = store.root[name]
@@ -51,6 +52,7 @@ def _modality(store: FeatureStore, name: str) -> dict[str, Any]:
         "bytes_stored": _stored_bytes(store, name),
         "spec": spec,
     }
+
 
 def _stored_bytes(store: FeatureStore, name: str) -> int | None:
     """Bytes of the modality's arrays on disk (None when the backend cannot list sizes)."""

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from cmarr.shared.labels import FOUR_CLASS
 from cmarr.shared.store.schema import ModalitySpec, Status, UtteranceTable
 from cmarr.shared.store.writer import StoreWriter
@@ -91,8 +90,11 @@ def write_synthetic_store(
             feats.append((x + class_signal * centers[table["label"][i]]).astype(dtype))
         for lo in range(0, n, batch):
             items = list(range(lo, min(lo + batch, n)))
-            mw.write_part(items, [feats[i] for i in items],
-                          [Status.OK if feats[i] is not None else Status.MISSING_INPUT for i in items])
+            mw.write_part(
+                items,
+                [feats[i] for i in items],
+                [Status.OK if feats[i] is not None else Status.MISSING_INPUT for i in items],
+            )
         mw.finalize(chunk_frames)
         written[name] = feats
     return written

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
-
 from cmarr.shared.errors import StoreError
 from cmarr.shared.store.checksums import block_crc, chunk_row_ranges
 from cmarr.shared.store.reader import FeatureStore, staged_parts
@@ -69,7 +68,9 @@ def _verify_modality(store: FeatureStore, name: str, n: int, report: VerifyRepor
         return
     group = store.root[name]
     if not group.attrs.get("finalized"):
-        report.incomplete.append(f"{name}: not finalized ({staged_parts(group)} staged parts); re-run extraction to complete it")
+        report.incomplete.append(
+            f"{name}: not finalized ({staged_parts(group)} staged parts); re-run extraction to complete it"
+        )
         return
     arrays = {a: _array(store.root, f"{name}/{a}", report) for a in ("values", "offsets", "status")}
     if any(a is None for a in arrays.values()):
@@ -99,14 +100,19 @@ def _check_offsets(name, offsets, status, n, frames, report) -> None:
     if offsets[0] != 0 or offsets[-1] != frames:
         report.problems.append(f"{name}/offsets: run from {offsets[0]} to {offsets[-1]}, values have {frames} rows")
     if np.any(np.diff(offsets) < 0):
-        report.problems.append(f"{name}/offsets: not monotone (first drop at utterance {int(np.argmax(np.diff(offsets) < 0))})")
+        report.problems.append(
+            f"{name}/offsets: not monotone (first drop at utterance {int(np.argmax(np.diff(offsets) < 0))})"
+        )
     if not np.isin(status, [int(s) for s in Status]).all():
-        report.problems.append(f"{name}/status: unknown status codes {sorted(set(status.tolist()) - {int(s) for s in Status})}")
+        report.problems.append(
+            f"{name}/status: unknown status codes {sorted(set(status.tolist()) - {int(s) for s in Status})}"
+        )
     lengths = np.diff(offsets)
     bad = np.flatnonzero((status == Status.OK) != (lengths > 0))
     if len(bad):
         report.problems.append(
-            f"{name}/status: {len(bad)} utterances whose status disagrees with their frame count (first: index {bad[0]})"
+            f"{name}/status: {len(bad)} utterances whose status disagrees with their frame count "
+            f"(first: index {bad[0]})"
         )
     pending = int((status == Status.PENDING).sum())
     if pending:

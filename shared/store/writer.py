@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import zarr
-
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet
 from cmarr.shared.provenance import now_utc, software
@@ -119,7 +118,8 @@ class StoreWriter:
         if old is not None and not overwrite and not spec.same_encoder(ModalitySpec.from_attrs(old)):
             raise StoreError(
                 f"{self.path}: modality {name!r} was written with a different encoder config\n"
-                f"  stored: {json.dumps(old, sort_keys=True)}\n  now:    {json.dumps(spec.to_attrs(), sort_keys=True)}\n"
+                f"  stored: {json.dumps(old, sort_keys=True)}\n"
+                f"  now:    {json.dumps(spec.to_attrs(), sort_keys=True)}\n"
                 "  pass --overwrite to replace its features"
             )
         if overwrite and name in self.root:
@@ -234,7 +234,7 @@ class ModalityWriter:
         lengths = np.zeros(n, dtype=np.int64)
         status = np.full(n, Status.PENDING, dtype=np.int8)
         reasons: dict[str, str] = {}
-        for i, (part, row, length, st, reason) in plan.items():
+        for i, (_part, _row, length, st, reason) in plan.items():
             lengths[i], status[i] = length, st
             if reason:
                 reasons[str(i)] = reason
@@ -311,8 +311,12 @@ class ModalityWriter:
         notes = {**self.group.attrs.get("failures", {}), **self.group.attrs.get("notes", {})}
         index = {u: i for i, u in enumerate(self.store.root[f"{UTTERANCES}/id"][:])}
         os.replace(self.dir / "values", self.dir / PARTS / base.basename / "values")
-        base.attrs.update({**_index_attrs(keep, np.diff(offsets)[keep], status[keep],
-                                          {index[u]: r for u, r in notes.items()}), "complete": True})
+        base.attrs.update(
+            {
+                **_index_attrs(keep, np.diff(offsets)[keep], status[keep], {index[u]: r for u, r in notes.items()}),
+                "complete": True,
+            }
+        )
         for name in ("offsets", "status"):
             _remove(self.dir / name)
 
@@ -365,7 +369,7 @@ class _PartCache:
     def __init__(self, budget: int, seed: _PartCache | None = None):
         self.budget, self.used = budget, 0
         self.items: OrderedDict[str, np.ndarray] = OrderedDict()
-        for key, data in (seed.items.items() if seed else ()):
+        for key, data in seed.items.items() if seed else ():
             self.put(key, data)
 
     def get(self, part: zarr.Group | _MemoryPart) -> np.ndarray:
@@ -393,8 +397,12 @@ def _index_attrs(items, lengths, status, reasons: dict) -> dict[str, Any]:
     """A part's index, kept in its metadata: written together with the completion mark in one
     small write after the values, instead of three more arrays (each array is a round trip
     through zarr's event loop, and staging is on the critical path of every extraction)."""
-    return {"items": np.asarray(items, np.int64).tolist(), "lengths": np.asarray(lengths, np.int64).tolist(),
-            "status": np.asarray(status, np.int8).tolist(), "reasons": {str(k): v for k, v in reasons.items()}}
+    return {
+        "items": np.asarray(items, np.int64).tolist(),
+        "lengths": np.asarray(lengths, np.int64).tolist(),
+        "status": np.asarray(status, np.int8).tolist(),
+        "reasons": {str(k): v for k, v in reasons.items()},
+    }
 
 
 @dataclass
@@ -411,8 +419,11 @@ def _part_index(part: zarr.Group | _MemoryPart) -> tuple[np.ndarray, np.ndarray,
     into the metadata hold it as arrays; a store left half-written by that version resumes."""
     attrs = part.attrs
     if "items" in attrs:
-        return (np.asarray(attrs["items"], np.int64), np.asarray(attrs["lengths"], np.int64),
-                np.asarray(attrs["status"], np.int8))
+        return (
+            np.asarray(attrs["items"], np.int64),
+            np.asarray(attrs["lengths"], np.int64),
+            np.asarray(attrs["status"], np.int8),
+        )
     return part["items"][:], part["lengths"][:], part["status"][:]
 
 

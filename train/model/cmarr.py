@@ -11,15 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-from torch.nn import functional as F
-
 from cmarr.shared.config import ModelConfig
 from cmarr.train.model.flow import ModalityFlow
 from cmarr.train.model.fusion import CrossModalFusion
 from cmarr.train.model.projection import Projection
 from cmarr.train.model.reconstruction import ReconstructionModule
 from cmarr.train.model.uncertainty import Gaussians, UncertaintyModule
+from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass
@@ -54,14 +53,18 @@ class CMARR(nn.Module):
         self.modalities = list(dims)
         self.cfg = cfg
         D, T = cfg.latent_dim, cfg.latent_len
-        self.umc = nn.ModuleDict({m: UncertaintyModule(f, cfg.width, cfg.heads, cfg.dropout, cfg.umc_attention) for m, f in dims.items()})
+        self.umc = nn.ModuleDict(
+            {m: UncertaintyModule(f, cfg.width, cfg.heads, cfg.dropout, cfg.umc_attention) for m, f in dims.items()}
+        )
         self.proj = nn.ModuleDict({m: Projection(cfg.width, D, T, cfg.kernel_size) for m in dims})
         self.flow = nn.ModuleDict({m: ModalityFlow(D, cfg.flow_steps, cfg.flow_hidden) for m in dims})
         self.rec = nn.ModuleDict({m: ReconstructionModule(D, cfg.rcab_blocks, cfg.rcab_reduction) for m in dims})
         self.prior = nn.Parameter(torch.zeros(n_classes, D))  # class-conditional latent means, shared by modalities
         nn.init.normal_(self.prior, std=0.5)
         self.fusion = CrossModalFusion(D, self.modalities, cfg.fusion_heads, cfg.dropout)
-        self.classifier = nn.Sequential(nn.Linear(self.fusion.out_dim, 128), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(128, n_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(self.fusion.out_dim, 128), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(128, n_classes)
+        )
         self.spcl_head = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, cfg.proj_dim))
 
     def forward(self, inp: Inputs, targets: Inputs | None = None) -> Outputs:
@@ -121,9 +124,13 @@ class Baseline(nn.Module):
         super().__init__()
         self.modalities = list(dims)
         self.cfg = cfg
-        self.proj = nn.ModuleDict({m: Projection(f, cfg.latent_dim, cfg.latent_len, cfg.kernel_size) for m, f in dims.items()})
+        self.proj = nn.ModuleDict(
+            {m: Projection(f, cfg.latent_dim, cfg.latent_len, cfg.kernel_size) for m, f in dims.items()}
+        )
         self.fusion = CrossModalFusion(cfg.latent_dim, self.modalities, cfg.fusion_heads, cfg.dropout)
-        self.classifier = nn.Sequential(nn.Linear(self.fusion.out_dim, 128), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(128, n_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(self.fusion.out_dim, 128), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(128, n_classes)
+        )
 
     def forward(self, inp: Inputs, targets: Inputs | None = None) -> Outputs:
         seqs, masks = {}, {}

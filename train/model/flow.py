@@ -54,11 +54,13 @@ class AffineCoupling(nn.Module):
         super().__init__()
         self.half = channels // 2
         out = 2 * (channels - self.half)
-        self.net = nn.ModuleList([
-            nn.Conv1d(self.half, hidden, kernel, padding=kernel // 2),
-            nn.Conv1d(hidden, hidden, 1),
-            nn.Conv1d(hidden, out, kernel, padding=kernel // 2),
-        ])
+        self.net = nn.ModuleList(
+            [
+                nn.Conv1d(self.half, hidden, kernel, padding=kernel // 2),
+                nn.Conv1d(hidden, hidden, 1),
+                nn.Conv1d(hidden, out, kernel, padding=kernel // 2),
+            ]
+        )
         nn.init.zeros_(self.net[-1].weight)  # start as the identity (Glow)
         nn.init.zeros_(self.net[-1].bias)
 

@@ -7,9 +7,8 @@ Legend: B batch, T time, D width, M modalities (3). No causal masks.
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from cmarr.train.model.masking import masked_mean
+from torch import nn
 
 
 class AttentionBlock(nn.Module):
@@ -19,7 +18,9 @@ class AttentionBlock(nn.Module):
         super().__init__()
         self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.ff = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width))
+        self.ff = nn.Sequential(
+            nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width)
+        )
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
         kv_n = self.norm_kv(kv)
@@ -31,10 +32,12 @@ class CrossModalFusion(nn.Module):
     def __init__(self, width: int, modalities: list[str], heads: int = 4, dropout: float = 0.1):
         super().__init__()
         self.modalities = modalities
-        self.cross = nn.ModuleDict({
-            f"{t}_{s}": AttentionBlock(width, heads, dropout) for t in modalities for s in modalities if s != t
-        })
-        self.self_attn = nn.ModuleDict({t: AttentionBlock(width * (len(modalities) - 1), heads, dropout) for t in modalities})
+        self.cross = nn.ModuleDict(
+            {f"{t}_{s}": AttentionBlock(width, heads, dropout) for t in modalities for s in modalities if s != t}
+        )
+        self.self_attn = nn.ModuleDict(
+            {t: AttentionBlock(width * (len(modalities) - 1), heads, dropout) for t in modalities}
+        )
         self.out_dim = width * (len(modalities) - 1) * len(modalities)
 
     def forward(self, seqs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -6,9 +6,8 @@ Legend: B batch, T_in input steps, W input width, D common width, T common lengt
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from cmarr.train.model.masking import masked_adaptive_pool
+from torch import nn
 
 
 class Projection(nn.Module):

@@ -14,7 +14,9 @@ class ChannelAttention(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         squeezed = max(1, channels // reduction)
-        self.gate = nn.Sequential(nn.Conv1d(channels, squeezed, 1), nn.ReLU(), nn.Conv1d(squeezed, channels, 1), nn.Sigmoid())
+        self.gate = nn.Sequential(
+            nn.Conv1d(channels, squeezed, 1), nn.ReLU(), nn.Conv1d(squeezed, channels, 1), nn.Sigmoid()
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(1).to(x.dtype)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from cmarr.train.model.masking import masked_mean
+from torch import nn
 
 
 @dataclass
@@ -32,7 +31,9 @@ class UncertaintyModule(nn.Module):
         self.norm_attn = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
         self.norm_mlp = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width)
+        )
         self.to_mu = nn.Linear(width, width)
         self.to_logsig = nn.Linear(width, width)
 
