@@ -99,6 +99,7 @@ class ModelConfig(Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     alignment: Literal["distribution", "point"] = "distribution"  # Table 3 "w/ Point" = point
     umc_attention: bool = True  # Table 3 "w/o attention" switches the UMC's attention off
+    fusion: Literal["paper", "all-queries"] = "paper"  # paper: text queries speech and video (Eq. 10-13)
 
 
 class LossConfig(Section):
@@ -117,7 +118,7 @@ class TrainConfig(Section):
     variant: Literal["cmarr", "baseline", "no-udcl", "no-spcl", "no-attention", "point"] = "cmarr"
     seed: int = 0
     lr: float = Field(1e-5, gt=0)
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, ge=2)  # contrastive terms need two utterances per batch
     epochs: int = Field(100, gt=0)
     patience: int = Field(10, gt=0)  # early stopping on validation UAR (missing conditions)
     weight_decay: float = Field(0.0, ge=0)
@@ -127,6 +128,7 @@ class TrainConfig(Section):
     device: str = "auto"
     amp: Literal["none", "bf16", "fp16"] = "bf16"
     cpu_threads: int = Field(0, ge=0)  # torch CPU threads per process or dask worker; 0 = its share of the cores
+    non_finite: Literal["error", "missing"] = "error"  # NaN/inf features: refuse the store, or treat as missing
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
 

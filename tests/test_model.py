@@ -9,7 +9,7 @@ from cmarr.shared.config import ModelConfig, TrainConfig
 from cmarr.train.losses import ContrastiveAlignment, supcon_loss, w2_distance
 from cmarr.train.model import Inputs, build_model
 from cmarr.train.model.flow import ModalityFlow
-from cmarr.train.model.masking import masked_adaptive_pool
+from cmarr.train.model.pooling import masked_adaptive_pool
 from cmarr.train.steps import loss_terms
 from scipy.linalg import sqrtm
 
@@ -183,3 +183,108 @@ def test_variants_switch_the_model_however_they_are_chosen():
     assert build_model("cmarr", DIMS, 4, TINY).umc["text"].attention
     assert build_model("point", DIMS, 4, TINY).cfg.alignment == "point"
     assert type(build_model("baseline", DIMS, 4, TINY)).__name__ == "Baseline"
+
+
+# ---------------------------------------------------------------- mixed precision, variants, fusion
+
+
+VARIANTS = ["cmarr", "baseline", "no-udcl", "no-spcl", "no-attention", "point"]
+
+
+def _partial_condition(B=4):
+    return {
+        "text": torch.tensor([1, 0, 1, 0], dtype=torch.bool)[:B],
+        "audio": torch.tensor([0, 1, 1, 0], dtype=torch.bool)[:B],
+        "video": torch.tensor([1, 1, 0, 1], dtype=torch.bool)[:B],
+    }
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_trains_and_predicts_under_cpu_autocast(variant):
+    """The default GPU path (bf16 autocast) on the CPU: forward with modalities missing, every loss,
+    backward, an optimiser step and a prediction; all finite, and the losses come out in fp32."""
+    torch.manual_seed(0)
+    model = build_model(variant, DIMS, 4, TINY)
+    align = ContrastiveAlignment(distribution=variant != "point")
+    opt = torch.optim.AdamW(list(model.parameters()) + list(align.parameters()), lr=1e-3)
+    full = _inputs()
+    inp = Inputs(full.x, full.mask, _partial_condition())
+    labels = torch.tensor([0, 1, 2, 3])
+    cfg = TrainConfig(variant=variant)
+    before = [p.detach().clone() for p in model.parameters()]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(inp, full)
+        terms = loss_terms(model, align, out, inp, labels, cfg)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values()), terms
+    sum(terms.values()).backward()
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        probs = model(inp).logits.float().softmax(-1)
+    assert torch.isfinite(probs).all() and torch.allclose(probs.sum(-1), torch.ones(4), atol=1e-3)
+
+
+def test_flow_round_trip_under_autocast_matches_fp32():
+    flow = _randomised_flow(channels=8, steps=4).float()
+    x = torch.randn(3, 8, 10)
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    z32, ld32 = flow(x, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, ld = flow(x, mask)
+        back = flow.inverse(z, mask)
+    assert z.dtype == torch.float32 and ld.dtype == torch.float32
+    assert torch.allclose(z, z32, atol=1e-5, rtol=1e-5) and torch.allclose(ld, ld32, atol=1e-5, rtol=1e-5)
+    assert (back - x).abs().max() / x.abs().max() < 1e-5
+
+
+def test_point_variant_is_deterministic_and_has_no_variance_head():
+    torch.manual_seed(0)
+    model = build_model("point", DIMS, 4, TINY).train()  # dropout is 0 in TINY
+    assert all(umc.to_logsig is None for umc in model.umc.values())
+    full = _inputs()
+    inp = Inputs(full.x, full.mask, _partial_condition())
+    a, b = model(inp, full), model(inp, full)
+    assert torch.equal(a.logits, b.logits)
+    assert all(g.sigma is None for g in a.gaussians.values())
+    distribution = build_model("cmarr", DIMS, 4, TINY).train()
+    assert not torch.equal(distribution(inp, full).logits, distribution(inp, full).logits)  # it samples
+
+
+def test_reconstruction_target_is_the_projection_of_the_mean_without_gradient():
+    torch.manual_seed(0)
+    model = build_model("cmarr", DIMS, 4, TINY).train()
+    full = _inputs()
+    out = model(Inputs(full.x, full.mask, _partial_condition()), full)
+    for m in DIMS:
+        g = model.umc[m](full.x[m], full.mask[m])
+        expected = model.proj[m](g.mu_seq, full.mask[m])
+        assert not out.rec_target[m].requires_grad
+        assert torch.allclose(out.rec_target[m], expected, atol=1e-6)
+        assert not torch.allclose(out.projected[m], expected, atol=1e-3)  # the prediction path samples
+
+
+@pytest.mark.parametrize("fusion, cross, selfs, queries", [("paper", 2, 1, {"text"}), ("all-queries", 6, 3, set(DIMS))])
+def test_fusion_blocks_and_queries_per_option(fusion, cross, selfs, queries):
+    cfg = TINY.model_copy(update={"fusion": fusion})
+    for variant in ("cmarr", "baseline"):
+        f = build_model(variant, DIMS, 4, cfg).fusion
+        assert len(f.cross) == cross
+        assert (len(f.self_attn) if isinstance(f.self_attn, torch.nn.ModuleDict) else 1) == selfs
+        used = {f.query} if hasattr(f, "query") else {k.split("_")[0] for k in f.cross}
+        assert used == queries
+
+
+def test_paper_fusion_reads_speech_and_video_only_as_keys():
+    """With the text as the only query, the output is the text steps' pooled attention over the others."""
+    from cmarr.train.model.fusion import TextQueryFusion
+
+    torch.manual_seed(0)
+    f = TextQueryFusion(8, list(DIMS), heads=2, dropout=0.0).eval()
+    seqs = {m: torch.randn(2, 5, 8) for m in DIMS}
+    masks = {m: torch.ones(2, 5, dtype=torch.bool) for m in DIMS}
+    base = f(seqs, masks)
+    assert base.shape == (2, 16)
+    for m in ("audio", "video"):
+        changed = dict(seqs, **{m: torch.randn(2, 5, 8)})
+        assert not torch.allclose(f(changed, masks), base)

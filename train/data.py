@@ -23,13 +23,46 @@ class Normaliser:
     """Per-feature z-scoring with statistics of the training part of a fold only."""
 
     mean: dict[str, np.ndarray]
-    std: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]  # 1 for features constant over the training frames (as StandardScaler)
+
+
+class RunningMoments:
+    """Mean and variance per feature over blocks of frames, merged exactly (Chan et al.'s pairwise
+    update), so that the result does not suffer the cancellation of sum-of-squares formulas."""
+
+    def __init__(self, dim: int):
+        self.n, self.mean, self.m2 = 0, np.zeros(dim), np.zeros(dim)
+
+    def update(self, x: np.ndarray) -> None:
+        """Add frames x (N, dim)."""
+        if not len(x):
+            return
+        x = x.astype(np.float64, copy=False)
+        n_b, mean_b = len(x), x.mean(0)
+        m2_b = ((x - mean_b) ** 2).sum(0)
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * n_b / n
+        self.m2 = self.m2 + m2_b + delta**2 * self.n * n_b / n
+        self.n = n
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) as float32; std is 1 where the feature is constant up to rounding (scikit-learn's
+        StandardScaler rule), so a constant training feature never turns a test value into z = 1e4."""
+        var = self.m2 / max(self.n, 1)
+        eps = np.finfo(np.float64).eps
+        constant = var <= self.n * eps * var + (self.n * self.mean * eps) ** 2
+        std = np.where(constant, 1.0, np.sqrt(var))
+        return self.mean.astype(np.float32), std.astype(np.float32)
 
 
 class StoreData:
     """Features of every utterance in one store, with availability (status ok) per modality."""
 
-    def __init__(self, store: FeatureStore, max_memory_bytes: int = 8 << 30):
+    def __init__(self, store: FeatureStore, max_memory_bytes: int = 8 << 30, non_finite: str = "error"):
+        """`non_finite`: what to do with utterances whose features hold NaN/inf: "error" refuses the
+        store (StoreError naming the modality and the utterances), "missing" treats that modality as
+        missing for them (listed in `self.non_finite`)."""
         self.store = store
         missing = [m for m in MODALITIES if m not in store.modality_names]
         if missing:
@@ -49,6 +82,34 @@ class StoreData:
         self._block_of = np.searchsorted(self.block_bounds, np.arange(len(self.labels)), side="right") - 1
         self._cache: OrderedDict[tuple[str, int], list[np.ndarray]] = OrderedDict()
         self.cache_blocks = 8  # decoded blocks kept per run when reading lazily (bounded memory)
+        self.non_finite = self._refuse_non_finite(non_finite)
+
+    def _refuse_non_finite(self, policy: str) -> dict[str, list[str]]:
+        """Scan every ok item once for NaN/inf (a store written before the extractor checked, or
+        edited since); refuse it, or mark those modalities missing. Returns {modality: utterance ids}."""
+        ids = self.store.utterances["id"]
+        found = {}
+        for m in MODALITIES:
+            rows = np.flatnonzero(self.present[m])
+            bad = [
+                int(i)
+                for lo in range(0, len(rows), 256)
+                for i, x in zip(rows[lo : lo + 256], self.frames(m, rows[lo : lo + 256]))
+                if not np.isfinite(x).all()
+            ]
+            if bad:
+                found[m] = [str(ids[i]) for i in bad]
+                self.present[m][bad] = False
+        if found and policy == "error":
+            from cmarr.shared.errors import StoreError
+
+            lines = [f"{m}: {len(u)} utterance(s), e.g. {', '.join(u[:5])}" for m, u in found.items()]
+            raise StoreError(
+                f"{self.store.location}: features with non-finite values (NaN/inf), which would train to NaN:\n  "
+                + "\n  ".join(lines)
+                + '\n  re-extract those items, or set train.non_finite = "missing" to treat them as missing'
+            )
+        return found
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -89,20 +150,15 @@ class StoreData:
         return np.concatenate(order) if order else rows
 
     def normaliser(self, train_idx: np.ndarray) -> Normaliser:
+        """Per-feature mean and std over the frames of the training utterances `train_idx` only."""
         mean, std = {}, {}
         for m in MODALITIES:
-            idx = train_idx[self.present[m][train_idx]]
-            total = np.zeros(self.dims[m])
-            sq = np.zeros(self.dims[m])
-            n = 0
+            idx = np.sort(train_idx[self.present[m][train_idx]])  # sorted: lazy reads visit each block once
+            moments = RunningMoments(self.dims[m])
             for lo in range(0, len(idx), 256):
-                for x in self.frames(m, idx[lo : lo + 256]):
-                    total += x.sum(0)
-                    sq += (x.astype(np.float64) ** 2).sum(0)
-                    n += len(x)
-            mu = total / max(n, 1)
-            mean[m] = mu.astype(np.float32)
-            std[m] = np.sqrt(np.maximum(sq / max(n, 1) - mu**2, 1e-8)).astype(np.float32)
+                frames = self.frames(m, idx[lo : lo + 256])
+                moments.update(np.concatenate(frames) if frames else np.zeros((0, self.dims[m])))
+            mean[m], std[m] = moments.mean_std()
         return Normaliser(mean, std)
 
     def batch(self, indices: np.ndarray, avail: dict[str, np.ndarray], norm: Normaliser, device) -> Inputs:

@@ -114,7 +114,10 @@ def _remote_job(store_location: str, cfg: PipelineConfig, job: Job) -> tuple[dic
     cache = worker_cache()
     if cache.get("train-store") != store_location:
         cache.pop("train-data", None)
-        cache["train-data"], cache["train-store"] = StoreData(FeatureStore.open(store_location)), store_location
+        cache["train-data"], cache["train-store"] = (
+            StoreData(FeatureStore.open(store_location), non_finite=cfg.train.non_finite),
+            store_location,
+        )
     start = time.perf_counter()
     job.folder.mkdir(parents=True, exist_ok=True)
     with open(job.folder / "train.log", "a") as f:

@@ -37,10 +37,11 @@ class ContrastiveAlignment(nn.Module):
         return self.log_tau.exp().clamp(0.01, 1.0)
 
     def similarity(self, ga, gb) -> torch.Tensor:
-        """(B, B) logits before the temperature; ga/gb are `Gaussians`."""
+        """(B, B) logits before the temperature; ga/gb are `Gaussians` (points when sigma is None)."""
+        mu_a, mu_b = ga.mu.float(), gb.mu.float()
         if self.distribution:
-            return -self.log_neg_a.exp() * w2_distance(ga.mu, ga.sigma, gb.mu, gb.sigma) + self.b
-        return F.normalize(ga.mu, dim=-1) @ F.normalize(gb.mu, dim=-1).T
+            return -self.log_neg_a.exp() * w2_distance(mu_a, ga.sigma.float(), mu_b, gb.sigma.float()) + self.b
+        return F.normalize(mu_a, dim=-1) @ F.normalize(mu_b, dim=-1).T
 
     def forward(self, gaussians: dict, present: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean over modality pairs of the symmetric InfoNCE, on rows where both are present."""
@@ -50,18 +51,11 @@ class ContrastiveAlignment(nn.Module):
                 rows = present[m] & present[n]
                 if rows.sum() < 2:
                     continue
-                ga = _select(gaussians[m], rows)
-                gb = _select(gaussians[n], rows)
+                ga, gb = gaussians[m].rows(rows), gaussians[n].rows(rows)
                 logits = self.similarity(ga, gb) / self.tau
                 target = torch.arange(len(logits), device=logits.device)
                 losses.append(F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
         return torch.stack(losses).mean() if losses else torch.zeros((), device=next(self.parameters()).device)
-
-
-def _select(g, rows):
-    from cmarr.train.model.uncertainty import Gaussians
-
-    return Gaussians(g.mu_seq[rows], g.logsig_seq[rows], g.mu[rows], g.sigma[rows])
 
 
 def supcon_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:

@@ -61,7 +61,7 @@ def run_training(
     """Train every variant (default: the config's) for every seed and fold. With a dask `client`
     the jobs run on its workers, which must see `store_location` and `out` at the same paths."""
     store = FeatureStore.open(store_location)
-    data = StoreData(store, max_memory_bytes=0 if client else 8 << 30)  # the driver only needs labels then
+    data = StoreData(store, 0 if client else 8 << 30, cfg.train.non_finite)  # the driver needs labels only
     indices = np.flatnonzero(data.labels >= 0)
     for m in require:
         if m not in data.present:

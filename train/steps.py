@@ -11,28 +11,33 @@ from cmarr.train.data import MODALITIES, Normaliser, StoreData
 from cmarr.train.losses import ContrastiveAlignment, reconstruction_loss, supcon_loss
 from cmarr.train.model import CMARR, Inputs, Outputs
 from cmarr.train.model.flow import gaussian_nll
+from cmarr.train.model.precision import full_precision
 from torch.nn import functional as F
 
 
 def loss_terms(
     model, align: ContrastiveAlignment | None, out: Outputs, inp: Inputs, labels: torch.Tensor, cfg: TrainConfig
 ) -> dict[str, torch.Tensor]:
-    """{'cls', 'udcl', 'spcl', 'rec', 'nll'}; the non-classification terms only for CM-ARR."""
-    terms = {"cls": F.cross_entropy(out.logits, labels)}
-    if not isinstance(model, CMARR):
-        return terms
-    terms["udcl"] = align(out.gaussians, out.computed)
-    terms["spcl"] = supcon_loss(out.embeddings, labels.repeat(len(MODALITIES)), cfg.loss.spcl_temperature)
-    ones = torch.ones_like(out.z[MODALITIES[0]][:, 0], dtype=torch.bool)
-    rec, nll = [], []
-    for m in MODALITIES:
-        rows = out.computed[m]
-        if rows.any():
-            nll.append(gaussian_nll(out.z[m][rows], model.prior[labels[rows]], out.logdet[m][rows], ones[rows]).mean())
-        dropped = rows & ~inp.avail[m]  # reconstructed, and its true projection is known
-        rec.append(reconstruction_loss(out.reconstructed[m], out.projected[m].detach(), ones, dropped))
-    terms["rec"] = torch.stack(rec).mean()
-    terms["nll"] = torch.stack(nll).mean() if nll else terms["cls"] * 0
+    """{'cls', 'udcl', 'spcl', 'rec', 'nll'}; the non-classification terms only for CM-ARR. Losses are
+    computed in fp32 whatever autocast made of the outputs."""
+    with full_precision(labels.device):
+        terms = {"cls": F.cross_entropy(out.logits.float(), labels)}
+        if not isinstance(model, CMARR):
+            return terms
+        terms["udcl"] = align(out.gaussians, out.computed)
+        terms["spcl"] = supcon_loss(out.embeddings.float(), labels.repeat(len(MODALITIES)), cfg.loss.spcl_temperature)
+        ones = torch.ones_like(out.z[MODALITIES[0]][:, 0], dtype=torch.bool)
+        rec, nll = [], []
+        for m in MODALITIES:
+            rows = out.computed[m]
+            if rows.any():
+                prior = model.prior[labels[rows]]
+                nll.append(gaussian_nll(out.z[m][rows], prior, out.logdet[m][rows], ones[rows]).mean())
+            dropped = rows & ~inp.avail[m]  # reconstructed, and its true projection is known
+            pred, target = out.reconstructed[m].float(), out.rec_target[m].float()
+            rec.append(reconstruction_loss(pred, target, ones, dropped))
+        terms["rec"] = torch.stack(rec).mean()
+        terms["nll"] = torch.stack(nll).mean() if nll else terms["cls"] * 0
     return terms
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from cmarr.shared.config import ModelConfig
 from cmarr.train.model.flow import ModalityFlow
-from cmarr.train.model.fusion import CrossModalFusion
+from cmarr.train.model.fusion import build_fusion
+from cmarr.train.model.precision import scatter_rows
 from cmarr.train.model.projection import Projection
 from cmarr.train.model.reconstruction import ReconstructionModule
 from cmarr.train.model.uncertainty import Gaussians, UncertaintyModule
@@ -34,17 +35,13 @@ class Inputs:
 class Outputs:
     logits: torch.Tensor  # (B, C)
     embeddings: torch.Tensor | None = None  # (3B, E) SPCL views, normalised
-    gaussians: dict[str, Gaussians] = field(default_factory=dict)  # on rows in `computed`
+    gaussians: dict[str, Gaussians] = field(default_factory=dict)  # (B, W) statistics, valid on `computed` rows
     computed: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,) rows whose modality was encoded
     z: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, D, T) flow latents
     logdet: dict[str, torch.Tensor] = field(default_factory=dict)  # (B,)
     projected: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, D, T) X_m
     reconstructed: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, D, T) X^_m (missing rows)
-
-
-def _empty_gaussians(b: int, w: int, device) -> Gaussians:
-    z = torch.zeros(b, w, device=device)
-    return Gaussians(z[:, None], z[:, None], z, z + 1)
+    rec_target: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, D, T) projection of the UMC mean
 
 
 class CMARR(nn.Module):
@@ -53,18 +50,20 @@ class CMARR(nn.Module):
         self.modalities = list(dims)
         self.cfg = cfg
         D, T = cfg.latent_dim, cfg.latent_len
+        self.distribution = cfg.alignment == "distribution"  # Table 3's "w/ Point" is point-based throughout
         self.umc = nn.ModuleDict(
-            {m: UncertaintyModule(f, cfg.width, cfg.heads, cfg.dropout, cfg.umc_attention) for m, f in dims.items()}
+            {
+                m: UncertaintyModule(f, cfg.width, cfg.heads, cfg.dropout, cfg.umc_attention, self.distribution)
+                for m, f in dims.items()
+            }
         )
         self.proj = nn.ModuleDict({m: Projection(cfg.width, D, T, cfg.kernel_size) for m in dims})
         self.flow = nn.ModuleDict({m: ModalityFlow(D, cfg.flow_steps, cfg.flow_hidden) for m in dims})
         self.rec = nn.ModuleDict({m: ReconstructionModule(D, cfg.rcab_blocks, cfg.rcab_reduction) for m in dims})
         self.prior = nn.Parameter(torch.zeros(n_classes, D))  # class-conditional latent means, shared by modalities
         nn.init.normal_(self.prior, std=0.5)
-        self.fusion = CrossModalFusion(D, self.modalities, cfg.fusion_heads, cfg.dropout)
-        self.classifier = nn.Sequential(
-            nn.Linear(self.fusion.out_dim, 128), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(128, n_classes)
-        )
+        self.fusion = build_fusion(cfg.fusion, D, self.modalities, cfg.fusion_heads, cfg.dropout)
+        self.classifier = _classifier(self.fusion.out_dim, n_classes, cfg.dropout)
         self.spcl_head = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, cfg.proj_dim))
 
     def forward(self, inp: Inputs, targets: Inputs | None = None) -> Outputs:
@@ -77,10 +76,10 @@ class CMARR(nn.Module):
         for m in self.modalities:
             rows = src.avail[m]
             out.computed[m] = rows
-            out.gaussians[m], out.projected[m] = self._encode(m, src.x[m], src.mask[m], rows)
-            z, logdet = self.flow[m](out.projected[m], ones)
-            out.z[m], out.logdet[m] = z, logdet
-        # the missing latent: mean of the latents of the modalities given in this condition
+            out.gaussians[m], out.projected[m], out.rec_target[m] = self._encode(m, src.x[m], src.mask[m], rows)
+            z, logdet = self.flow[m](out.projected[m][rows], ones[rows])  # fp32
+            out.z[m], out.logdet[m] = scatter_rows(rows, z, B), scatter_rows(rows, logdet, B)
+        # the missing latent (Eq. 7): mean of the latents of the modalities given in this condition
         given = torch.stack([inp.avail[m] for m in self.modalities], 1).float()  # (B, M)
         z_stack = torch.stack([out.z[m] for m in self.modalities], 1)  # (B, M, D, T)
         z_miss = (z_stack * given[..., None, None]).sum(1) / given.sum(1).clamp(min=1)[:, None, None]
@@ -89,8 +88,8 @@ class CMARR(nn.Module):
             missing = ~inp.avail[m]
             x_hat = torch.zeros_like(out.projected[m])
             if missing.any():
-                x_tilde = self.flow[m].inverse(z_miss[missing], ones[missing])
-                x_hat[missing] = self.rec[m](x_tilde, ones[missing])
+                x_tilde = self.flow[m].inverse(z_miss[missing], ones[missing])  # Eq. 8, fp32
+                x_hat = scatter_rows(missing, self.rec[m](x_tilde, ones[missing]), B)
             out.reconstructed[m] = x_hat
             final[m] = torch.where(inp.avail[m][:, None, None], out.projected[m], x_hat)  # (B, D, T)
         seqs = {m: final[m].transpose(1, 2) for m in self.modalities}  # (B, T, D)
@@ -99,21 +98,36 @@ class CMARR(nn.Module):
         out.embeddings = torch.cat(views, 0)  # (M*B, E)
         return out
 
-    def _encode(self, m: str, x, mask, rows) -> tuple[Gaussians, torch.Tensor]:
-        """UMC and projection on `rows` only; other rows stay zero and are never computed on."""
+    def _encode(self, m: str, x, mask, rows) -> tuple[Gaussians, torch.Tensor, torch.Tensor]:
+        """UMC and projection on `rows` only (other rows stay zero and are never computed on).
+        Returns the Gaussians, the projection X_m (B, D, T) of the aligned sequence (a reparameterised
+        sample in training) and the reconstruction target: the projection of the UMC *mean*, with
+        gradients stopped (a sampled target would be mostly noise at the start of training)."""
         B, D, T = x.shape[0], self.cfg.latent_dim, self.cfg.latent_len
-        projected = torch.zeros(B, D, T, device=x.device, dtype=x.dtype)
         if not rows.any():
-            return _empty_gaussians(B, self.cfg.width, x.device), projected
+            empty = x.new_zeros(B, D, T)
+            zero = x.new_zeros(B, self.cfg.width)
+            return Gaussians(None, None, zero, None if not self.distribution else zero + 1), empty, empty
         g = self.umc[m](x[rows], mask[rows])
-        seq = g.mu_seq
-        if self.training:  # a reparameterised sample of the aligned distribution
-            seq = seq + g.logsig_seq.exp() * torch.randn_like(seq)
-        projected[rows] = self.proj[m](seq, mask[rows])
-        full = _empty_gaussians(B, self.cfg.width, x.device)
-        full.mu = full.mu.index_put((rows,), g.mu)
-        full.sigma = full.sigma.index_put((rows,), g.sigma)
-        return full, projected
+        sampled = self.training and self.distribution
+        seq = g.mu_seq + g.logsig_seq.exp() * torch.randn_like(g.mu_seq) if sampled else g.mu_seq
+        projected = self.proj[m](seq, mask[rows])  # (rows, D, T)
+        if sampled:
+            with torch.no_grad():
+                target = self.proj[m](g.mu_seq, mask[rows])
+        else:
+            target = projected.detach()
+        full = Gaussians(  # utterance statistics of the whole batch (zeros on rows not computed)
+            None,
+            None,
+            scatter_rows(rows, g.mu, B),
+            None if g.sigma is None else scatter_rows(rows, g.sigma, B),
+        )
+        return full, scatter_rows(rows, projected, B), scatter_rows(rows, target, B)
+
+
+def _classifier(width: int, n_classes: int, dropout: float) -> nn.Module:
+    return nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Dropout(dropout), nn.Linear(128, n_classes))
 
 
 class Baseline(nn.Module):
@@ -127,10 +141,8 @@ class Baseline(nn.Module):
         self.proj = nn.ModuleDict(
             {m: Projection(f, cfg.latent_dim, cfg.latent_len, cfg.kernel_size) for m, f in dims.items()}
         )
-        self.fusion = CrossModalFusion(cfg.latent_dim, self.modalities, cfg.fusion_heads, cfg.dropout)
-        self.classifier = nn.Sequential(
-            nn.Linear(self.fusion.out_dim, 128), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(128, n_classes)
-        )
+        self.fusion = build_fusion(cfg.fusion, cfg.latent_dim, self.modalities, cfg.fusion_heads, cfg.dropout)
+        self.classifier = _classifier(self.fusion.out_dim, n_classes, cfg.dropout)
 
     def forward(self, inp: Inputs, targets: Inputs | None = None) -> Outputs:
         seqs, masks = {}, {}

@@ -3,11 +3,16 @@
 Glow-style steps: ActNorm, an invertible 1x1 convolution, an affine coupling whose subnet is a
 small Conv1d stack. Every step is exactly invertible; its log-determinant counts valid steps
 only (`mask` (B, T)), and padded steps are kept at zero so that padding changes nothing.
+The flows and their likelihood run in fp32 with autocast disabled (see `precision.py`): in bf16 the
+round trip loses about 3e-2 relative and the log-determinant is off by nats.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+from cmarr.train.model.precision import at_least_fp32, full_precision
 from torch import nn
 
 
@@ -102,24 +107,30 @@ class ModalityFlow(nn.Module):
             self.steps.extend([ActNorm(channels), InvConv1x1(channels), AffineCoupling(channels, hidden)])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x * mask.unsqueeze(1)
-        logdet = torch.zeros(x.shape[0], device=x.device)
-        for step in self.steps:
-            x, ld = step(x, mask)
-            logdet = logdet + ld
+        """x (B, D, T) any float dtype -> z (B, D, T) fp32 and logdet (B,) fp32."""
+        with full_precision(x.device):
+            x = at_least_fp32(x) * mask.unsqueeze(1)
+            logdet = x.new_zeros(x.shape[0])
+            for step in self.steps:
+                x, ld = step(x, mask)
+                logdet = logdet + ld
         return x, logdet
 
     def inverse(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        z = z * mask.unsqueeze(1)
-        for step in reversed(self.steps):
-            z = step.inverse(z, mask)
+        """z (B, D, T) -> x (B, D, T) fp32, the exact inverse of `forward` on valid steps."""
+        with full_precision(z.device):
+            z = at_least_fp32(z) * mask.unsqueeze(1)
+            for step in reversed(self.steps):
+                z = step.inverse(z, mask)
         return z
 
 
 def gaussian_nll(z: torch.Tensor, mean: torch.Tensor, logdet: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sample negative log-likelihood per valid dimension of X under z ~ N(mean, I):
-    z (B, D, T), mean (B, D) broadcast over time, logdet (B,)."""
-    m = mask.unsqueeze(1).to(z.dtype)
-    sq = (((z - mean.unsqueeze(-1)) ** 2) * m).sum(dim=(1, 2))
-    n = m.sum(dim=(1, 2)) * z.shape[1]
-    return (0.5 * sq + 0.5 * n * torch.log(torch.tensor(2 * torch.pi)) - logdet) / n.clamp(min=1)
+    z (B, D, T), mean (B, D) broadcast over time, logdet (B,); computed in fp32 whatever autocast is on."""
+    with full_precision(z.device):
+        z, mean, logdet = at_least_fp32(z), at_least_fp32(mean), at_least_fp32(logdet)
+        m = mask.unsqueeze(1).to(z.dtype)
+        sq = (((z - mean.unsqueeze(-1)) ** 2) * m).sum(dim=(1, 2))
+        n = m.sum(dim=(1, 2)) * z.shape[1]
+        return (0.5 * sq + 0.5 * n * math.log(2 * math.pi) - logdet) / n.clamp(min=1)

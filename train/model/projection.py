@@ -6,7 +6,7 @@ Legend: B batch, T_in input steps, W input width, D common width, T common lengt
 from __future__ import annotations
 
 import torch
-from cmarr.train.model.masking import masked_adaptive_pool
+from cmarr.train.model.pooling import masked_adaptive_pool
 from torch import nn
 
 
