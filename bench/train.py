@@ -29,30 +29,27 @@ def worker(args) -> None:
     import torch
     from cmarr.shared.config import PipelineConfig
     from cmarr.shared.store import FeatureStore
-    from cmarr.train.conditions import MISSING
     from cmarr.train.data import StoreData
-    from cmarr.train.losses import ContrastiveAlignment
-    from cmarr.train.model import build_model
-    from cmarr.train.protocol import _train_epoch
-    from cmarr.train.steps import weights
+    from cmarr.train.missing import build_sampler
+    from cmarr.train.stage import SplitContext, make_optimizer, train_epoch
+    from cmarr.train.systems import get_system
 
     torch.manual_seed(0)
     cfg = PipelineConfig().train  # the paper's sizes; lr 1e-5, batch 16
+    stage = get_system("cm-arr", cfg).stages[0]
     data = StoreData(FeatureStore.open(args.store), max_memory_bytes=(8 << 30) if args.memory else 0)
     rows = np.arange(len(data))
     norm = data.normaliser(rows[:: max(1, len(rows) // 500)])  # statistics from a sample: not what is timed
-    model = build_model("cmarr", data.dims, 4, cfg.model)
-    align = ContrastiveAlignment()
-    opt = torch.optim.AdamW(list(model.parameters()) + list(align.parameters()), lr=cfg.lr)
+    model = stage.build(data.dims, 4)
+    opt = make_optimizer(stage.optim, model)
+    ctx = SplitContext(data, rows, rows, rows, norm, 0, torch.device("cpu"))
+    scaler, sampler = torch.amp.GradScaler("cpu", enabled=False), build_sampler(stage.sampler)
     rng = np.random.default_rng(0)
     order = data.epoch_order(rows, rng)
-    warm = order[: 2 * cfg.batch_size]
-    _train_epoch(model, align, data, warm, MISSING, norm, cfg, weights(cfg), opt, rng, torch.device("cpu"))
-    timed_rows = order[2 * cfg.batch_size : (2 + args.steps) * cfg.batch_size]
+    bs = stage.optim.batch_size
+    train_epoch(model, stage, sampler, ctx, order[: 2 * bs], opt, scaler, rng)  # warm-up
     timing: dict = {}
-    _train_epoch(
-        model, align, data, timed_rows, MISSING, norm, cfg, weights(cfg), opt, rng, torch.device("cpu"), timing
-    )
+    train_epoch(model, stage, sampler, ctx, order[2 * bs : (2 + args.steps) * bs], opt, scaler, rng, timing)
     step = timing["total"] / timing["steps"]
     print(
         json.dumps(
@@ -61,7 +58,7 @@ def worker(args) -> None:
                 "in_memory": data.in_memory,
                 "step_s": step,
                 "wait_share": timing["data_wait"] / timing["total"],
-                "epoch_s": step * int(np.ceil(len(data) / cfg.batch_size)),
+                "epoch_s": step * int(np.ceil(len(data) / bs)),
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             }
         )

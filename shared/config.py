@@ -16,13 +16,11 @@ import tomli_w
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES, Modality
 from cmarr.shared.provenance import text_sha256
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from cmarr.shared.sections import Section
+from cmarr.shared.train_config import TrainConfig
+from pydantic import Field, ValidationError
 
 DEFAULT_CONFIG_NAME = "pipeline.toml"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- store
@@ -81,56 +79,7 @@ class ExtractConfig(Section):
     video: VideoEncoderConfig = VideoEncoderConfig()
 
 
-# --------------------------------------------------------------------------- training
-
-
-class ModelConfig(Section):
-    width: int = Field(128, gt=0)  # uncertainty module width (paper: 128)
-    heads: int = Field(8, gt=0)  # attention heads in the uncertainty module
-    latent_dim: int = Field(64, gt=0)  # common width D of the projections and flows
-    latent_len: int = Field(50, gt=0)  # common length T after masked adaptive pooling
-    kernel_size: int = Field(5, gt=0)  # Conv1d projection kernel ("same" padding)
-    flow_steps: int = Field(32, gt=0)  # Glow steps per modality (DiCMoR's count)
-    flow_hidden: int = Field(64, gt=0)  # coupling subnet channels
-    rcab_blocks: int = Field(20, gt=0)  # residual channel-attention blocks (one group)
-    rcab_reduction: int = Field(16, gt=0)  # channel-attention squeeze ratio
-    fusion_heads: int = Field(4, gt=0)
-    proj_dim: int = Field(128, gt=0)  # SPCL projection width
-    dropout: float = Field(0.1, ge=0, lt=1)
-    alignment: Literal["distribution", "point"] = "distribution"  # Table 3 "w/ Point" = point
-    umc_attention: bool = True  # Table 3 "w/o attention" switches the UMC's attention off
-    fusion: Literal["paper", "all-queries"] = "paper"  # paper: text queries speech and video (Eq. 10-13)
-
-
-class LossConfig(Section):
-    alpha: float = Field(1.0, ge=0)  # UDCL weight
-    beta: float = Field(0.1, ge=0)  # SPCL weight (section 4.2; 4.5 calls 0.5 optimal)
-    lambda_rec: float = Field(10.0, ge=0)  # reconstruction weight
-    w_nll: float = Field(0.1, ge=0)  # flow Gaussian NLL weight (flows get no gradient without it)
-    tau_init: float = Field(0.07, gt=0)  # UDCL learnable temperature, initial value
-    d2w_scale_init: float = -1 / 200  # a in S = a * D2W + b (must stay negative)
-    d2w_shift_init: float = 4.0  # b
-    spcl_temperature: float = Field(0.07, gt=0)
-
-
-class TrainConfig(Section):
-    preset: Literal["paper", "fast"] = "paper"
-    variant: Literal["cmarr", "baseline", "no-udcl", "no-spcl", "no-attention", "point"] = "cmarr"
-    seed: int = 0
-    lr: float = Field(1e-5, gt=0)
-    batch_size: int = Field(16, ge=2)  # contrastive terms need two utterances per batch
-    epochs: int = Field(100, gt=0)
-    patience: int = Field(10, gt=0)  # early stopping on validation UAR (missing conditions)
-    weight_decay: float = Field(0.0, ge=0)
-    val_rule: Literal["stratified", "other-speaker"] = "stratified"
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    include_full_condition: bool = False  # also draw the full condition during training
-    device: str = "auto"
-    amp: Literal["none", "bf16", "fp16"] = "bf16"
-    cpu_threads: int = Field(0, ge=0)  # torch CPU threads per process or dask worker; 0 = its share of the cores
-    non_finite: Literal["error", "missing"] = "error"  # NaN/inf features: refuse the store, or treat as missing
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
+# ---------------------------------------------------------- training ([train]: train_config.py) and FER+
 
 
 class FerConfig(Section):

@@ -17,8 +17,9 @@ def test_shipped_pipeline_toml_equals_the_documented_defaults():
 
 def test_paper_settings_are_the_defaults():
     c = PipelineConfig()
-    assert (c.train.lr, c.train.batch_size, c.train.epochs) == (1e-5, 16, 100)
-    assert (c.train.loss.alpha, c.train.loss.beta, c.train.loss.lambda_rec) == (1.0, 0.1, 10.0)
+    o = c.train.cm_arr.optim
+    assert (o.lr, o.batch_size, o.epochs) == (1e-5, 16, 100)
+    assert (c.train.cm_arr.loss.alpha, c.train.cm_arr.loss.beta, c.train.cm_arr.loss.lambda_rec) == (1.0, 0.1, 10.0)
     assert c.extract.text.model == "bert-base-uncased" and c.extract.audio.model == "facebook/wav2vec2-base"
 
 
@@ -31,8 +32,8 @@ def test_unknown_key_names_file_and_key(tmp_path):
 
 def test_wrong_type_names_the_key(tmp_path):
     path = tmp_path / "p.toml"
-    path.write_text("[train]\nbatch_size = 'sixteen'\n")
-    with pytest.raises(ConfigError, match=r"train\.batch_size: .*sixteen"):
+    path.write_text("[train.cm_arr.optim]\nbatch_size = 'sixteen'\n")
+    with pytest.raises(ConfigError, match=r"train\.cm_arr\.optim\.batch_size: .*sixteen"):
         load_config(path)
 
 
@@ -45,11 +46,12 @@ def test_invalid_toml_is_a_config_error(tmp_path):
 
 def test_overrides_apply_and_validate():
     cfg = load_config(
-        REPO / "pipeline.toml", dict([parse_override("train.lr=3e-4"), parse_override("extract.device=cuda:1")])
+        REPO / "pipeline.toml",
+        dict([parse_override("train.cm_arr.optim.lr=3e-4"), parse_override("extract.device=cuda:1")]),
     )
-    assert cfg.train.lr == 3e-4 and cfg.extract.device == "cuda:1"
-    with pytest.raises(ConfigError, match="train.epochs"):
-        load_config(REPO / "pipeline.toml", {"train.epochs": -1})
+    assert cfg.train.cm_arr.optim.lr == 3e-4 and cfg.extract.device == "cuda:1"
+    with pytest.raises(ConfigError, match="train.cm_arr.optim.epochs"):
+        load_config(REPO / "pipeline.toml", {"train.cm_arr.optim.epochs": -1})
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("train.lr")
 
@@ -59,3 +61,20 @@ def test_resolved_toml_roundtrips(tmp_path):
     path = tmp_path / "resolved.toml"
     path.write_text(to_toml(cfg))
     assert load_config(path) == cfg
+
+
+def test_a_partial_section_keeps_the_systems_own_defaults(tmp_path):
+    """Overriding one key of a system's optimiser keeps that system's other published settings."""
+    cfg = load_config(None, {"train.mmin.optim.lr": 1e-3, "train.cm_arr.optim.epochs": 7})
+    default = PipelineConfig()
+    assert cfg.train.mmin.optim.lr == 1e-3
+    assert cfg.train.mmin.optim.model_copy(update={"lr": default.train.mmin.optim.lr}) == default.train.mmin.optim
+    assert (cfg.train.cm_arr.optim.optimizer, cfg.train.cm_arr.optim.clip, cfg.train.cm_arr.optim.epochs) == (
+        "adamw",
+        1.0,
+        7,
+    )
+    path = tmp_path / "p.toml"
+    path.write_text("[train.cif_mmin.pretrain]\nbatch_size = 32\n")
+    part = load_config(path).train.cif_mmin.pretrain
+    assert part.batch_size == 32 and part.epochs == default.train.cif_mmin.pretrain.epochs == 30

@@ -155,7 +155,7 @@ def _train(store, out, extra):
         "--seeds",
         "2",
         "--set",
-        "train.epochs=2",
+        "train.cm_arr.optim.epochs=2",
         "--set",
         "train.cpu_threads=1",
         *TINY,
@@ -173,15 +173,15 @@ def test_cluster_grid_equals_sequential_and_skips_finished_jobs(client, train_st
     )
     assert "[20/20]" in output  # 2 variants x 2 seeds x 5 folds, one job each
     [seq] = list((tmp_path / "seq").iterdir())
-    [dist] = [p for p in (tmp_path / "dist").iterdir() if p.is_dir() and "-cmarr-" in p.name]
+    [dist] = [p for p in (tmp_path / "dist").iterdir() if p.is_dir() and "-cm-arr-" in p.name]
     assert json.loads((dist / "results.json").read_text()) == json.loads((seq / "results.json").read_text())
     ledger = [json.loads(line) for line in (dist / "ledger.jsonl").read_text().splitlines()]
     assert sorted(e["job"] for e in ledger) == sorted(
-        f"cmarr/seed{s}/fold{k}/split0" for s in (0, 1) for k in range(1, 6)
+        f"cm-arr/seed{s}/fold{k}/split0" for s in (0, 1) for k in range(1, 6)
     )
     assert {e["worker"] for e in ledger} <= set(client.scheduler_info()["workers"])
     table = next((tmp_path / "dist").glob("synthetic-ablations-*.md")).read_text()
-    assert "| cmarr |" in table and "| baseline |" in table
+    assert "| cm-arr |" in table and "| baseline |" in table
 
     # a re-run with --resume submits nothing and writes the same reports
     shutil.rmtree(dist / "confusion")

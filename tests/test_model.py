@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cmarr.shared.config import ModelConfig, TrainConfig
+from cmarr.shared.train_config import CMARRConfig, ModelConfig, TrainConfig
+from cmarr.train.batch import Batch
 from cmarr.train.losses import ContrastiveAlignment, supcon_loss, w2_distance
-from cmarr.train.model import Inputs, build_model
 from cmarr.train.model.flow import ModalityFlow
 from cmarr.train.model.pooling import masked_adaptive_pool
-from cmarr.train.steps import loss_terms
+from cmarr.train.systems import get_system
 from scipy.linalg import sqrtm
 
 TINY = ModelConfig(
@@ -27,6 +27,22 @@ TINY = ModelConfig(
     dropout=0.0,
 )
 DIMS = {"text": 5, "audio": 7, "video": 3}
+LABELS = torch.tensor([0, 1, 2, 3])
+
+
+def build_model(system: str, dims=DIMS, classes=4, model_cfg=TINY):
+    """The (first stage's) model of a CM-ARR-family system at tiny sizes."""
+    cfg = TrainConfig(cm_arr=CMARRConfig(model=model_cfg))
+    return get_system(system, cfg).stages[0].build(dims, classes)
+
+
+def Inputs(x, mask, avail, known=None):  # noqa: N802 - the batch a test builds: `known` defaults to `avail`
+    return Batch(x, mask, avail, dict(avail) if known is None else known, LABELS[: len(next(iter(avail.values())))])
+
+
+def training(full: Batch, avail: dict) -> Batch:
+    """A training batch: `avail` given, every modality of `full` known (loss targets)."""
+    return Inputs(full.x, full.mask, avail, known=full.avail)
 
 
 def _randomised_flow(channels=6, steps=3, seed=0) -> ModalityFlow:
@@ -140,30 +156,27 @@ def _pad_with_garbage(inp: Inputs, extra: int) -> Inputs:
     return Inputs(x, mask, inp.avail)
 
 
-@pytest.mark.parametrize("variant", ["cmarr", "baseline"])
+@pytest.mark.parametrize("variant", ["cm-arr", "baseline"])
 def test_padding_changes_no_output_or_loss(variant):
     torch.manual_seed(0)
     model = build_model(variant, DIMS, 4, TINY).eval()
-    align = ContrastiveAlignment()
     cond = {
         "text": torch.tensor([1, 0, 1, 0], dtype=torch.bool),
         "audio": torch.tensor([0, 1, 1, 0], dtype=torch.bool),
         "video": torch.tensor([1, 1, 0, 1], dtype=torch.bool),
     }
     full = _inputs()
-    inp = Inputs(full.x, full.mask, cond)
-    labels = torch.tensor([0, 1, 2, 3])
+    padded = _pad_with_garbage(full, 5)
     with torch.no_grad():
-        out_a = model(inp, full)
-        out_b = model(_pad_with_garbage(inp, 5), _pad_with_garbage(full, 5))
-        la = loss_terms(model, align, out_a, inp, labels, TrainConfig(variant=variant))
-        lb = loss_terms(model, align, out_b, inp, labels, TrainConfig(variant=variant))
+        a, b = training(full, cond), training(padded, cond)
+        out_a, out_b = model(a), model(b)
+        la, lb = model.losses(a, out_a), model.losses(b, out_b)
     assert torch.allclose(out_a.logits, out_b.logits, atol=1e-5)
     for k in la:
         assert torch.allclose(la[k], lb[k], atol=1e-5), k
 
 
-@pytest.mark.parametrize("variant", ["cmarr", "baseline"])
+@pytest.mark.parametrize("variant", ["cm-arr", "baseline"])
 @pytest.mark.parametrize("dropped", ["text", "audio", "video"])
 def test_a_dropped_modality_is_provably_unused(variant, dropped):
     """Replacing the dropped modality's inputs by noise (even with a 'valid' mask) changes nothing."""
@@ -180,7 +193,7 @@ def test_a_dropped_modality_is_provably_unused(variant, dropped):
 
 def test_variants_switch_the_model_however_they_are_chosen():
     assert not build_model("no-attention", DIMS, 4, TINY).umc["text"].attention
-    assert build_model("cmarr", DIMS, 4, TINY).umc["text"].attention
+    assert build_model("cm-arr", DIMS, 4, TINY).umc["text"].attention
     assert build_model("point", DIMS, 4, TINY).cfg.alignment == "point"
     assert type(build_model("baseline", DIMS, 4, TINY)).__name__ == "Baseline"
 
@@ -188,7 +201,7 @@ def test_variants_switch_the_model_however_they_are_chosen():
 # ---------------------------------------------------------------- mixed precision, variants, fusion
 
 
-VARIANTS = ["cmarr", "baseline", "no-udcl", "no-spcl", "no-attention", "point"]
+VARIANTS = ["cm-arr", "baseline", "no-udcl", "no-spcl", "no-attention", "point"]
 
 
 def _partial_condition(B=4):
@@ -205,16 +218,14 @@ def test_every_variant_trains_and_predicts_under_cpu_autocast(variant):
     backward, an optimiser step and a prediction; all finite, and the losses come out in fp32."""
     torch.manual_seed(0)
     model = build_model(variant, DIMS, 4, TINY)
-    align = ContrastiveAlignment(distribution=variant != "point")
-    opt = torch.optim.AdamW(list(model.parameters()) + list(align.parameters()), lr=1e-3)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
     full = _inputs()
     inp = Inputs(full.x, full.mask, _partial_condition())
-    labels = torch.tensor([0, 1, 2, 3])
-    cfg = TrainConfig(variant=variant)
     before = [p.detach().clone() for p in model.parameters()]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(inp, full)
-        terms = loss_terms(model, align, out, inp, labels, cfg)
+        batch = training(full, _partial_condition())
+        out = model(batch)
+        terms = model.losses(batch, out)
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values()), terms
     sum(terms.values()).backward()
     opt.step()
@@ -243,19 +254,19 @@ def test_point_variant_is_deterministic_and_has_no_variance_head():
     model = build_model("point", DIMS, 4, TINY).train()  # dropout is 0 in TINY
     assert all(umc.to_logsig is None for umc in model.umc.values())
     full = _inputs()
-    inp = Inputs(full.x, full.mask, _partial_condition())
-    a, b = model(inp, full), model(inp, full)
+    batch = training(full, _partial_condition())
+    a, b = model(batch), model(batch)
     assert torch.equal(a.logits, b.logits)
     assert all(g.sigma is None for g in a.gaussians.values())
-    distribution = build_model("cmarr", DIMS, 4, TINY).train()
-    assert not torch.equal(distribution(inp, full).logits, distribution(inp, full).logits)  # it samples
+    distribution = build_model("cm-arr", DIMS, 4, TINY).train()
+    assert not torch.equal(distribution(batch).logits, distribution(batch).logits)  # it samples
 
 
 def test_reconstruction_target_is_the_projection_of_the_mean_without_gradient():
     torch.manual_seed(0)
-    model = build_model("cmarr", DIMS, 4, TINY).train()
+    model = build_model("cm-arr", DIMS, 4, TINY).train()
     full = _inputs()
-    out = model(Inputs(full.x, full.mask, _partial_condition()), full)
+    out = model(training(full, _partial_condition()))
     for m in DIMS:
         g = model.umc[m](full.x[m], full.mask[m])
         expected = model.proj[m](g.mu_seq, full.mask[m])
@@ -267,7 +278,7 @@ def test_reconstruction_target_is_the_projection_of_the_mean_without_gradient():
 @pytest.mark.parametrize("fusion, cross, selfs, queries", [("paper", 2, 1, {"text"}), ("all-queries", 6, 3, set(DIMS))])
 def test_fusion_blocks_and_queries_per_option(fusion, cross, selfs, queries):
     cfg = TINY.model_copy(update={"fusion": fusion})
-    for variant in ("cmarr", "baseline"):
+    for variant in ("cm-arr", "baseline"):
         f = build_model(variant, DIMS, 4, cfg).fusion
         assert len(f.cross) == cross
         assert (len(f.self_attn) if isinstance(f.self_attn, torch.nn.ModuleDict) else 1) == selfs

@@ -24,29 +24,29 @@ MODS = {
 }
 TINY = [
     "--set",
-    "train.model.width=16",
+    "train.cm_arr.model.width=16",
     "--set",
-    "train.model.heads=2",
+    "train.cm_arr.model.heads=2",
     "--set",
-    "train.model.latent_dim=8",
+    "train.cm_arr.model.latent_dim=8",
     "--set",
-    "train.model.latent_len=6",
+    "train.cm_arr.model.latent_len=6",
     "--set",
-    "train.model.flow_steps=2",
+    "train.cm_arr.model.flow_steps=2",
     "--set",
-    "train.model.flow_hidden=8",
+    "train.cm_arr.model.flow_hidden=8",
     "--set",
-    "train.model.rcab_blocks=1",
+    "train.cm_arr.model.rcab_blocks=1",
     "--set",
-    "train.model.rcab_reduction=4",
+    "train.cm_arr.model.rcab_reduction=4",
     "--set",
-    "train.model.fusion_heads=2",
+    "train.cm_arr.model.fusion_heads=2",
     "--set",
-    "train.model.proj_dim=8",
+    "train.cm_arr.model.proj_dim=8",
     "--set",
-    "train.lr=0.003",
+    "train.cm_arr.optim.lr=0.003",
     "--set",
-    "train.patience=3",
+    "train.cm_arr.optim.patience=3",
     "--set",
     "train.device=cpu",
     "--set",
@@ -62,7 +62,18 @@ def store(tmp_path_factory):
 
 
 def _train(store, out, epochs=4, extra=()):
-    args = ["--store", str(store), "--folds", "5", "--out", str(out), "--set", f"train.epochs={epochs}", *TINY, *extra]
+    args = [
+        "--store",
+        str(store),
+        "--folds",
+        "5",
+        "--out",
+        str(out),
+        "--set",
+        f"train.cm_arr.optim.epochs={epochs}",
+        *TINY,
+        *extra,
+    ]
     result = runner.invoke(train_app, args)
     assert result.exit_code == 0, result.output
     return sorted(p for p in out.iterdir() if p.is_dir())[-1]
@@ -76,9 +87,10 @@ def test_train_writes_the_table_and_is_reproducible(store, tmp_path):
     assert rows == ["{t}", "{s}", "{v}", "{v,t}", "{s,v}", "{s,t}", "Avg.", "{s,v,t}"]
     for name in ("results.json", "results.csv", "config.toml", "store.json", "confusion/svt.png"):
         assert (run / name).is_file(), name
-    assert len(list(run.glob("seed0/fold*/split0/checkpoint.pt"))) == 5
-    lines = (run / "seed0/fold1/split0/metrics.jsonl").read_text().splitlines()
-    assert set(json.loads(lines[0])) >= {"epoch", "loss", "cls", "udcl", "spcl", "rec", "nll", "val_missing_uar"}
+    assert len(list(run.glob("seed0/fold*/split0/cm-arr/checkpoint.pt"))) == 5
+    assert len(list(run.glob("seed0/fold*/split0/predictions.csv"))) == 5
+    lines = (run / "seed0/fold1/split0/cm-arr/metrics.jsonl").read_text().splitlines()
+    assert set(json.loads(lines[0])) >= {"epoch", "loss", "cls", "udcl", "spcl", "rec", "nll", "val_score"}
     table = json.loads((run / "results.json").read_text())["table"]
     assert table["{s,v,t}"]["uar_mean"] > 50  # learnable signal, 4 classes
     again = _train(store, tmp_path)
@@ -104,7 +116,7 @@ def test_shuffled_test_labels_stay_at_chance_while_validation_does_not(tmp_path)
     run = _train(path, tmp_path / "runs", epochs=5)
     fold1 = json.loads((run / "seed0/fold1/split0/result.json").read_text())
     test_full = fold1["test"]["{s,v,t}"]
-    assert fold1["val_missing_uar"] > 0.7
+    assert fold1["stages"]["cm-arr"]["val_score"] > 0.7
     assert test_full["uar"] < 0.45  # chance is 0.25 on 40 utterances
     others = json.loads((run / "results.json").read_text())["folds"][1:]
     assert np.mean([f["metrics"]["{s,v,t}"]["uar"] for f in others]) > 0.7
@@ -125,12 +137,12 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(store, tmp_path):
         "--out",
         str(out),
         "--set",
-        "train.epochs=4",
+        "train.cm_arr.optim.epochs=4",
         *TINY,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not list(out.glob("*/seed0/fold2/split0/state.pt")):
+    while time.time() < deadline and not list(out.glob("*/seed0/fold2/split0/cm-arr/state.pt")):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

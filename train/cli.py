@@ -1,73 +1,88 @@
-"""`cmarr-train` and `cmarr-predict`: CM-ARR from a feature store.
+"""`cmarr-train` and `cmarr-predict`: the systems of `train/systems/` from a feature store.
 
-Exit codes: 0 ok, 1 failure, 2 usage/config error.
-`--jobs N` or `--scheduler ADDRESS` runs the grid's jobs on dask (see train/grid.py).
+`cmarr-train [run] --store S ...` trains (the default command); `cmarr-train describe` prints a
+system's stages and parameter counts without a store. Exit codes: 0 ok, 1 failure, 2 usage/config
+error. `--jobs N` or `--scheduler ADDRESS` runs the grid's jobs on dask (see train/grid.py).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated
 
 import typer
 from cmarr.shared.cluster import require_gpu_workers
-from cmarr.shared.config import TrainConfig, load_config, parse_override, with_overrides
+from cmarr.shared.config import PipelineConfig, load_config, parse_override, with_overrides
 from cmarr.shared.console import reports_errors
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.errors import ConfigError
+from cmarr.shared.modalities import MODALITIES
 from cmarr.train.presets import apply_preset
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 console = Console()
+Config = Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
+Preset = Annotated[str | None, typer.Option(help="paper (every system's published schedule) or fast.")]
 
 
+class _DefaultRun(TyperGroup):
+    """`cmarr-train --store S ...` means `cmarr-train run --store S ...`."""
+
+    def parse_args(self, ctx, args):
+        if not args or args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+train_app = typer.Typer(
+    cls=_DefaultRun,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Train and evaluate systems from a feature store.",
+)
+
+
+def _load(config: Path | None, sets: list[str] | None, more: dict) -> PipelineConfig:
+    overrides = dict(parse_override(s) for s in sets or [])
+    overrides.update({k: v for k, v in more.items() if v is not None})
+    return apply_preset(load_config(config, overrides), set(overrides))
+
+
+@train_app.command("run")
 @reports_errors
 def train(
     store: Annotated[str, typer.Option(help="Feature store: directory, .zarr.zip or URL.")],
-    folds: Annotated[
-        int | None, typer.Option(help="Folds (must equal the store's sessions: 5 IEMOCAP, 6 MSP-IMPROV).")
+    folds: Annotated[int | None, typer.Option(help="Folds (= the store's sessions: 5 IEMOCAP, 6 MSP-IMPROV).")] = None,
+    system: Annotated[str | None, typer.Option(help="The system to train (default cm-arr); see `describe`.")] = None,
+    systems: Annotated[str | None, typer.Option(help="Train several: all (Table 2's systems) or a list.")] = None,
+    ablations: Annotated[
+        str | None, typer.Option(help="Also train Table 3's ablations: all, or e.g. baseline,no-udcl.")
     ] = None,
-    preset: Annotated[str | None, typer.Option(help="paper (lr 1e-5, batch 16, 100 epochs) or fast.")] = None,
-    variant: Annotated[
-        str | None, typer.Option(help="cmarr, or an ablation: baseline, no-udcl, no-spcl, no-attention, point.")
-    ] = None,
+    preset: Preset = None,
     seed: Annotated[int | None, typer.Option(help="First seed.")] = None,
     seeds: Annotated[int, typer.Option(help="Number of repeated runs (seeds seed, seed+1, ...).")] = 1,
-    require: Annotated[
-        str | None, typer.Option(help="Keep only utterances whose store has these modalities, e.g. video.")
-    ] = None,
+    require: Annotated[str | None, typer.Option(help="Keep only utterances that have these modalities.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for run directories.")] = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run of this same command.")] = False,
+    selection_gap: Annotated[
+        bool, typer.Option(help="Also score the test part after every epoch, to report (never to select).")
+    ] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
-    config: Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")] = None,
-    ablations: Annotated[
-        str | None,
-        typer.Option(
-            help="Also train these variants: all, or e.g. baseline,no-udcl "
-            "(one run directory each, plus an ablation table)."
-        ),
-    ] = None,
+    config: Config = None,
+    set_: Sets = None,
     jobs: Annotated[int, typer.Option(help="Run the grid's jobs on N local dask worker processes.")] = 1,
     scheduler: Annotated[
-        str | None,
-        typer.Option(
-            help="Run the grid's jobs on a running dask cluster (tcp://HOST:8786); workers must see --store and --out."
-        ),
+        str | None, typer.Option(help="A running dask cluster (tcp://HOST:8786); workers must see --store and --out.")
     ] = None,
 ) -> None:
-    """Train and evaluate CM-ARR under the paper's protocol; writes results.md/json/csv and plots."""
-    overrides = dict(parse_override(s) for s in set_ or [])
-    for key, value in (
-        ("train.preset", preset),
-        ("train.variant", variant),
-        ("train.seed", seed),
-        ("train.device", device),
-    ):
-        if value is not None:
-            overrides[key] = value
-    cfg = apply_preset(load_config(config, overrides), set(overrides))
+    """Train and evaluate under the paper's protocol; writes results.md/json/csv and plots per system."""
+    cfg = _load(
+        config, set_, {"train.preset": preset, "train.system": system, "train.seed": seed, "train.device": device}
+    )
     if jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     if jobs > 1 and scheduler:
@@ -75,52 +90,94 @@ def train(
     from cmarr.shared.cluster import cluster_device, dask_client, local_gpus
     from cmarr.train.run import run_training
 
+    names = selected_systems(cfg.train.system, systems, ablations)  # checked before any cluster starts
+    required = [m.strip() for m in require.split(",")] if require else []
     first = cfg.train.seed
-    log = lambda msg: console.print(msg, highlight=False)  # noqa: E731
+    log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
     cluster = f"local:{jobs}" if jobs > 1 else None
-    variants = _variants(cfg.train.variant, ablations)  # checked before any cluster starts
     with dask_client(scheduler, cluster, local_gpus(cfg.train.device)) as client:
         if client is not None:
             cfg = with_overrides(cfg, {"train.device": cluster_device(client, cfg.train.device)}, "--scheduler")
             require_gpu_workers(client, cfg.train.device == "cuda")
+        device_ = resolve_device(cfg.train.device) if client is None else None
         runs = run_training(
-            store,
-            cfg,
-            folds,
-            list(range(first, first + seeds)),
-            out,
-            require.split(",") if require else [],
-            resolve_device(cfg.train.device) if client is None else None,
-            resume,
-            log=log,
-            variants=variants,
-            client=client,
-        )
+            store, cfg, folds, list(range(first, first + seeds)), out, required, device_, resume, log,
+            names, client, selection_gap,
+        )  # fmt: skip
     for run in runs:
         view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}")
         for row, t in run.table.items():
             view.add_row(row, f"{t['war_mean']:.2f} ± {t['war_std']:.2f}", f"{t['uar_mean']:.2f} ± {t['uar_std']:.2f}")
         console.print(view)
-        console.print(f"run directory: {run.run_dir}")
+        console.print(f"run directory: {run.run_dir}", markup=False)
 
 
-def _variants(main: str, ablations: str | None) -> list[str]:
-    names = list(get_args(TrainConfig.model_fields["variant"].annotation))
-    if not ablations:
-        return [main]
-    wanted = names if ablations == "all" else [a.strip() for a in ablations.split(",")]
-    if bad := [a for a in wanted if a not in names]:
-        raise ConfigError(f"--ablations: unknown variant(s) {bad}; choose from {', '.join(names)} or all")
-    return list(dict.fromkeys([main, *wanted]))
+def selected_systems(main: str, systems: str | None, ablations: str | None) -> list[str]:
+    """The systems a command trains: `--systems` (or the config's one) plus `--ablations`."""
+    from cmarr.train.systems import ABLATIONS, SYSTEMS, TABLE2
+
+    def parse(text: str, everything: tuple[str, ...], option: str) -> list[str]:
+        wanted = list(everything) if text == "all" else [a.strip() for a in text.split(",") if a.strip()]
+        if bad := [a for a in wanted if a not in SYSTEMS]:
+            raise ConfigError(f"{option}: unknown system(s) {', '.join(bad)}; choose from {', '.join(SYSTEMS)} or all")
+        return wanted
+
+    names = parse(systems, TABLE2, "--systems") if systems else [main]
+    if ablations:
+        names += parse(ablations, ABLATIONS, "--ablations")
+    return list(dict.fromkeys(names))
 
 
-train_app = typer.Typer(add_completion=False, help="Train and evaluate CM-ARR from a feature store.")
-train_app.command()(train)
+@train_app.command()
+@reports_errors
+def describe(
+    system: Annotated[str, typer.Option(help="A system name, or all.")] = "all",
+    dims: Annotated[str, typer.Option(help="Feature dims per modality.")] = "text=768,audio=768,video=342",
+    classes: Annotated[int, typer.Option(help="Number of classes.")] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    preset: Preset = None,
+    config: Config = None,
+    set_: Sets = None,
+) -> None:
+    """A system's stages, loss weights, samplers and parameter counts (trainable, frozen, total), no store needed."""
+    from cmarr.train.run import describe_system
+    from cmarr.train.systems import SYSTEMS, get_system
+
+    cfg = _load(config, set_, {"train.preset": preset})
+    feature_dims = _parse_dims(dims)
+    names = list(SYSTEMS) if system == "all" else [system]
+    described = [describe_system(get_system(n, cfg.train), feature_dims, classes) for n in names]
+    if as_json:
+        print(json.dumps(described if system == "all" else described[0], indent=1))
+        return
+    for d in described:
+        table = Table(
+            "stage", "sampler", "loss weights", "trainable", "frozen", "total", title=f"{d['system']}: {d['title']}"
+        )
+        for s in d["stages"]:
+            weights = ", ".join(f"{k} {v:g}" for k, v in s["weights"].items())
+            p = s["parameters"]
+            table.add_row(
+                s["name"], s["sampler"], weights, f"{p['trainable']:,}", f"{p['frozen']:,}", f"{p['total']:,}"
+            )
+        console.print(table)
+
+
+def _parse_dims(text: str) -> dict[str, int]:
+    dims = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() not in MODALITIES or not value.strip().isdigit():
+            raise ConfigError(f"--dims: expected text=N,audio=N,video=N, got {text!r}")
+        dims[name.strip()] = int(value)
+    if set(dims) != set(MODALITIES):
+        raise ConfigError(f"--dims: give all of {', '.join(MODALITIES)}")
+    return {m: dims[m] for m in MODALITIES}
 
 
 @reports_errors
 def predict(
-    run: Annotated[Path, typer.Argument(help="A split folder with checkpoint.pt (e.g. runs/<id>/seed0/fold1/split0).")],
+    run: Annotated[Path, typer.Argument(help="A split folder (e.g. runs/<id>/seed0/fold1/split0).")],
     store: Annotated[str, typer.Option(help="Store whose utterances to label.")],
     modalities: Annotated[
         str, typer.Option(help="Modalities to give the model, e.g. audio,text.")
@@ -128,11 +185,12 @@ def predict(
     out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
 ) -> None:
     """Predict emotions for a store's utterances with any subset of modalities."""
+    from cmarr.shared.modalities import parse_modalities
     from cmarr.train.predict import predict_store
 
-    n = predict_store(run, store, modalities.split(","), out)
-    console.print(f"wrote {n} predictions to {out}")
+    n = predict_store(run, store, parse_modalities(modalities), out)
+    console.print(f"wrote {n} predictions to {out}", markup=False)
 
 
-predict_app = typer.Typer(add_completion=False, help="Predict emotions with a trained CM-ARR model.")
+predict_app = typer.Typer(add_completion=False, rich_markup_mode=None, help="Predict emotions with a trained model.")
 predict_app.command()(predict)

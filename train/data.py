@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from cmarr.shared.modalities import MODALITIES
 from cmarr.shared.store import FeatureStore, Status
-from cmarr.train.conditions import MissingCondition
-from cmarr.train.model import Inputs
+from cmarr.train.batch import Batch
 
 
 @dataclass
@@ -161,12 +160,22 @@ class StoreData:
             mean[m], std[m] = moments.mean_std()
         return Normaliser(mean, std)
 
-    def batch(self, indices: np.ndarray, avail: dict[str, np.ndarray], norm: Normaliser, device) -> Inputs:
-        """Padded, normalised inputs; a modality not available for a row is all zeros with an
-        all-False mask (its frames are not even read)."""
-        x, mask, av = {}, {}, {}
+    def batch(
+        self,
+        indices: np.ndarray,
+        avail: dict[str, np.ndarray],
+        norm: Normaliser,
+        device,
+        known: dict[str, np.ndarray] | None = None,
+    ) -> Batch:
+        """Padded, normalised features of `indices` (B,). `avail[m]` (B,) bool: rows that give m.
+        `known[m]` (B,) bool: rows whose true features to load (default: `avail`, as at evaluation;
+        training passes every really-present modality). A modality that is not known for a row is
+        all zeros with an all-False mask: its frames are not even read."""
+        known = avail if known is None else known
+        x, mask, av, kn = {}, {}, {}, {}
         for m in MODALITIES:
-            rows = avail[m] & self.present[m][indices]
+            rows = known[m] & self.present[m][indices]
             seqs = [np.zeros((0, self.dims[m]), np.float32)] * len(indices)
             wanted = np.flatnonzero(rows)
             for k, f in zip(wanted, self.frames(m, indices[wanted])):
@@ -179,16 +188,7 @@ class StoreData:
                 mb[k, : len(s)] = True
             x[m] = torch.from_numpy(xb).to(device)
             mask[m] = torch.from_numpy(mb).to(device)
-            av[m] = torch.from_numpy(rows).to(device)
-        return Inputs(x, mask, av)
-
-    def condition_masks(self, conditions: list[MissingCondition]) -> dict[str, np.ndarray]:
-        """Per-row availability for per-row conditions."""
-        return {m: np.array([m in c.available for c in conditions]) for m in MODALITIES}
-
-    def eligible(self, indices: np.ndarray, condition: MissingCondition) -> np.ndarray:
-        """Rows whose store holds every modality the condition gives (others are not evaluated in it)."""
-        ok = np.ones(len(indices), bool)
-        for m in condition.available:
-            ok &= self.present[m][indices]
-        return ok
+            av[m] = torch.from_numpy(avail[m] & self.present[m][indices]).to(device)
+            kn[m] = torch.from_numpy(rows).to(device)
+        labels = torch.from_numpy(self.labels[indices]).to(device)
+        return Batch(x, mask, av, kn, labels)

@@ -1,6 +1,6 @@
-"""The experiment grid: every (variant, seed, fold, split) is one independent job.
+"""The experiment grid: every (system, seed, fold, split) is one independent job.
 
-A job's result depends only on the store, the config, its variant and its seed: `train_split`
+A job's result depends only on the store, the config, its system and its seed: `train_split`
 seeds torch and numpy itself, and the splits are drawn from the seed alone. Jobs can therefore
 run in any order, in this process or on dask workers, and give the same numbers. Each finished
 job is appended to the run directory's ledger (`ledger.jsonl`); a resumed run does not submit
@@ -30,16 +30,16 @@ LEDGER = "ledger.jsonl"
 
 @dataclass(frozen=True, eq=False)
 class Job:
-    variant: str
+    system: str
     seed: int
     fold: int  # 1-based, in session order
     split: int  # index among the fold's splits (several with val_rule = other-speaker)
     data: Split
-    run_dir: Path  # the variant's run directory
+    run_dir: Path  # the system's run directory
 
     @property
     def key(self) -> str:
-        return f"{self.variant}/seed{self.seed}/fold{self.fold}/split{self.split}"
+        return f"{self.system}/seed{self.seed}/fold{self.fold}/split{self.split}"
 
     @property
     def folder(self) -> Path:
@@ -89,23 +89,28 @@ def seeded(seed: int):
         torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
-def run_job(data, cfg: PipelineConfig, job: Job, device, log=print) -> dict:
+def run_job(data, cfg: PipelineConfig, job: Job, device, log=print, report_test: bool = False) -> dict:
     """Train and test one job; the function both executors run."""
+    from cmarr.train.run import job_meta
+    from cmarr.train.systems import get_system
+
+    system = get_system(job.system, cfg.train)
+    meta = job_meta(data, cfg, job)
     with cpu_threads(cfg.train.cpu_threads), seeded(job.seed):
-        return train_split(data, job.data, cfg.train, job.seed, device, job.folder, log)
+        return train_split(data, job.data, system, cfg.train, job.seed, device, job.folder, meta, log, report_test)
 
 
-def run_local(data, cfgs: dict[str, PipelineConfig], jobs: list[Job], device, log=print) -> dict[str, dict]:
-    """Jobs one after the other in this process."""
+def run_local(data, cfgs: dict[str, PipelineConfig], jobs: list[Job], device, log=print, report_test=False):
+    """Jobs one after the other in this process; {job key: result}."""
     results = {}
     for job in jobs:
         start = time.perf_counter()
-        results[job.key] = run_job(data, cfgs[job.variant], job, device, log)
+        results[job.key] = run_job(data, cfgs[job.system], job, device, log, report_test)
         record(job, time.perf_counter() - start, "local")
     return results
 
 
-def _remote_job(store_location: str, cfg: PipelineConfig, job: Job) -> tuple[dict, float, str]:
+def _remote_job(store_location: str, cfg: PipelineConfig, job: Job, report_test: bool) -> tuple[dict, float, str]:
     """On a worker: the store is loaded once per worker process and kept for its next jobs."""
     from cmarr.shared.store import FeatureStore
     from cmarr.train.data import StoreData
@@ -114,10 +119,8 @@ def _remote_job(store_location: str, cfg: PipelineConfig, job: Job) -> tuple[dic
     cache = worker_cache()
     if cache.get("train-store") != store_location:
         cache.pop("train-data", None)
-        cache["train-data"], cache["train-store"] = (
-            StoreData(FeatureStore.open(store_location), non_finite=cfg.train.non_finite),
-            store_location,
-        )
+        data = StoreData(FeatureStore.open(store_location), non_finite=cfg.train.non_finite)
+        cache["train-data"], cache["train-store"] = data, store_location
     start = time.perf_counter()
     job.folder.mkdir(parents=True, exist_ok=True)
     with open(job.folder / "train.log", "a") as f:
@@ -125,25 +128,31 @@ def _remote_job(store_location: str, cfg: PipelineConfig, job: Job) -> tuple[dic
         def log(msg):
             print(msg, file=f, flush=True)
 
-        result = run_job(cache["train-data"], cfg, job, resolve_device(cfg.train.device), log)
+        result = run_job(cache["train-data"], cfg, job, resolve_device(cfg.train.device), log, report_test)
     return result, time.perf_counter() - start, get_worker().address
 
 
 def run_distributed(
-    client, store_location: str, cfgs: dict[str, PipelineConfig], jobs: list[Job], log: Callable[[str], None] = print
+    client,
+    store_location: str,
+    cfgs: dict[str, PipelineConfig],
+    jobs: list[Job],
+    log: Callable[[str], None] = print,
+    report_test: bool = False,
 ) -> dict[str, dict]:
     """Jobs as dask tasks; each worker writes its job's folder, the driver keeps the ledger."""
     from distributed import as_completed
 
-    gpu = {v: c.train.device.startswith("cuda") for v, c in cfgs.items()}
+    gpu = {s: c.train.device.startswith("cuda") for s, c in cfgs.items()}
     futures = {
         client.submit(
             _remote_job,
             store_location,
-            cfgs[job.variant],
+            cfgs[job.system],
             job,
+            report_test,
             key=f"cmarr-train-{job.key}-{job.run_dir.name}",
-            resources={GPU: 1} if gpu[job.variant] else None,
+            resources={GPU: 1} if gpu[job.system] else None,
         ): job
         for job in jobs
     }

@@ -1,4 +1,4 @@
-"""Load a trained split's checkpoint and label a store's utterances under a chosen condition."""
+"""Load a trained split's final model and label a store's utterances under a chosen condition."""
 
 from __future__ import annotations
 
@@ -7,38 +7,63 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cmarr.shared.config import ModelConfig
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.store import FeatureStore
-from cmarr.train.conditions import MissingCondition
-from cmarr.train.data import MODALITIES, Normaliser, StoreData
-from cmarr.train.model import build_model
+from cmarr.shared.train_config import TrainConfig
+from cmarr.train.checkpoint import load_checkpoint
+from cmarr.train.data import Normaliser, StoreData
+from cmarr.train.evaluation import predict_proba
+from cmarr.train.missing import MissingCondition
+from cmarr.train.model.base import SystemModel
+from cmarr.train.systems import get_system
+
+
+def final_checkpoint(split_dir: Path) -> Path:
+    """The checkpoint of the last stage of the system trained in `split_dir`."""
+    split_dir = Path(split_dir)
+    found = sorted(split_dir.glob("*/checkpoint.pt"))
+    if not found:
+        raise ConfigError(
+            f"{split_dir}: no checkpoint (point at a finished split folder, e.g. runs/<id>/seed0/fold1/split0)"
+        )
+    _, meta = load_checkpoint(found[0])
+    last = get_system(meta["system"], TrainConfig.model_validate(meta["train_config"])).stages[-1].name
+    path = split_dir / last / "checkpoint.pt"
+    if not path.is_file():
+        raise ConfigError(f"{split_dir}: the final stage {last!r} of {meta['system']} has no checkpoint (unfinished?)")
+    return path
+
+
+def load_model(path: Path) -> tuple[SystemModel, dict, Normaliser]:
+    """(model in eval mode, checkpoint metadata, the training fold's normaliser)."""
+    state, meta = load_checkpoint(path)
+    cfg = TrainConfig.model_validate(meta["train_config"])
+    stage = get_system(meta["system"], cfg).stage(meta["stage"])
+    model = stage.build(meta["dims"], len(meta["classes"]))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(f"{path}: weights do not fit {meta['system']} ({str(err).splitlines()[0]})") from None
+    norm = Normaliser(
+        {m: np.array(v, np.float32) for m, v in meta["norm"]["mean"].items()},
+        {m: np.array(v, np.float32) for m, v in meta["norm"]["std"].items()},
+    )
+    return model.eval(), meta, norm
 
 
 def predict_store(split_dir: Path, store_location: str, modalities: list[str], out: Path) -> int:
-    ckpt_path = Path(split_dir) / "checkpoint.pt"
-    if not ckpt_path.is_file():
-        raise ConfigError(f"{ckpt_path}: no checkpoint (point at a finished split folder)")
-    if bad := set(modalities) - set(MODALITIES):
-        raise ConfigError(f"--modalities: unknown {sorted(bad)}")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    path = final_checkpoint(split_dir)
+    model, meta, norm = load_model(path)
     data = StoreData(FeatureStore.open(store_location))
-    if data.dims != ckpt["dims"]:
-        raise ConfigError(f"store features {data.dims} differ from the model's {ckpt['dims']}")
-    model = build_model(ckpt["variant"], ckpt["dims"], len(ckpt["classes"]), ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    norm = Normaliser(
-        {m: np.array(v, np.float32) for m, v in ckpt["norm"]["mean"].items()},
-        {m: np.array(v, np.float32) for m, v in ckpt["norm"]["std"].items()},
+    if data.dims != meta["dims"]:
+        raise ConfigError(f"store features {data.dims} differ from the model's {meta['dims']}")
+    rows, probs = predict_proba(
+        model, data, np.arange(len(data)), MissingCondition(frozenset(modalities)), norm, torch.device("cpu")
     )
-    cond = MissingCondition(frozenset(modalities))
-    from cmarr.train.steps import predict_proba
-
-    rows, probs = predict_proba(model, data, np.arange(len(data)), cond, norm, torch.device("cpu"))
-    ids = data.store.utterances["id"]
+    ids, classes = data.store.utterances["id"], meta["classes"]
     with open(out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "prediction"] + [f"p_{c}" for c in ckpt["classes"]])
+        w.writerow(["id", "prediction"] + [f"p_{c}" for c in classes])
         for i, p in zip(rows, probs):
-            w.writerow([ids[i], ckpt["classes"][int(p.argmax())]] + [f"{x:.4f}" for x in p])
+            w.writerow([ids[i], classes[int(p.argmax())]] + [f"{x:.4f}" for x in p])
     return len(rows)

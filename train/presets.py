@@ -1,17 +1,31 @@
-"""Training presets: `paper` is the paper's schedule (the config as written); `fast` is a short
-schedule with smaller flows and reconstruction stacks, for quick looks and CPU demos."""
+"""Training presets: `paper` is every system's published schedule (the config as written); `fast`
+shortens them (and shrinks CM-ARR's flows and reconstruction stacks) for quick looks and CPU demos."""
 
 from __future__ import annotations
 
 from cmarr.shared.config import PipelineConfig, with_overrides
 
 FAST = {
-    "train.lr": 1e-3,
-    "train.batch_size": 16,
-    "train.epochs": 20,
-    "train.patience": 5,
-    "train.model.flow_steps": 4,
-    "train.model.rcab_blocks": 2,
+    "train.cm_arr.optim.lr": 1e-3,
+    "train.cm_arr.optim.epochs": 20,
+    "train.cm_arr.optim.patience": 5,
+    "train.cm_arr.model.flow_steps": 4,
+    "train.cm_arr.model.rcab_blocks": 2,
+    # the comparison systems: about a fifth of each published schedule, the same shape
+    "train.utt_fusion.optim.epochs": 4,
+    "train.utt_fusion.optim.decay_epochs": 4,
+    "train.cra.optim.epochs": 4,
+    "train.cra.optim.decay_epochs": 16,
+    "train.mmin.optim.epochs": 6,
+    "train.mmin.optim.decay_epochs": 6,
+    "train.if_mmin.pretrain.epochs": 4,
+    "train.if_mmin.pretrain.decay_epochs": 4,
+    "train.if_mmin.optim.epochs": 4,
+    "train.if_mmin.optim.decay_epochs": 4,
+    "train.cif_mmin.pretrain.epochs": 6,
+    "train.cif_mmin.pretrain.decay_epochs": 2,
+    "train.cif_mmin.optim.epochs": 4,
+    "train.cif_mmin.optim.decay_epochs": 4,
 }
 
 

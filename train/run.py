@@ -1,7 +1,7 @@
-"""A training run: variants x seeds x folds over one store, one run directory per variant.
+"""A training run: systems x seeds x folds over one store, one run directory per system.
 
 The grid's jobs run in this process or on a dask cluster (`train.grid`); either way the driver
-assembles each variant's reports from the jobs' results in the same (seed, fold, split) order,
+assembles each system's reports from the jobs' results in the same (seed, fold, split) order,
 so the reports do not depend on where or in which order the jobs ran.
 """
 
@@ -13,36 +13,79 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cmarr.shared.config import PipelineConfig, config_hash, to_toml, with_overrides
+from cmarr.shared.config import PipelineConfig, to_toml, with_overrides
 from cmarr.shared.errors import ConfigError
-from cmarr.shared.provenance import software
+from cmarr.shared.provenance import software, text_sha256
 from cmarr.shared.store import FeatureStore
 from cmarr.train.data import StoreData
 from cmarr.train.grid import Job, finished, run_distributed, run_local
-from cmarr.train.protocol import make_splits
+from cmarr.train.protocol import class_coverage, make_splits
 from cmarr.train.report import ROWS, fold_metrics, summarize, write_reports
+from cmarr.train.systems import System, count_parameters, get_system
+
+# Keys of [train] that are not the protocol: the system choice, the preset (already applied to the
+# sections) and the seed (in the run id itself); the per-system sections enter through the system.
+_NOT_PROTOCOL = {
+    "system",
+    "preset",
+    "seed",
+    "cm_arr",
+    "mmin_family",
+    "utt_fusion",
+    "cra",
+    "mmin",
+    "if_mmin",
+    "cif_mmin",
+}
 
 
 @dataclass
-class VariantRun:
-    variant: str
+class SystemRun:
+    system: str
     run_dir: Path
     table: dict
 
 
-def run_dir_for(base: Path, store: FeatureStore, cfg: PipelineConfig, seeds: list[int], resume: bool) -> Path:
-    """A deterministic run id (corpus, variant, config, store, seeds); a new suffix unless resuming."""
+def run_hash(cfg: PipelineConfig, system: System) -> str:
+    """Hash of what decides a system's numbers: the protocol keys and the config sections the
+    system reads (changing another system's settings leaves this run's id alone)."""
+    protocol = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in _NOT_PROTOCOL}
+    return text_sha256(json.dumps({"protocol": protocol, "system": system.name, **system.config}, sort_keys=True))
+
+
+def run_id(store: FeatureStore, cfg: PipelineConfig, system: System, seeds: list[int]) -> str:
     seed_tag = "_".join(map(str, seeds))
-    run_id = f"{store.corpus}-{cfg.train.variant}-{config_hash(cfg)[:8]}-{store.fingerprint()[:8]}-s{seed_tag}"
-    path = base / run_id
+    return f"{store.corpus}-{system.name}-{run_hash(cfg, system)[:8]}-{store.fingerprint()[:8]}-s{seed_tag}"
+
+
+def run_dir_for(base: Path, name: str, resume: bool) -> Path:
+    """The run directory for run id `name`: a new suffix unless resuming."""
+    path = base / name
     if resume:
         if not path.is_dir():
             raise ConfigError(f"--resume: no run at {path} to resume")
         return path
     k = 2
     while path.exists():
-        path, k = base / f"{run_id}-{k}", k + 1
+        path, k = base / f"{name}-{k}", k + 1
     return path
+
+
+def job_meta(data: StoreData, cfg: PipelineConfig, job: Job) -> dict:
+    """What every checkpoint of a job records: enough to rebuild and use its model elsewhere, and to
+    refuse features from another encoder."""
+    store = data.store
+    system = get_system(job.system, cfg.train)
+    return {
+        "system": job.system,
+        "run": f"{job.system}-{run_hash(cfg, system)[:16]}-{store.fingerprint()}",
+        "fold": job.fold,
+        "classes": list(store.classes),
+        "dims": dict(data.dims),
+        "encoders": {m: store.attrs.get("modalities", {}).get(m) for m in data.dims},
+        "store_fingerprint": store.fingerprint(),
+        "train_config": cfg.train.model_dump(mode="json"),
+    }
 
 
 def run_training(
@@ -55,31 +98,31 @@ def run_training(
     device: torch.device,
     resume: bool = False,
     log=print,
-    variants: list[str] | None = None,
+    systems: list[str] | None = None,
     client=None,
-) -> list[VariantRun]:
-    """Train every variant (default: the config's) for every seed and fold. With a dask `client`
-    the jobs run on its workers, which must see `store_location` and `out` at the same paths."""
+    report_test: bool = False,
+) -> list[SystemRun]:
+    """Train every system (default: the config's) for every seed and fold. With a dask `client`
+    the jobs run on its workers, which must see `store_location` and `out` at the same paths.
+    `report_test`: also score the test part after every epoch, for the report only."""
     store = FeatureStore.open(store_location)
     data = StoreData(store, 0 if client else 8 << 30, cfg.train.non_finite)  # the driver needs labels only
-    indices = np.flatnonzero(data.labels >= 0)
-    for m in require:
-        if m not in data.present:
-            raise ConfigError(f"--require {m}: the store has no modality {m!r}")
-        indices = indices[data.present[m][indices]]
-    cfgs = {v: with_overrides(cfg, {"train.variant": v}, "--ablations") for v in variants or [cfg.train.variant]}
-    splits = {seed: make_splits(data, indices, folds, cfg.train, seed) for seed in seeds}
+    indices, note = _used(data, require)
+    cfgs = {s: with_overrides(cfg, {"train.system": s}, "--systems") for s in systems or [cfg.train.system]}
+    splits = {seed: make_splits(data, indices, folds, cfg.train, seed, note) for seed in seeds}
+    warnings = class_coverage(data, indices, splits[seeds[0]])
+    for w in warnings:
+        log(f"warning: {w}")
     run_dirs, jobs = {}, []
-    for variant, vcfg in cfgs.items():
-        run_dir = run_dirs[variant] = run_dir_for(out, store, vcfg, seeds, resume)
+    for name, scfg in cfgs.items():
+        system = get_system(name, scfg.train)
+        run_dir = run_dirs[name] = run_dir_for(out, run_id(store, scfg, system, seeds), resume)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(to_toml(vcfg))
-        (run_dir / "store.json").write_text(
-            json.dumps(
-                {**store.provenance(), "require": require, "n_used": int(len(indices)), "software": software()},
-                indent=1,
-                default=str,
-            )
+        (run_dir / "config.toml").write_text(to_toml(scfg))
+        provenance = {**store.provenance(), "require": require, "n_used": int(len(indices)), "software": software()}
+        (run_dir / "store.json").write_text(json.dumps({**provenance, "warnings": warnings}, indent=1, default=str))
+        (run_dir / "system.json").write_text(
+            json.dumps(describe_system(system, data.dims, len(store.classes)), indent=1)
         )
         done = finished(run_dir)
         jobs += [
@@ -87,29 +130,67 @@ def run_training(
             for seed in seeds
             for k, fold in enumerate(splits[seed])
             for j, s in enumerate(fold)
-            if (job := Job(variant, seed, k + 1, j, s, run_dir)).key not in done
+            if (job := Job(name, seed, k + 1, j, s, run_dir)).key not in done
         ]
     if jobs and client is not None:
-        run_distributed(client, store_location, cfgs, jobs, log)
+        run_distributed(client, store_location, cfgs, jobs, log, report_test)
     elif jobs:
-        run_local(data, cfgs, jobs, device, log)
+        run_local(data, cfgs, jobs, device, log, report_test)
     runs = []
-    for variant, run_dir in run_dirs.items():
+    for name, run_dir in run_dirs.items():
         per_fold = []
         for seed in seeds:
             for k, fold in enumerate(splits[seed]):
-                results = [_result(Job(variant, seed, k + 1, j, s, run_dir)) for j, s in enumerate(fold)]
+                results = [_result(Job(name, seed, k + 1, j, s, run_dir)) for j, s in enumerate(fold)]
                 metrics = fold_metrics(results, data.labels, len(store.classes))
-                per_fold.append(
-                    {"seed": seed, "fold": k + 1, "session": fold[0].name.split("/")[0], "metrics": metrics}
-                )
+                session = fold[0].name.split("/")[0]
+                per_fold.append({"seed": seed, "fold": k + 1, "session": session, "metrics": metrics})
         table = summarize(per_fold)
-        title = f"CM-ARR ({variant}) on {store.corpus}: {len(per_fold) // len(seeds)} folds x {len(seeds)} seed(s)"
-        write_reports(run_dir, table, per_fold, store.classes, title, store.corpus)
-        runs.append(VariantRun(variant, run_dir, table))
+        system = get_system(name, cfgs[name].train)
+        title = f"{system.title} on {store.corpus}: {len(per_fold) // len(seeds)} folds x {len(seeds)} seed(s)"
+        write_reports(run_dir, table, per_fold, store.classes, title, store.corpus, system, warnings)
+        runs.append(SystemRun(name, run_dir, table))
     if len(runs) > 1:
         write_ablations(out, store, cfg, seeds, runs)
     return runs
+
+
+def _used(data: StoreData, require: list[str]) -> tuple[np.ndarray, str]:
+    """Labelled utterances holding every `--require`d modality, and a note on what was dropped."""
+    indices = np.flatnonzero(data.labels >= 0)
+    sessions = data.store.utterances["session"]
+    before = set(sessions[indices].tolist())
+    for m in require:
+        if m not in data.present:
+            raise ConfigError(f"--require {m}: the store has no modality {m!r}")
+        indices = indices[data.present[m][indices]]
+    if not require:
+        return indices, ""
+    gone = sorted(before - set(sessions[indices].tolist()))
+    note = f"after --require {','.join(require)}" + (
+        f" (which leaves no utterance in {', '.join(gone)})" if gone else ""
+    )
+    return indices, note
+
+
+def describe_system(system: System, dims: dict[str, int], n_classes: int) -> dict:
+    """A system's stages (sampler, loss weights, optimiser, links) and parameter counts at `dims`."""
+    stages = []
+    for stage in system.stages:
+        counts = count_parameters(stage.build(dims, n_classes))
+        links = [{"from": link.stage, "kind": link.kind, "modules": link.modules} for link in stage.links]
+        stages.append(
+            {
+                "name": stage.name,
+                "sampler": stage.sampler,
+                "select_on": stage.select_on,
+                "weights": stage.weights,
+                "optim": stage.optim.model_dump(mode="json"),
+                "links": links,
+                "parameters": counts,
+            }
+        )
+    return {"system": system.name, "title": system.title, "options": system.options, "stages": stages}
 
 
 def _result(job: Job) -> dict:
@@ -120,20 +201,25 @@ def _result(job: Job) -> dict:
 
 
 def write_ablations(
-    out: Path, store: FeatureStore, cfg: PipelineConfig, seeds: list[int], runs: list[VariantRun]
+    out: Path, store: FeatureStore, cfg: PipelineConfig, seeds: list[int], runs: list[SystemRun]
 ) -> Path:
-    """One table over the variants (the paper's Table 3 shape): UAR mean +- std per condition."""
-    name = f"{store.corpus}-ablations-{config_hash(cfg)[:8]}-{store.fingerprint()[:8]}-s{'_'.join(map(str, seeds))}"
+    """One table over the systems (the paper's Table 3 shape): UAR mean +- std per condition."""
+    tag = text_sha256(" ".join(r.run_dir.name for r in runs))[:8]
+    name = f"{store.corpus}-ablations-{tag}-{store.fingerprint()[:8]}-s{'_'.join(map(str, seeds))}"
     lines = [
         f"# Ablations on {store.corpus} (UAR %, mean +- std over folds x seeds)\n",
-        "| variant | " + " | ".join(ROWS) + " | run |",
+        "| system | " + " | ".join(ROWS) + " | run |",
         "|---" * (len(ROWS) + 2) + "|",
     ]
     for r in runs:
-        cells = " | ".join(f"{r.table[row]['uar_mean']:.2f} +- {r.table[row]['uar_std']:.2f}" for row in ROWS)
-        lines.append(f"| {r.variant} | {cells} | {r.run_dir.name} |")
+        cells = " | ".join(_cell(r.table[row]) for row in ROWS)
+        lines.append(f"| {r.system} | {cells} | {r.run_dir.name} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (out / f"{name}.json").write_text(
-        json.dumps({r.variant: {"run": r.run_dir.name, "table": r.table} for r in runs}, indent=1)
+        json.dumps({r.system: {"run": r.run_dir.name, "table": r.table} for r in runs}, indent=1)
     )
     return out / f"{name}.md"
+
+
+def _cell(t: dict) -> str:
+    return "n/a" if np.isnan(t["uar_mean"]) else f"{t['uar_mean']:.2f} +- {t['uar_std']:.2f}"

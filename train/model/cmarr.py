@@ -1,9 +1,10 @@
 """CM-ARR: alignment (UMC + UDCL), reconstruction (projection, flows, RCAN), refinement (SPCL), fusion.
 
 Legend: B batch, T_m input steps of modality m, F_m its feature width, W UMC width, D common
-width, T common length, C classes. Availability per sample: `avail[m]` (B,) says whether modality m
-is given in the current condition. A modality that is not available is never computed on: only the
-training losses read its true features (`targets`), and only to build loss targets.
+width, T common length, C classes. Per row, `batch.avail[m]` (B,) says whether modality m is given
+in the current condition, `batch.known[m]` whether its true features are in the batch (in
+training: every really-present modality). A modality that is not given is never computed on for
+the prediction: only the training losses read its true features, and only to build targets.
 """
 
 from __future__ import annotations
@@ -11,24 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from cmarr.shared.config import ModelConfig
-from cmarr.train.model.flow import ModalityFlow
+from cmarr.shared.train_config import LossConfig, ModelConfig
+from cmarr.train.batch import Batch
+from cmarr.train.losses import ContrastiveAlignment, reconstruction_loss, supcon_loss
+from cmarr.train.model.base import SystemModel
+from cmarr.train.model.flow import ModalityFlow, gaussian_nll
 from cmarr.train.model.fusion import build_fusion
-from cmarr.train.model.precision import scatter_rows
+from cmarr.train.model.precision import full_precision, scatter_rows
 from cmarr.train.model.projection import Projection
 from cmarr.train.model.reconstruction import ReconstructionModule
 from cmarr.train.model.uncertainty import Gaussians, UncertaintyModule
 from torch import nn
 from torch.nn import functional as F
-
-
-@dataclass
-class Inputs:
-    """One batch of one condition: padded features, step masks and availability per modality."""
-
-    x: dict[str, torch.Tensor]  # (B, T_m, F_m), zero where the modality is not available
-    mask: dict[str, torch.Tensor]  # (B, T_m) valid steps
-    avail: dict[str, torch.Tensor]  # (B,) available in this condition
 
 
 @dataclass
@@ -44,11 +39,17 @@ class Outputs:
     rec_target: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, D, T) projection of the UMC mean
 
 
-class CMARR(nn.Module):
-    def __init__(self, dims: dict[str, int], n_classes: int, cfg: ModelConfig):
+def _classifier(width: int, n_classes: int, dropout: float) -> nn.Module:
+    return nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Dropout(dropout), nn.Linear(128, n_classes))
+
+
+class CMARR(SystemModel):
+    reads_missing_targets = True
+
+    def __init__(self, dims: dict[str, int], n_classes: int, cfg: ModelConfig, loss: LossConfig | None = None):
         super().__init__()
         self.modalities = list(dims)
-        self.cfg = cfg
+        self.cfg, self.loss_cfg = cfg, loss or LossConfig()
         D, T = cfg.latent_dim, cfg.latent_len
         self.distribution = cfg.alignment == "distribution"  # Table 3's "w/ Point" is point-based throughout
         self.umc = nn.ModuleDict(
@@ -65,33 +66,32 @@ class CMARR(nn.Module):
         self.fusion = build_fusion(cfg.fusion, D, self.modalities, cfg.fusion_heads, cfg.dropout)
         self.classifier = _classifier(self.fusion.out_dim, n_classes, cfg.dropout)
         self.spcl_head = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, cfg.proj_dim))
+        lc = self.loss_cfg
+        self.udcl = ContrastiveAlignment(self.distribution, lc.d2w_scale_init, lc.d2w_shift_init, lc.tau_init)
 
-    def forward(self, inp: Inputs, targets: Inputs | None = None) -> Outputs:
-        """`targets` (training only): the same batch with every really-present modality given; its
-        dropped modalities feed the loss targets, never the prediction."""
-        src = targets if targets is not None else inp
+    def forward(self, batch: Batch) -> Outputs:
         out = Outputs(logits=torch.empty(0))
-        B = next(iter(inp.avail.values())).shape[0]
+        B = batch.size
         ones = torch.ones(B, self.cfg.latent_len, dtype=torch.bool, device=self.prior.device)
         for m in self.modalities:
-            rows = src.avail[m]
+            rows = batch.known[m]
             out.computed[m] = rows
-            out.gaussians[m], out.projected[m], out.rec_target[m] = self._encode(m, src.x[m], src.mask[m], rows)
+            out.gaussians[m], out.projected[m], out.rec_target[m] = self._encode(m, batch.x[m], batch.mask[m], rows)
             z, logdet = self.flow[m](out.projected[m][rows], ones[rows])  # fp32
             out.z[m], out.logdet[m] = scatter_rows(rows, z, B), scatter_rows(rows, logdet, B)
         # the missing latent (Eq. 7): mean of the latents of the modalities given in this condition
-        given = torch.stack([inp.avail[m] for m in self.modalities], 1).float()  # (B, M)
+        given = torch.stack([batch.avail[m] for m in self.modalities], 1).float()  # (B, M)
         z_stack = torch.stack([out.z[m] for m in self.modalities], 1)  # (B, M, D, T)
         z_miss = (z_stack * given[..., None, None]).sum(1) / given.sum(1).clamp(min=1)[:, None, None]
         final = {}
         for m in self.modalities:
-            missing = ~inp.avail[m]
+            missing = ~batch.avail[m]
             x_hat = torch.zeros_like(out.projected[m])
             if missing.any():
                 x_tilde = self.flow[m].inverse(z_miss[missing], ones[missing])  # Eq. 8, fp32
                 x_hat = scatter_rows(missing, self.rec[m](x_tilde, ones[missing]), B)
             out.reconstructed[m] = x_hat
-            final[m] = torch.where(inp.avail[m][:, None, None], out.projected[m], x_hat)  # (B, D, T)
+            final[m] = torch.where(batch.avail[m][:, None, None], out.projected[m], x_hat)  # (B, D, T)
         seqs = {m: final[m].transpose(1, 2) for m in self.modalities}  # (B, T, D)
         out.logits = self.classifier(self.fusion(seqs, {m: ones for m in self.modalities}))
         views = [F.normalize(self.spcl_head(final[m].mean(-1)), dim=-1) for m in self.modalities]
@@ -125,14 +125,33 @@ class CMARR(nn.Module):
         )
         return full, scatter_rows(rows, projected, B), scatter_rows(rows, target, B)
 
+    def losses(self, batch: Batch, out: Outputs) -> dict[str, torch.Tensor]:
+        """{'cls', 'udcl', 'spcl', 'rec', 'nll'} (Eq. 14, plus the flows' likelihood), in fp32."""
+        labels = batch.labels
+        with full_precision(labels.device):
+            terms = {"cls": F.cross_entropy(out.logits.float(), labels)}
+            terms["udcl"] = self.udcl(out.gaussians, out.computed)
+            spcl_labels = labels.repeat(len(self.modalities))
+            terms["spcl"] = supcon_loss(out.embeddings.float(), spcl_labels, self.loss_cfg.spcl_temperature)
+            ones = torch.ones_like(out.z[self.modalities[0]][:, 0], dtype=torch.bool)
+            rec, nll = [], []
+            for m in self.modalities:
+                rows = out.computed[m]
+                if rows.any():
+                    prior = self.prior[labels[rows]]
+                    nll.append(gaussian_nll(out.z[m][rows], prior, out.logdet[m][rows], ones[rows]).mean())
+                dropped = rows & ~batch.avail[m]  # reconstructed, and its true projection is known
+                pred, target = out.reconstructed[m].float(), out.rec_target[m].float()
+                rec.append(reconstruction_loss(pred, target, ones, dropped))
+            terms["rec"] = torch.stack(rec).mean()
+            terms["nll"] = torch.stack(nll).mean() if nll else terms["cls"] * 0
+        return terms
 
-def _classifier(width: int, n_classes: int, dropout: float) -> nn.Module:
-    return nn.Sequential(nn.Linear(width, 128), nn.GELU(), nn.Dropout(dropout), nn.Linear(128, n_classes))
 
-
-class Baseline(nn.Module):
-    """Table 3's full-modality Baseline: encoders' features + the same fusion, no alignment or
-    reconstruction; a missing modality is a zero sequence. Trained on complete data only."""
+class Baseline(SystemModel):
+    """Table 3's full-modality Baseline: the encoders' features projected, the same fusion as
+    CM-ARR, no alignment or reconstruction; a missing modality is a zero sequence. Trained on
+    complete data only (its stage's sampler is `none`)."""
 
     def __init__(self, dims: dict[str, int], n_classes: int, cfg: ModelConfig):
         super().__init__()
@@ -144,25 +163,14 @@ class Baseline(nn.Module):
         self.fusion = build_fusion(cfg.fusion, cfg.latent_dim, self.modalities, cfg.fusion_heads, cfg.dropout)
         self.classifier = _classifier(self.fusion.out_dim, n_classes, cfg.dropout)
 
-    def forward(self, inp: Inputs, targets: Inputs | None = None) -> Outputs:
+    def forward(self, batch: Batch) -> Outputs:
         seqs, masks = {}, {}
         for m in self.modalities:
-            x = self.proj[m](inp.x[m], inp.mask[m]) * inp.avail[m][:, None, None]  # (B, D, T)
+            x = self.proj[m](batch.x[m], batch.mask[m]) * batch.avail[m][:, None, None]  # (B, D, T)
             seqs[m] = x.transpose(1, 2)
             masks[m] = torch.ones(x.shape[0], self.cfg.latent_len, dtype=torch.bool, device=x.device)
         return Outputs(logits=self.classifier(self.fusion(seqs, masks)))
 
-
-def variant_model_config(variant: str, cfg: ModelConfig) -> ModelConfig:
-    """The model config a Table 3 variant implies (however the variant was chosen)."""
-    if variant == "no-attention":
-        return cfg.model_copy(update={"umc_attention": False})
-    if variant == "point":
-        return cfg.model_copy(update={"alignment": "point"})
-    return cfg
-
-
-def build_model(variant: str, dims: dict[str, int], n_classes: int, cfg: ModelConfig) -> nn.Module:
-    if variant == "baseline":
-        return Baseline(dims, n_classes, cfg)
-    return CMARR(dims, n_classes, variant_model_config(variant, cfg))
+    def losses(self, batch: Batch, out: Outputs) -> dict[str, torch.Tensor]:
+        with full_precision(batch.labels.device):
+            return {"cls": F.cross_entropy(out.logits.float(), batch.labels)}

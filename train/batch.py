@@ -1,0 +1,39 @@
+"""The batch every system trains and predicts on (one collate for all; padding happens only here).
+
+Legend: B batch, T_m steps of modality m, F_m its feature width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    """Padded, normalised features of B utterances under one missing condition per row.
+
+    `avail[m]` says which rows *give* modality m to the model in this condition; `known[m]` which
+    rows hold m's true features in `x`. In training `known` is every really-present modality (its
+    true features are what loss targets are made of); at evaluation `known` equals `avail`, so a
+    model cannot read a missing modality even by mistake: its rows are zeros with an all-False mask.
+    """
+
+    x: dict[str, torch.Tensor]  # (B, T_m, F_m); zeros where not `known`
+    mask: dict[str, torch.Tensor]  # (B, T_m) valid steps; all False where not `known`
+    avail: dict[str, torch.Tensor]  # (B,) bool: given to the model
+    known: dict[str, torch.Tensor]  # (B,) bool: true features present in `x` (a superset of `avail`)
+    labels: torch.Tensor | None = None  # (B,) int64 class indices
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.avail.values())))
+
+    def given(self, m: str) -> torch.Tensor:
+        """x[m] (B, T_m, F_m) with the rows that do not give m zeroed (the MMIN family's missing input)."""
+        return self.x[m] * self.avail[m][:, None, None].to(self.x[m].dtype)
+
+    def given_mask(self, m: str) -> torch.Tensor:
+        """mask[m] (B, T_m) restricted to the rows that give m."""
+        return self.mask[m] & self.avail[m][:, None]

@@ -1,0 +1,157 @@
+"""Missing modalities, in one place: the test conditions and the training-time samplers.
+
+A *condition* names the modalities given (paper notation: t text, s speech, v video). Every test
+utterance is scored under the six missing conditions and the full one (Table 2's rows). In
+training, a *sampler* decides per epoch which modalities each utterance gives:
+
+- `none`: every modality the utterance really has (full-data stages: the Baseline, pretraining);
+- `six`: one of the six missing conditions per utterance per epoch, uniformly (the MMIN family's and
+  cmarr's default; `include_full_condition` adds the full one);
+- `batch-schedule`: DiCMoR's ordered schedule, a share of the epoch's batches dropping two
+  modalities, then one, then none, the same modalities for the whole batch;
+- `fixed-rate`: a CPM-Net-style mask drawn once per split and kept every epoch, at least one
+  modality kept per utterance (GCNet's CRA).
+
+A modality the store lacks for an utterance (no face, no transcript) is never given, whatever the
+sampler says: a condition is drawn among those the utterance can satisfy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from cmarr.shared.modalities import LETTER, MODALITIES, TABLE_ORDER
+
+
+@dataclass(frozen=True)
+class MissingCondition:
+    available: frozenset[str]  # store modality names given in this condition
+
+    @property
+    def name(self) -> str:
+        """Paper notation, e.g. '{s,t}'; letters in the order of Table 2 (s, v, t)."""
+        return "{" + ",".join(LETTER[m] for m in TABLE_ORDER if m in self.available) + "}"
+
+    @property
+    def is_full(self) -> bool:
+        return self.available == frozenset(MODALITIES)
+
+
+def _c(*mods: str) -> MissingCondition:
+    return MissingCondition(frozenset(mods))
+
+
+# Table 2's row order: {t}, {s}, {v}, {v,t}, {s,v}, {s,t}, then the full condition.
+MISSING = (_c("text"), _c("audio"), _c("video"), _c("video", "text"), _c("audio", "video"), _c("audio", "text"))
+FULL = _c(*MODALITIES)
+ALL = MISSING + (FULL,)
+SAMPLERS = ("none", "six", "batch-schedule", "fixed-rate")
+
+
+def condition_masks(conditions: list[MissingCondition]) -> dict[str, np.ndarray]:
+    """Per-row availability {modality: (B,) bool} for per-row conditions."""
+    return {m: np.array([m in c.available for c in conditions], dtype=bool) for m in MODALITIES}
+
+
+def eligible(present: dict[str, np.ndarray], indices: np.ndarray, condition: MissingCondition) -> np.ndarray:
+    """(len(indices),) bool: rows whose store holds every modality the condition gives (the others
+    are not evaluated in it)."""
+    ok = np.ones(len(indices), bool)
+    for m in condition.available:
+        ok &= present[m][indices]
+    return ok
+
+
+class Sampler:
+    """Draws each epoch's availability; `draw` is called once per epoch with that epoch's batches."""
+
+    full_data = False  # trains on utterances that have every modality (see `training_rows`)
+
+    def draw(self, present: dict[str, np.ndarray], batches: list[np.ndarray], rng: np.random.Generator):
+        """Per batch, {modality: (len(batch),) bool}. Draws in batch order, so the RNG stream is fixed."""
+        raise NotImplementedError
+
+
+class ConditionSampler(Sampler):
+    """One condition per utterance per epoch, uniformly among `conditions` that it can satisfy."""
+
+    def __init__(self, conditions: tuple[MissingCondition, ...], full_data: bool = False):
+        self.conditions, self.full_data = conditions, full_data
+
+    def draw(self, present, batches, rng):
+        return [condition_masks([self._one(present, int(i), rng) for i in b]) for b in batches]
+
+    def _one(self, present, i: int, rng) -> MissingCondition:
+        usable = [c for c in self.conditions if all(present[m][i] for m in c.available)]
+        if not usable:  # the utterance lacks what every condition needs: give what it has
+            return MissingCondition(frozenset(m for m in MODALITIES if present[m][i]))
+        return usable[rng.integers(len(usable))]
+
+
+class BatchScheduleSampler(Sampler):
+    """DiCMoR's missing schedule at rate `rate` (its `miss_2`/`miss_1` tables, DICMOR.py): the first
+    share of an epoch's batches keeps one modality, the next share keeps two, the rest all three;
+    which modalities is drawn per batch. 2a + b = 3 * rate (the author, DiCMoR issue #1)."""
+
+    TWO_MISSING = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.5, 5: 0.7, 6: 0.9, 7: 1.0}
+    ONE_MISSING = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.2, 5: 0.1, 6: 0.0, 7: 0.0}
+
+    def __init__(self, rate: float):
+        key = int(round(rate * 10))
+        if key not in self.TWO_MISSING:
+            raise ValueError(f"DiCMoR's schedule is defined for rates 0.1-0.7, got {rate}")
+        self.two, self.one = self.TWO_MISSING[key], self.ONE_MISSING[key]
+
+    def draw(self, present, batches, rng):
+        n = len(batches)
+        n_two, n_one = int(n * self.two), int(n * self.one)
+        out = []
+        for k, b in enumerate(batches):
+            keep = 1 if k < n_two else 2 if k < n_two + n_one else 3
+            given = set(rng.choice(len(MODALITIES), size=keep, replace=False).tolist())
+            out.append({m: np.array([j in given and present[m][i] for i in b]) for j, m in enumerate(MODALITIES)})
+        return out
+
+
+class FixedRateSampler(Sampler):
+    """One mask for the whole run, kept every epoch: each modality entry is missing with probability
+    `rate`, at least one modality kept per utterance (CPM-Net's `random_mask`, used by GCNet's CRA).
+    The mask comes from its own generator seeded with `seed`, over every utterance of the store, so
+    a resumed run draws the same mask."""
+
+    def __init__(self, rate: float, seed: int = 0):
+        self.rate, self.seed = rate, seed
+        self.mask: dict[str, np.ndarray] | None = None
+
+    def draw(self, present, batches, rng):
+        if self.mask is None:
+            self.mask = self._draw_all(present)
+        return [{m: self.mask[m][b] for m in MODALITIES} for b in batches]
+
+    def _draw_all(self, present) -> dict[str, np.ndarray]:
+        gen = np.random.default_rng(self.seed)
+        n = len(present[MODALITIES[0]])
+        have = np.stack([present[m] for m in MODALITIES], 1)  # (N, M)
+        keep = have & (gen.random(have.shape) >= self.rate)
+        for i in np.flatnonzero(have.any(1) & ~keep.any(1)):  # keep one modality it has
+            keep[i, gen.choice(np.flatnonzero(have[i]))] = True
+        return {m: keep[:, j].copy() for j, m in enumerate(MODALITIES)} if n else {}
+
+
+def build_sampler(kind: str, include_full: bool = False, rate: float = 0.5, seed: int = 0) -> Sampler:
+    """The sampler named `kind` (one of SAMPLERS)."""
+    if kind == "none":
+        return ConditionSampler((FULL,), full_data=True)
+    if kind == "six":
+        return ConditionSampler(MISSING + ((FULL,) if include_full else ()))
+    if kind == "batch-schedule":
+        return BatchScheduleSampler(rate)
+    if kind == "fixed-rate":
+        return FixedRateSampler(rate, seed)
+    raise ValueError(f"unknown sampler {kind!r}; choose from {', '.join(SAMPLERS)}")
+
+
+def training_rows(sampler: Sampler, present: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The rows a stage trains on: full-data stages keep utterances that have every modality."""
+    return rows[eligible(present, rows, FULL)] if sampler.full_data else rows

@@ -1,0 +1,56 @@
+"""The interface every trainable model offers the stage trainer (`train/stage.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from cmarr.train.batch import Batch
+from torch import nn
+
+
+class SystemModel(nn.Module):
+    """What the stage trainer needs from a model.
+
+    - `forward(batch) -> out` with `out.logits` (B, C); it reads a modality only on rows where
+      `batch.avail` gives it (the loader zeroes the rest at evaluation anyway);
+    - `losses(batch, out) -> {name: scalar}` unweighted, computed in fp32;
+    - `frozen`: names of sub-modules that never train (teachers, frozen projections): they stay in
+      eval mode whatever `train()` is called with, hold no gradient and are not optimised;
+    - `reads_missing_targets`: training batches must carry the true features of the modalities a
+      condition drops (reconstruction or imagination targets), not only the given ones.
+    """
+
+    frozen: tuple[str, ...] = ()
+    reads_missing_targets: bool = False
+
+    def losses(self, batch: Batch, out: Any) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> SystemModel:
+        super().train(mode)
+        for name in self.frozen:
+            self.get_submodule(name).eval()
+        return self
+
+    def freeze(self) -> None:
+        """Stop gradients into the frozen sub-modules (called once they hold their weights)."""
+        for name in self.frozen:
+            self.get_submodule(name).requires_grad_(False)
+            self.get_submodule(name).eval()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        frozen_ids = {id(p) for name in self.frozen for p in self.get_submodule(name).parameters()}
+        return [p for p in self.parameters() if id(p) not in frozen_ids]
+
+    def clip_groups(self) -> Iterator[list[nn.Parameter]]:
+        """Trainable parameters per top-level sub-module (the MMIN family clips each network alone)."""
+        trainable = {id(p) for p in self.trainable_parameters()}
+        for _, child in self.named_children():
+            params = [p for p in child.parameters() if id(p) in trainable]
+            if params:
+                yield params
+        own = [p for p in self._parameters.values() if p is not None and id(p) in trainable]
+        if own:
+            yield own

@@ -1,0 +1,266 @@
+"""Training one stage of a system on one split: epochs, selection on validation, exact resume.
+
+Per epoch: draw the stage's missingness, train on shuffled batches (under autocast; the loss is
+the weighted sum of the model's named terms), score the validation part, keep the best weights.
+Selection reads the validation part only; with `report_test` the test part is also scored after
+each epoch and logged, never used. After every epoch the whole state (weights, optimiser,
+schedule, every random generator, counters, and whether the stage has finished) is saved, so a
+run killed at any moment resumes to exactly the uninterrupted result.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from cmarr.shared.devices import autocast
+from cmarr.shared.errors import CmarrError
+from cmarr.shared.prefetch import prefetch
+from cmarr.shared.train_config import StageOptim
+from cmarr.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_state,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    save_state,
+)
+from cmarr.train.data import Normaliser, StoreData
+from cmarr.train.evaluation import evaluate, missing_uar, summary
+from cmarr.train.missing import ALL, FULL, MISSING, Sampler, build_sampler, training_rows
+from cmarr.train.model.base import SystemModel
+from cmarr.train.systems.base import Stage, System
+
+
+class TrainingDiverged(CmarrError):
+    """A loss became NaN or infinite: the run stops instead of writing results at chance."""
+
+
+@dataclass
+class SplitContext:
+    """What every stage of one split shares."""
+
+    data: StoreData
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    norm: Normaliser
+    seed: int
+    device: torch.device
+    amp: str = "none"
+    include_full: bool = False
+    report_test: bool = False  # --selection-gap: score the test part every epoch, for the report only
+    meta: dict[str, Any] = field(default_factory=dict)  # stamped on every checkpoint (fold, seed, run id, ...)
+    log: Callable[[str], None] = print
+
+
+def run_stage(system: System, index: int, ctx: SplitContext, folders: dict[str, Path]) -> Path:
+    """Train stage `index` of `system` into `folders[stage.name]`; returns its checkpoint (resuming a
+    killed stage from its state, or returning at once when the stage had finished)."""
+    stage = system.stages[index]
+    folder = folders[stage.name]
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt, state_path = folder / "checkpoint.pt", folder / "state.pt"
+    if ckpt.is_file() and not state_path.is_file():
+        _check_owner(ckpt, ctx, stage.name)
+        return ckpt
+    seed = ctx.seed + 1000 * index  # stage 0 keeps the run's seed
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_stage_model(stage, ctx, folders).to(ctx.device)
+    opt = make_optimizer(stage.optim, model)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(stage.optim, e + 1))
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp == "fp16" and ctx.device.type == "cuda")
+    sampler = build_sampler(stage.sampler, ctx.include_full, stage.sampler_rate, seed)
+    progress = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0, "done": False, "metrics_bytes": 0}
+    best_state = None
+    if state_path.is_file():
+        saved = load_state(state_path)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"]["lr"])
+        scaler.load_state_dict(saved["schedule"]["scaler"])
+        rng.bit_generator.state = saved["rng"]["numpy"]
+        restore_rng(saved["rng"])
+        progress, best_state = saved["progress"], saved.get("best_model")
+        _truncate(folder / "metrics.jsonl", progress["metrics_bytes"])  # lines of epochs the state does not hold
+        ctx.log(f"{ctx.meta.get('split', '')} {stage.name}: resuming after epoch {progress['epoch']}")
+    rows = training_rows(sampler, ctx.data.present, ctx.train)
+    total = stage.optim.epochs + stage.optim.decay_epochs
+    while not progress["done"]:
+        epoch = progress["epoch"] + 1
+        t0 = time.perf_counter()
+        sums = train_epoch(model, stage, sampler, ctx, rows, opt, scaler, rng)
+        schedule.step()
+        val = evaluate(model, ctx.data, ctx.val, ctx.norm, ctx.device, _selection_conditions(stage), ctx.amp)
+        score = missing_uar(val) if stage.select_on == "missing" else val[FULL.name]["uar"]
+        improved = score > progress["best"] or best_state is None
+        if improved:
+            progress.update(best=score, best_epoch=epoch, stale=0)
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            progress["stale"] += 1
+        line = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3), **sums, "val_score": score}
+        line["val"] = summary(val)
+        if ctx.report_test and index == len(system.stages) - 1:  # logged only: selection never reads it
+            line["test"] = summary(evaluate(model, ctx.data, ctx.test, ctx.norm, ctx.device, ALL, ctx.amp))
+        progress["metrics_bytes"] = _append(folder / "metrics.jsonl", line)
+        progress["epoch"] = epoch
+        patience = stage.optim.patience
+        progress["done"] = epoch >= total or bool(patience and progress["stale"] >= patience)
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "progress": progress}
+        state["schedule"] = {"lr": schedule.state_dict(), "scaler": scaler.state_dict()}
+        state["rng"] = {"numpy": rng.bit_generator.state, **rng_state()}
+        save_state(state_path, {**state, "best_model": best_state})
+        ctx.log(
+            f"{ctx.meta.get('split', '')} {stage.name} epoch {epoch}: loss {sums.get('loss', float('nan')):.3f}, "
+            f"val UAR ({stage.select_on}) {score:.3f}" + (" *" if improved else "")
+        )
+    meta = {**ctx.meta, "stage": stage.name, "best_epoch": progress["best_epoch"], "val_score": progress["best"]}
+    save_checkpoint(ckpt, best_state, meta)
+    state_path.unlink(missing_ok=True)
+    return ckpt
+
+
+def build_stage_model(stage: Stage, ctx: SplitContext, folders: dict[str, Path]) -> SystemModel:
+    """The stage's model, with the sub-modules its links copy from earlier stages' checkpoints."""
+    n_classes = len(ctx.data.store.classes)
+    model = stage.build(ctx.data.dims, n_classes)
+    for link in stage.links:
+        path = folders[link.stage] / "checkpoint.pt"
+        state, _ = load_checkpoint(path)
+        _check_owner(path, ctx, link.stage)
+        for target, source in link.modules.items():
+            prefix = source + "."
+            sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if not sub:
+                raise CheckpointError(f"{path}: has no sub-module {source!r} for {stage.name}.{target}")
+            model.get_submodule(target).load_state_dict(sub)
+    model.freeze()
+    return model
+
+
+def _check_owner(path: Path, ctx: SplitContext, stage: str) -> None:
+    """A checkpoint is used only by the split, seed and run that made it (a teacher trained on
+    another fold has seen this fold's test utterances)."""
+    _, meta = load_checkpoint(path)
+    for key in ("split", "seed", "run"):
+        if meta.get(key) != ctx.meta.get(key):
+            raise CheckpointError(
+                f"{path}: stage {stage} was trained for {key} {meta.get(key)!r}, not {ctx.meta.get(key)!r}; "
+                "a checkpoint from another fold, seed or run is never reused (delete it to retrain)"
+            )
+
+
+def make_optimizer(optim: StageOptim, model: SystemModel) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if optim.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.trainable_parameters(), lr=optim.lr, betas=(optim.beta1, 0.999), weight_decay=optim.weight_decay)
+
+
+def lr_factor(optim: StageOptim, epoch: int) -> float:
+    """Learning-rate factor for 1-based `epoch`: 1 for the first `epochs`, then decaying linearly
+    over `decay_epochs` (MMIN's `linear` policy: 1 - (epoch - niter) / (niter_decay + 1))."""
+    return 1.0 - max(0, epoch - optim.epochs) / float(optim.decay_epochs + 1)
+
+
+def train_epoch(model, stage: Stage, sampler: Sampler, ctx: SplitContext, rows, opt, scaler, rng, timing=None):
+    """One epoch; returns the mean loss and terms. `timing` (optional dict) collects seconds spent
+    waiting for data vs in total, and the step count."""
+    model.train()
+    data, device, bs = ctx.data, ctx.device, stage.optim.batch_size
+    order = data.epoch_order(rows, rng)
+    batches = [order[lo : lo + bs] for lo in range(0, len(order), bs)]
+    batches = [b for b in batches if len(b) >= 2]  # contrastive terms need at least two rows
+    avail = sampler.draw(data.present, batches, rng)  # drawn up front: the RNG order is fixed
+
+    def build(k):
+        known = {m: np.ones(len(batches[k]), bool) for m in avail[k]} if model.reads_missing_targets else None
+        return data.batch(batches[k], avail[k], ctx.norm, device, known)
+
+    params = model.trainable_parameters()
+    sums: dict[str, float] = {}
+    steps, waited, start = 0, 0.0, time.perf_counter()
+    stream = prefetch(build(k) for k in range(len(batches)))
+    while True:
+        t0 = time.perf_counter()
+        batch = next(stream, None)
+        waited += time.perf_counter() - t0
+        if batch is None:
+            break
+        with autocast(device, ctx.amp):
+            out = model(batch)
+            terms = model.losses(batch, out)
+        loss = sum(_weight(stage, k) * v.float() for k, v in terms.items())
+        if not torch.isfinite(loss):
+            _diverged(stage, ctx, terms)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        _clip(stage.optim, model, params)
+        scaler.step(opt)
+        scaler.update()
+        for k, v in {"loss": loss, **terms}.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        steps += 1
+    if timing is not None:
+        timing["data_wait"] = timing.get("data_wait", 0.0) + waited
+        timing["total"] = timing.get("total", 0.0) + time.perf_counter() - start
+        timing["steps"] = timing.get("steps", 0) + steps
+    return {k: v / max(steps, 1) for k, v in sums.items()}
+
+
+def _weight(stage: Stage, term: str) -> float:
+    if term not in stage.weights:
+        raise KeyError(f"stage {stage.name}: the model returns a loss term {term!r} with no weight")
+    return stage.weights[term]
+
+
+def _clip(optim: StageOptim, model: SystemModel, params) -> None:
+    if optim.clip <= 0:
+        return
+    if optim.clip_mode == "value":
+        torch.nn.utils.clip_grad_value_(params, optim.clip)
+    elif optim.clip_mode == "norm-per-module":
+        for group in model.clip_groups():
+            torch.nn.utils.clip_grad_norm_(group, optim.clip)
+    else:
+        torch.nn.utils.clip_grad_norm_(params, optim.clip)
+
+
+def _diverged(stage: Stage, ctx: SplitContext, terms: dict[str, torch.Tensor]) -> None:
+    values = ", ".join(f"{k} {v.item():.4g}" for k, v in terms.items())
+    raise TrainingDiverged(
+        f"{ctx.meta.get('split', '')} {stage.name}: the loss became non-finite ({values}); the run stops "
+        "rather than write results. Check the store (cmarr-store verify) and lower the learning rate."
+    )
+
+
+def _selection_conditions(stage: Stage):
+    return MISSING if stage.select_on == "missing" else (FULL,)
+
+
+def _append(path: Path, line: dict) -> int:
+    """Append a JSON line; returns the file's size after it (what a resumed stage keeps)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(line, allow_nan=True) + "\n")
+    return path.stat().st_size
+
+
+def _truncate(path: Path, size: int) -> None:
+    if path.is_file() and path.stat().st_size > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+__all__ = ["SplitContext", "TrainingDiverged", "lr_factor", "run_stage", "train_epoch"]
