@@ -198,3 +198,86 @@ def test_cm_arr_numbers_are_unchanged_by_the_system_interface(tmp_path):
     for name, table in golden["tables"].items():
         [run] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name.startswith(f"synthetic-{name}-")]
         assert json.loads((run / "results.json").read_text())["table"] == table, name
+
+
+# ---------------------------------------------------------------- the comparison systems
+
+CMARR_DIMS = {"text": 768, "audio": 768, "video": 342}
+PEER_COUNTS = {
+    "utt-fusion": 1_997_060,
+    "cra": 1_667_802,
+    "mmin": 5_377_668,
+    "if-mmin": 3_716_292,
+    "cif-mmin": 4_852_676,
+}
+
+
+@pytest.mark.parametrize("name, trainable", PEER_COUNTS.items())
+def test_trainable_parameters_equal_the_peers_own_code(name, trainable):
+    """Counts of the peers' own classes at cmarr's dims (text 768, audio 768, video 342, 4 classes),
+    final stage, frozen teacher excluded (the team's SYSTEMS.md)."""
+    from cmarr.train.run import describe_system
+    from cmarr.train.systems import get_system
+
+    d = describe_system(get_system(name, TrainConfig()), CMARR_DIMS, 4)
+    assert d["stages"][-1]["parameters"]["trainable"] == trainable
+    frozen = {"mmin": 1_930_752}.get(name)
+    if frozen:
+        assert d["stages"][-1]["parameters"]["frozen"] == frozen  # utt-fusion's encoders as teacher
+
+
+TINY_FAMILY = {"embedding": 8, "cls_layers": [8, 8]}
+
+
+def _tiny_cfg() -> TrainConfig:
+    cfg = TrainConfig().model_dump()
+    cfg["mmin_family"].update(TINY_FAMILY)
+    for name in ("mmin", "if_mmin", "cif_mmin"):
+        cfg[name].update(ae_layers=[16, 8], blocks=2)
+    cfg["cra"].update(ae_layers=[16, 8])
+    return TrainConfig.model_validate(cfg)
+
+
+@pytest.mark.parametrize("name", ["utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin"])
+@pytest.mark.parametrize("dropped", ["text", "audio", "video"])
+def test_a_missing_modality_is_never_read_at_evaluation(data, name, dropped):
+    """Replacing the dropped modality's features and mask by noise changes no output of the final model."""
+    from cmarr.train.batch import Batch
+    from cmarr.train.systems import get_system
+
+    torch.manual_seed(0)
+    model = get_system(name, _tiny_cfg()).stages[-1].build(data.dims, 4).eval()
+    idx = np.arange(6)
+    avail = {m: np.full(6, m != dropped) for m in data.dims}
+    norm = data.normaliser(np.arange(len(data)))
+    clean = data.batch(idx, avail, norm, "cpu")
+    noisy = Batch(dict(clean.x), dict(clean.mask), clean.avail, clean.known, clean.labels)
+    noisy.x[dropped] = 50 * torch.randn(6, 9, data.dims[dropped])
+    noisy.mask[dropped] = torch.ones(6, 9, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(model(clean).logits, model(noisy).logits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin"])
+def test_each_system_trains_and_writes_the_table(data, name, tmp_path):
+    args = ["--store", str(data.store.location), "--folds", "5", "--out", str(tmp_path), "--system", name,
+            "--set", "train.device=cpu", "--set", "train.amp=none"]  # fmt: skip
+    for key, value in TINY_FAMILY.items():
+        args += ["--set", f"train.mmin_family.{key}={json.dumps(value)}"]
+    section = name.replace("-", "_")
+    for s in {"mmin": ["utt_fusion", "mmin"], "if-mmin": ["if_mmin"], "cif-mmin": ["cif_mmin"]}.get(name, [section]):
+        for part in ("optim", "pretrain") if s in ("if_mmin", "cif_mmin") else ("optim",):
+            args += ["--set", f"train.{s}.{part}.epochs=1", "--set", f"train.{s}.{part}.decay_epochs=0",
+                     "--set", f"train.{s}.{part}.batch_size=16"]  # fmt: skip
+    r = runner.invoke(train_app, args)
+    assert r.exit_code == 0, r.output
+    [run] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    md = (run / "results.md").read_text()
+    rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith(("| {", "| Avg"))]
+    assert rows == ["{t}", "{s}", "{v}", "{v,t}", "{s,v}", "{s,t}", "Avg.", "{s,v,t}"]
+    assert f"system {name}: stages" in md
+    described = json.loads((run / "system.json").read_text())
+    assert described["system"] == name and described["stages"]
+    for stage in described["stages"]:
+        assert (run / "seed0/fold1/split0" / stage["name"] / "checkpoint.pt").is_file()

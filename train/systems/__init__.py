@@ -11,13 +11,18 @@ from functools import partial
 
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.train_config import SYSTEM_NAMES, TrainConfig
-from cmarr.train.systems import cmarr
+from cmarr.train.systems import cif_mmin, cmarr, cra, if_mmin, mmin, utt_fusion
 from cmarr.train.systems.base import Link, Stage, System, count_parameters
 
 SYSTEMS: dict[str, Callable[[TrainConfig], System]] = {
     "cm-arr": cmarr.cm_arr,
     "baseline": cmarr.baseline,
     **{name: partial(cmarr.cm_arr, variant=name) for name in cmarr.ABLATIONS},
+    "utt-fusion": utt_fusion.utt_fusion,
+    "cra": cra.cra,
+    "mmin": mmin.mmin,
+    "if-mmin": if_mmin.if_mmin,
+    "cif-mmin": cif_mmin.cif_mmin,
 }
 TABLE2 = ("cm-arr", "baseline", "utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin")  # --systems all
 ABLATIONS = ("baseline", *cmarr.ABLATIONS)  # --ablations all: Table 3's columns

@@ -1,0 +1,81 @@
+"""MMIN (Zhao et al., ACL 2021; AIM3-RUC/MMIN models/mmin_model.py, scripts/CAP_mmin.sh).
+
+Stage 1 is utt-fusion on complete data (`[train.utt_fusion]`). Stage 2 starts its encoders from
+stage 1's and keeps a frozen copy as teacher: the student encodes the given modalities
+(concatenated [A, L, V], 384), a cascaded residual autoencoder of 5 blocks [256, 128, 64]
+"imagines" the missing ones, and the classifier reads the concatenated block latents (320).
+Losses: CE; imagination = MSE to the teacher's embeddings of the *reverse* input (the dropped
+modalities' true features, the given ones zeroed); cycle = MSE of a backward autoencoder's
+output to the student's embeddings. Settings: `[train.mmin]`.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from cmarr.shared.train_config import TrainConfig
+from cmarr.train.batch import Batch
+from cmarr.train.model.base import SystemModel
+from cmarr.train.model.mmin_parts import (
+    FcClassifier,
+    ModalityEncoders,
+    ResidualAE,
+    given_input,
+    init_weights,
+    reverse_input,
+)
+from cmarr.train.model.precision import full_precision
+from cmarr.train.systems.base import Link, Stage, System
+from cmarr.train.systems.utt_fusion import family_sections, pretraining_stage
+from torch.nn import functional as F
+
+ORDER = ModalityEncoders.ORDER
+
+
+class MMIN(SystemModel):
+    frozen = ("teacher",)
+    reads_missing_targets = True
+
+    def __init__(self, dims: dict[str, int], n_classes: int, cfg: TrainConfig):
+        super().__init__()
+        fam, c = cfg.mmin_family, cfg.mmin
+        width = 3 * fam.embedding
+        self.encoders = ModalityEncoders(dims, fam.embedding, fam.masked_pooling)
+        self.ae = ResidualAE(list(c.ae_layers), c.blocks, width)
+        self.ae_cycle = self.ae if c.share_cycle else ResidualAE(list(c.ae_layers), c.blocks, width)
+        self.classifier = FcClassifier(c.ae_layers[-1] * c.blocks, list(fam.cls_layers), n_classes, c.dropout)
+        self.teacher = ModalityEncoders(dims, fam.embedding, fam.masked_pooling)  # utt-fusion's, frozen
+        init_weights(self, fam.init)
+
+    def forward(self, batch: Batch):
+        feat = self.encoders({m: given_input(batch, m) for m in ORDER})  # (B, 384)
+        recon, latent = self.ae(feat)
+        logits, _ = self.classifier(latent)
+        return SimpleNamespace(logits=logits, feat=feat, recon=recon)
+
+    def losses(self, batch: Batch, out) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            target = self.teacher({m: reverse_input(batch, m) for m in ORDER})
+        cycle, _ = self.ae_cycle(out.recon)
+        with full_precision(batch.labels.device):
+            return {
+                "ce": F.cross_entropy(out.logits.float(), batch.labels),
+                "imagination": F.mse_loss(out.recon.float(), target.float()),
+                "cycle": F.mse_loss(cycle.float(), out.feat.detach().float()),
+            }
+
+
+def mmin(cfg: TrainConfig) -> System:
+    w = cfg.mmin.loss
+    links = (
+        Link("utt-fusion", "init", {"encoders": "encoders"}),
+        Link("utt-fusion", "teacher", {"teacher": "encoders"}),
+    )
+    stage = Stage(
+        "mmin", lambda dims, k: MMIN(dims, k, cfg), cfg.mmin.optim,
+        {"ce": w.ce, "imagination": w.imagination, "cycle": w.cycle}, "six", links=links,
+    )  # fmt: skip
+    options = {"masked_pooling": cfg.mmin_family.masked_pooling, "share_cycle": cfg.mmin.share_cycle}
+    title = "MMIN (Zhao et al., ACL 2021): utt-fusion pretraining, then imagination with a frozen teacher"
+    return System("mmin", title, (pretraining_stage(cfg), stage), options, family_sections(cfg, "utt_fusion", "mmin"))
