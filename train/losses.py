@@ -8,6 +8,7 @@ loss over three views per utterance (pytorch-metric-learning's SupConLoss).
 from __future__ import annotations
 
 import torch
+from cmarr.train.precision import at_least_fp32
 from torch import nn
 from torch.nn import functional as F
 
@@ -38,9 +39,10 @@ class ContrastiveAlignment(nn.Module):
 
     def similarity(self, ga, gb) -> torch.Tensor:
         """(B, B) logits before the temperature; ga/gb are `Gaussians` (points when sigma is None)."""
-        mu_a, mu_b = ga.mu.float(), gb.mu.float()
+        mu_a, mu_b = at_least_fp32(ga.mu), at_least_fp32(gb.mu)
         if self.distribution:
-            return -self.log_neg_a.exp() * w2_distance(mu_a, ga.sigma.float(), mu_b, gb.sigma.float()) + self.b
+            sig_a, sig_b = at_least_fp32(ga.sigma), at_least_fp32(gb.sigma)
+            return -self.log_neg_a.exp() * w2_distance(mu_a, sig_a, mu_b, sig_b) + self.b
         return F.normalize(mu_a, dim=-1) @ F.normalize(mu_b, dim=-1).T
 
     def forward(self, gaussians: dict, present: dict[str, torch.Tensor]) -> torch.Tensor:

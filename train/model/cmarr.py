@@ -18,10 +18,10 @@ from cmarr.train.losses import ContrastiveAlignment, reconstruction_loss, supcon
 from cmarr.train.model.base import SystemModel
 from cmarr.train.model.flow import ModalityFlow, gaussian_nll
 from cmarr.train.model.fusion import build_fusion
-from cmarr.train.model.precision import full_precision, scatter_rows
 from cmarr.train.model.projection import Projection
 from cmarr.train.model.reconstruction import ReconstructionModule
 from cmarr.train.model.uncertainty import Gaussians, UncertaintyModule
+from cmarr.train.precision import full_precision, scatter_rows
 from torch import nn
 from torch.nn import functional as F
 

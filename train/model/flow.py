@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from cmarr.train.model.precision import at_least_fp32, full_precision
+from cmarr.train.precision import at_least_fp32, full_precision
 from torch import nn
 
 

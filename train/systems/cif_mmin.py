@@ -34,7 +34,7 @@ from cmarr.train.model.mmin_parts import (
     reverse_input,
     shared_encoder,
 )
-from cmarr.train.model.precision import full_precision
+from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
 from cmarr.train.systems.utt_fusion import family_sections
 from torch import nn

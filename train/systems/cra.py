@@ -22,7 +22,7 @@ from cmarr.train.batch import Batch
 from cmarr.train.model.base import SystemModel
 from cmarr.train.model.mmin_parts import FcClassifier, ResidualAE, init_weights
 from cmarr.train.model.pooling import masked_mean
-from cmarr.train.model.precision import full_precision
+from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Stage, System
 from cmarr.train.systems.utt_fusion import family_sections
 from torch import nn

@@ -25,7 +25,7 @@ from cmarr.train.model.mmin_parts import (
     init_weights,
     reverse_input,
 )
-from cmarr.train.model.precision import full_precision
+from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
 from cmarr.train.systems.utt_fusion import family_sections, pretraining_stage
 from torch.nn import functional as F

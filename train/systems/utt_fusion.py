@@ -16,7 +16,7 @@ from cmarr.shared.train_config import TrainConfig
 from cmarr.train.batch import Batch
 from cmarr.train.model.base import SystemModel
 from cmarr.train.model.mmin_parts import FcClassifier, ModalityEncoders, given_input, init_weights
-from cmarr.train.model.precision import full_precision
+from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Stage, System
 from torch.nn import functional as F
 
