@@ -71,6 +71,9 @@ def train(
     selection_gap: Annotated[
         bool, typer.Option(help="Also score the test part after every epoch, to report (never to select).")
     ] = False,
+    sweep: Annotated[
+        list[str] | None, typer.Option(help="Train once per value and plot (Fig. 4), e.g. alpha=0.1,0.5,1,2,5.")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
     config: Config = None,
     set_: Sets = None,
@@ -93,23 +96,35 @@ def train(
     names = selected_systems(cfg.train.system, systems, ablations)  # checked before any cluster starts
     required = [m.strip() for m in require.split(",")] if require else []
     first = cfg.train.seed
-    log = lambda msg: console.print(msg, highlight=False, markup=False)  # noqa: E731
+    log = lambda msg: console.print(msg, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
     cluster = f"local:{jobs}" if jobs > 1 else None
     with dask_client(scheduler, cluster, local_gpus(cfg.train.device)) as client:
         if client is not None:
             cfg = with_overrides(cfg, {"train.device": cluster_device(client, cfg.train.device)}, "--scheduler")
             require_gpu_workers(client, cfg.train.device == "cuda")
         device_ = resolve_device(cfg.train.device) if client is None else None
-        runs = run_training(
-            store, cfg, folds, list(range(first, first + seeds)), out, required, device_, resume, log,
-            names, client, selection_gap,
-        )  # fmt: skip
+
+        def grid(c, names=names):
+            return run_training(
+                store, c, folds, list(range(first, first + seeds)), out, required, device_, resume, log,
+                names, client, selection_gap, "table2" if systems else "table3",
+            )  # fmt: skip
+
+        if sweep:
+            from cmarr.train.sweep import run_sweep
+
+            for spec in sweep:
+                console.print(
+                    f"sweep: {run_sweep(spec, cfg, out, lambda c: grid(c, [cfg.train.system]))}", markup=False
+                )
+            return
+        runs = grid(cfg)
     for run in runs:
         view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}")
         for row, t in run.table.items():
             view.add_row(row, f"{t['war_mean']:.2f} ± {t['war_std']:.2f}", f"{t['uar_mean']:.2f} ± {t['uar_std']:.2f}")
         console.print(view)
-        console.print(f"run directory: {run.run_dir}", markup=False)
+        console.print(f"run directory: {run.run_dir}", markup=False, soft_wrap=True)
 
 
 def selected_systems(main: str, systems: str | None, ablations: str | None) -> list[str]:

@@ -19,8 +19,13 @@ from cmarr.train.systems import get_system
 
 
 def final_checkpoint(split_dir: Path) -> Path:
-    """The checkpoint of the last stage of the system trained in `split_dir`."""
+    """The checkpoint of the last stage of the system trained in `split_dir` (or `split_dir` itself
+    when it is a stage folder or a checkpoint file)."""
     split_dir = Path(split_dir)
+    if split_dir.is_file():
+        return split_dir
+    if (split_dir / "checkpoint.pt").is_file():
+        return split_dir / "checkpoint.pt"
     found = sorted(split_dir.glob("*/checkpoint.pt"))
     if not found:
         raise ConfigError(

@@ -79,7 +79,8 @@ def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int)
 
 def class_coverage(data: StoreData, indices: np.ndarray, splits: list[list[Split]]) -> list[str]:
     """Refuse a corpus whose used utterances hold fewer than two classes (every UAR would be
-    meaningless), and return a warning per fold whose training or test part lacks a class."""
+    meaningless); return warnings: a class of the label set with no utterance at all (once), and a
+    fold whose training or test part lacks a class the corpus has."""
     classes = data.store.classes
     present = sorted(set(data.labels[indices].tolist()))
     if len(present) < 2:
@@ -89,10 +90,12 @@ def class_coverage(data: StoreData, indices: np.ndarray, splits: list[list[Split
             f"{', '.join(classes)}; recognition needs at least two classes present"
         )
     warnings = []
+    if absent := [classes[k] for k in range(len(classes)) if k not in present]:
+        warnings.append(f"no utterance of class {', '.join(absent)} in the store: UAR averages the other classes")
     for fold in splits:
         for split in fold:
             for part, rows in (("training", split.train), ("test", split.test)):
-                lacking = sorted(set(range(len(classes))) - set(data.labels[rows].tolist()))
+                lacking = sorted(set(present) - set(data.labels[rows].tolist()))
                 if lacking:
                     names = ", ".join(classes[k] for k in lacking)
                     effect = "cannot be learnt" if part == "training" else "are left out of its UAR"

@@ -15,17 +15,8 @@ from pathlib import Path
 import numpy as np
 from cmarr.train.metrics import confusion, war_uar
 from cmarr.train.missing import FULL, MISSING
+from cmarr.train.paper import reference
 
-PAPER_IEMOCAP = {
-    "{t}": (69.74, 70.92),
-    "{s}": (74.15, 75.38),
-    "{v}": (54.06, 52.42),
-    "{v,t}": (73.04, 74.09),
-    "{s,v}": (75.51, 76.38),
-    "{s,t}": (78.95, 79.70),
-    "Avg.": (70.90, 71.48),
-    "{s,v,t}": (79.86, 81.06),
-}
 CONDITIONS = [c.name for c in MISSING] + [FULL.name]
 ROWS = [c.name for c in MISSING] + ["Avg.", FULL.name]
 
@@ -69,13 +60,12 @@ def format_cell(t: dict) -> str:
     return f"{t['war_mean']:.2f} +- {t['war_std']:.2f} / {t['uar_mean']:.2f} +- {t['uar_std']:.2f}"
 
 
-def markdown(table: dict, title: str, n_runs: int, paper: bool, notes: list[str] = ()) -> str:
-    head = (
-        "| Avail. | WAR / UAR (mean +- std over " + f"{n_runs} fold runs) |" + (" paper (IEMOCAP) |" if paper else "")
-    )
+def markdown(table: dict, title: str, n_runs: int, paper: dict, corpus: str = "", notes: list[str] = ()) -> str:
+    """`paper`: the paper's (WAR, UAR) per row for this system and corpus ({} for none)."""
+    head = f"| Avail. | WAR / UAR (mean +- std over {n_runs} fold runs) |" + (f" paper ({corpus}) |" if paper else "")
     lines = [f"# {title}\n", head, "|---|---|" + ("---|" if paper else "")]
     for row in ROWS:
-        ref = f" {PAPER_IEMOCAP[row][0]:.2f} / {PAPER_IEMOCAP[row][1]:.2f} |" if paper else ""
+        ref = (f" {paper[row][0]:.2f} / {paper[row][1]:.2f} |" if row in paper else " - |") if paper else ""
         lines.append(f"| {row} | {format_cell(table[row])} |{ref}")
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
@@ -107,7 +97,8 @@ def write_reports(
         stages = " -> ".join(s.name for s in system.stages)
         options = ", ".join(f"{k} {v}" for k, v in system.options.items())
         notes.insert(0, f"system {system.name}: stages {stages}" + (f"; options: {options}" if options else ""))
-    (run_dir / "results.md").write_text(markdown(table, title, n_runs, corpus == "iemocap", notes))
+    paper = reference(corpus, system.name) if system else {}
+    (run_dir / "results.md").write_text(markdown(table, title, n_runs, paper, corpus, notes))
     _confusion_pngs(run_dir / "confusion", per_fold, classes)
 
 

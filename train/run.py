@@ -17,10 +17,11 @@ from cmarr.shared.config import PipelineConfig, to_toml, with_overrides
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.provenance import software, text_sha256
 from cmarr.shared.store import FeatureStore
+from cmarr.train.comparison import write_comparison
 from cmarr.train.data import StoreData
 from cmarr.train.grid import Job, finished, run_distributed, run_local
 from cmarr.train.protocol import class_coverage, make_splits
-from cmarr.train.report import ROWS, fold_metrics, summarize, write_reports
+from cmarr.train.report import fold_metrics, summarize, write_reports
 from cmarr.train.systems import System, count_parameters, get_system
 
 # Keys of [train] that are not the protocol: the system choice, the preset (already applied to the
@@ -101,10 +102,12 @@ def run_training(
     systems: list[str] | None = None,
     client=None,
     report_test: bool = False,
+    comparison: str = "table2",
 ) -> list[SystemRun]:
     """Train every system (default: the config's) for every seed and fold. With a dask `client`
     the jobs run on its workers, which must see `store_location` and `out` at the same paths.
-    `report_test`: also score the test part after every epoch, for the report only."""
+    `report_test`: also score the test part after every epoch, for the report only. With several
+    systems, a comparison folder (`comparison`: table2, or table3 for ablations) is written too."""
     store = FeatureStore.open(store_location)
     data = StoreData(store, 0 if client else 8 << 30, cfg.train.non_finite)  # the driver needs labels only
     indices, note = _used(data, require)
@@ -151,7 +154,8 @@ def run_training(
         write_reports(run_dir, table, per_fold, store.classes, title, store.corpus, system, warnings)
         runs.append(SystemRun(name, run_dir, table))
     if len(runs) > 1:
-        write_ablations(out, store, cfg, seeds, runs)
+        folder = write_comparison(out, store.corpus, runs, comparison, data, device)
+        log(f"comparison: {folder}")
     return runs
 
 
@@ -198,28 +202,3 @@ def _result(job: Job) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: job {job.key} has no result; re-run with --resume")
     return json.loads(path.read_text())
-
-
-def write_ablations(
-    out: Path, store: FeatureStore, cfg: PipelineConfig, seeds: list[int], runs: list[SystemRun]
-) -> Path:
-    """One table over the systems (the paper's Table 3 shape): UAR mean +- std per condition."""
-    tag = text_sha256(" ".join(r.run_dir.name for r in runs))[:8]
-    name = f"{store.corpus}-ablations-{tag}-{store.fingerprint()[:8]}-s{'_'.join(map(str, seeds))}"
-    lines = [
-        f"# Ablations on {store.corpus} (UAR %, mean +- std over folds x seeds)\n",
-        "| system | " + " | ".join(ROWS) + " | run |",
-        "|---" * (len(ROWS) + 2) + "|",
-    ]
-    for r in runs:
-        cells = " | ".join(_cell(r.table[row]) for row in ROWS)
-        lines.append(f"| {r.system} | {cells} | {r.run_dir.name} |")
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
-    (out / f"{name}.json").write_text(
-        json.dumps({r.system: {"run": r.run_dir.name, "table": r.table} for r in runs}, indent=1)
-    )
-    return out / f"{name}.md"
-
-
-def _cell(t: dict) -> str:
-    return "n/a" if np.isnan(t["uar_mean"]) else f"{t['uar_mean']:.2f} +- {t['uar_std']:.2f}"

@@ -125,6 +125,13 @@ class CMARR(SystemModel):
         )
         return full, scatter_rows(rows, projected, B), scatter_rows(rows, target, B)
 
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(true, reconstructed) time-averaged projections (B, D) of modality m, which `batch` drops
+        while knowing its true features (for Fig. 5)."""
+        out = self(batch)
+        return out.rec_target[m].mean(-1), out.reconstructed[m].mean(-1)
+
     def losses(self, batch: Batch, out: Outputs) -> dict[str, torch.Tensor]:
         """{'cls', 'udcl', 'spcl', 'rec', 'nll'} (Eq. 14, plus the flows' likelihood), in fp32."""
         labels = batch.labels

@@ -188,6 +188,13 @@ class ModalityEncoders(nn.Module):
         return torch.cat([e[m] for m in self.ORDER], -1)
 
 
+def slot(fused: torch.Tensor, m: str) -> torch.Tensor:
+    """Modality m's part (B, E) of a concatenation (B, 3E) in MMIN's order [A, L, V]."""
+    e = fused.shape[1] // len(ModalityEncoders.ORDER)
+    k = ModalityEncoders.ORDER.index(m)
+    return fused[:, k * e : (k + 1) * e]
+
+
 def init_weights(module: nn.Module, kind: str) -> None:
     """MMIN's `init_net`: Linear and Conv weights kaiming-normal (fan-in) or normal(0, 0.02),
     biases zero; LSTMs and LayerNorms keep PyTorch's initialisation. `default` changes nothing."""

@@ -33,6 +33,7 @@ from cmarr.train.model.mmin_parts import (
     init_weights,
     reverse_input,
     shared_encoder,
+    slot,
 )
 from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
@@ -106,6 +107,12 @@ class CIFMMIN(SystemModel):
         recon = self.ae.transition(x_in + x_out)
         logits, _ = self.classifier(feat + recon)
         return SimpleNamespace(logits=logits, recon=recon, consistent=con)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher's embedding of m's true features, the imagined m) (B, E), m dropped in `batch`."""
+        true = self.teacher["specific"]({n: complete_input(batch, n) for n in ORDER})
+        return slot(true, m), slot(self(batch).recon, m)
 
     def losses(self, batch: Batch, out) -> dict[str, torch.Tensor]:
         with torch.no_grad():

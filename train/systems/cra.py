@@ -20,7 +20,7 @@ import torch
 from cmarr.shared.train_config import TrainConfig
 from cmarr.train.batch import Batch
 from cmarr.train.model.base import SystemModel
-from cmarr.train.model.mmin_parts import FcClassifier, ResidualAE, init_weights
+from cmarr.train.model.mmin_parts import FcClassifier, ResidualAE, init_weights, slot
 from cmarr.train.model.pooling import masked_mean
 from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Stage, System
@@ -56,6 +56,12 @@ class CRA(SystemModel):
         recon, _ = self.ae(self._embed(self._vectors(batch, batch.avail)))
         logits, _ = self.classifier(recon)
         return SimpleNamespace(logits=logits, recon=recon)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(m's embedding from its true features, its slot of the reconstruction) (B, E), m dropped."""
+        true = self._embed(self._vectors(batch, batch.known))
+        return slot(true, m), slot(self(batch).recon, m)
 
     def losses(self, batch: Batch, out) -> dict[str, torch.Tensor]:
         missing = {m: batch.known[m] & ~batch.avail[m] for m in ORDER}

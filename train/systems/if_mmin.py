@@ -34,6 +34,7 @@ from cmarr.train.model.mmin_parts import (
     init_weights,
     reverse_input,
     shared_encoder,
+    slot,
 )
 from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
@@ -104,6 +105,12 @@ class IFMMIN(SystemModel):
             latents.append(latent)
         recon = self.ae.transition(x_out if self.variant == "2024" else x_in + x_out)
         return recon, torch.cat(latents, -1)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher's embedding of m's true features, the imagined m) (B, E), m dropped in `batch`."""
+        true = self.teacher["encoders"]({n: complete_input(batch, n) for n in ORDER})
+        return slot(true, m), slot(self(batch).recon, m)
 
     def losses(self, batch: Batch, out) -> dict[str, torch.Tensor]:
         with torch.no_grad():

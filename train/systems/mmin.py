@@ -21,9 +21,11 @@ from cmarr.train.model.mmin_parts import (
     FcClassifier,
     ModalityEncoders,
     ResidualAE,
+    complete_input,
     given_input,
     init_weights,
     reverse_input,
+    slot,
 )
 from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
@@ -53,6 +55,12 @@ class MMIN(SystemModel):
         recon, latent = self.ae(feat)
         logits, _ = self.classifier(latent)
         return SimpleNamespace(logits=logits, feat=feat, recon=recon)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(teacher's embedding of m's true features, the imagined m) (B, E), m dropped in `batch`."""
+        true = self.teacher({n: complete_input(batch, n) for n in ORDER})
+        return slot(true, m), slot(self(batch).recon, m)
 
     def losses(self, batch: Batch, out) -> dict[str, torch.Tensor]:
         with torch.no_grad():

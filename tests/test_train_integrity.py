@@ -1,0 +1,138 @@
+"""Training on corpora that make numbers meaningless, and files that must never run code."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from cmarr.shared.labels import FOUR_CLASS
+from cmarr.shared.store import ModalitySpec, Status, StoreWriter, UtteranceTable
+from cmarr.train.cli import predict_app, train_app
+from typer.testing import CliRunner
+
+runner = CliRunner()
+DIMS = {"text": 3, "audio": 4, "video": 2}
+FAST = [
+    *("--set", "train.device=cpu", "--set", "train.amp=none", "--set", "train.cm_arr.optim.epochs=1"),
+    *(f"--set=train.cm_arr.model.{k}" for k in ("width=8", "heads=2", "latent_dim=4", "latent_len=3",
+                                                 "flow_steps=1", "flow_hidden=4", "rcab_blocks=1", "rcab_reduction=2",
+                                                 "fusion_heads=2", "proj_dim=4")),
+]  # fmt: skip
+
+
+def make_store(path, sessions, labels, missing=None, seed=0):
+    """A store with the given session and label per utterance; `missing[m]` marks utterances whose
+    modality m is really missing (no face, no transcript)."""
+    n = len(sessions)
+    rows = [
+        {"id": f"u{i:03d}", "label": int(labels[i]), "label_name": FOUR_CLASS.classes[labels[i]],
+         "session": sessions[i], "speaker": f"{sessions[i]}{'FM'[i % 2]}", "split_group": sessions[i]}
+        for i in range(n)
+    ]  # fmt: skip
+    writer = StoreWriter.create(path, UtteranceTable.from_records(rows), "synthetic", FOUR_CLASS)
+    rng = np.random.default_rng(seed)
+    for m, dim in DIMS.items():
+        gone = np.zeros(n, bool) if missing is None or m not in missing else np.asarray(missing[m])
+        feats = [None if gone[i] else (rng.normal(size=(3, dim)) + labels[i]).astype(np.float32) for i in range(n)]
+        status = [Status.NO_FACE if gone[i] else Status.OK for i in range(n)]
+        mw = writer.modality(m, ModalitySpec(encoder=f"synthetic-{m}", dim=dim, dtype="float32"))
+        mw.write_part(list(range(n)), feats, status)
+        mw.finalize(64)
+    return path
+
+
+def _train(store, out, *extra):
+    return runner.invoke(train_app, ["--store", str(store), "--out", str(out), *FAST, *extra])
+
+
+def test_one_session_is_a_clear_error(tmp_path):
+    store = make_store(tmp_path / "s.zarr", ["A"] * 12, np.arange(12) % 2)
+    r = _train(store, tmp_path / "runs")
+    assert r.exit_code == 2 and "at least 2 sessions" in r.output and "Traceback" not in r.output
+
+
+def test_one_class_is_refused(tmp_path):
+    store = make_store(tmp_path / "s.zarr", ["A", "B", "C"] * 6, np.zeros(18, int))
+    r = _train(store, tmp_path / "runs", "--folds", "3")
+    assert r.exit_code == 2 and "1 class (ang)" in r.output and "at least two classes" in r.output
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("results.json"))
+
+
+def test_a_fold_without_a_class_is_warned_about(tmp_path):
+    sessions = ["A"] * 8 + ["B"] * 8 + ["C"] * 8
+    labels = np.array([0, 1] * 4 + [0, 1] * 4 + [0, 0, 0, 0, 1, 1, 1, 1])
+    labels[16:20] = 2  # class 'neu' only in session C: fold C's training part lacks it
+    r = _train(make_store(tmp_path / "s.zarr", sessions, labels), tmp_path / "runs", "--folds", "3")
+    assert r.exit_code == 0, r.output
+    assert "fold C: the training part has no neu utterance" in r.output
+    [run] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert "fold C: the training part has no neu" in (run / "results.md").read_text()
+
+
+def test_conditions_without_test_utterances_read_n_a(tmp_path):
+    sessions = ["A", "B"] * 10
+    labels = np.arange(20) % 2
+    r = _train(make_store(tmp_path / "s.zarr", sessions, labels, {"video": np.ones(20, bool)}), tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    table = json.loads((run / "results.json").read_text())["table"]
+    md = (run / "results.md").read_text()
+    for row in ("{v}", "{v,t}", "{s,v}", "{s,v,t}"):
+        assert np.isnan(table[row]["uar_mean"]) and f"| {row} | n/a |" in md
+    assert not np.isnan(table["{s,t}"]["uar_mean"]) and not np.isnan(table["Avg."]["uar_mean"])
+
+
+def test_require_names_the_session_it_removes(tmp_path):
+    sessions = ["A", "B", "C"] * 6
+    no_video = np.array([s == "C" for s in sessions])
+    store = make_store(tmp_path / "s.zarr", sessions, np.arange(18) % 2, {"video": no_video})
+    r = _train(store, tmp_path / "r", "--folds", "3", "--require", "video")
+    assert r.exit_code == 2
+    assert "after --require video (which leaves no utterance in C)" in r.output and "2 sessions (A, B)" in r.output
+
+
+def test_batch_size_one_is_a_config_error(tmp_path):
+    store = make_store(tmp_path / "s.zarr", ["A", "B"] * 6, np.arange(12) % 2)
+    r = _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.batch_size=1")
+    assert r.exit_code == 2 and "train.cm_arr.optim.batch_size" in r.output
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_predict_never_runs_a_checkpoint(tmp_path, legacy):
+    store = make_store(tmp_path / "s.zarr", ["A", "B"] * 6, np.arange(12) % 2)
+    marker, split = tmp_path / "PWNED", tmp_path / "split0"
+    split.mkdir()
+    if legacy:
+        (split / "checkpoint.pt").write_bytes(pickle.dumps({"model": _Payload(marker)}))
+    else:
+        torch.save({"model": _Payload(marker)}, split / "checkpoint.pt")
+    r = runner.invoke(predict_app, [str(split), "--store", str(store), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 1 and not marker.exists()
+    assert "checkpoint.pt" in r.output and "Traceback" not in r.output
+
+
+def test_resume_never_runs_a_state_file(tmp_path):
+    store = make_store(tmp_path / "s.zarr", ["A", "B"] * 8, np.arange(16) % 2)
+    assert _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=2").exit_code == 0
+    [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    split = run / "seed0/fold1/split0"
+    (split / "result.json").unlink()
+    (split / "cm-arr/checkpoint.pt").unlink()
+    marker = tmp_path / "PWNED"
+    torch.save({"model": _Payload(marker)}, split / "cm-arr/state.pt")
+    (run / "ledger.jsonl").write_text("")
+    r = _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=2", "--resume")
+    assert r.exit_code == 1 and not marker.exists()
+    assert "state.pt: refused" in r.output

@@ -1,0 +1,257 @@
+"""The comparison table (the paper's Table 2, or Table 3 for the ablations) over several runs on one
+store: a column per system, cells WAR / UAR mean +- std over folds x seeds, the best per row
+marked, the paper's numbers beside them, paired significance against CM-ARR, and the test-selection
+gap. Written as table2.md / .csv / .json / .tex (booktabs) into a comparison folder.
+
+Significance: for each system and row, the per-(fold, seed) UAR of CM-ARR and of the system are
+paired and tested with the Wilcoxon signed-rank test (two-sided, scipy); the p-values of all the
+table's tests are corrected together with Holm's step-down method, and a cell is marked where the
+corrected p is below 0.05. With 5 folds and one seed no difference can reach 0.05 (the smallest
+two-sided p of 5 pairs is 0.0625): use --seeds 3 or more.
+
+Test-selection gap (with --selection-gap): every epoch of the final stage was also scored on the
+test part, only to report. "Test-selected" is the Avg. the system would have reported had it kept
+the epoch with the best test score (the peers' practice), "gap" the difference to the honest number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from cmarr.shared.provenance import text_sha256
+from cmarr.train.missing import MISSING
+from cmarr.train.paper import reference
+from cmarr.train.report import ROWS
+
+REFERENCE = "cm-arr"
+ALPHA = 0.05
+
+
+def build_comparison(corpus: str, runs: list, kind: str = "table2") -> dict:
+    """The comparison of `runs` (SystemRun: system, run_dir, table) as a JSON-ready dict."""
+    folds = {r.system: json.loads((r.run_dir / "results.json").read_text())["folds"] for r in runs}
+    cells = {r.system: r.table for r in runs}
+    systems = [r.system for r in runs]
+    return {
+        "kind": kind,
+        "corpus": corpus,
+        "systems": systems,
+        "runs": {r.system: r.run_dir.name for r in runs},
+        "rows": list(ROWS),
+        "cells": cells,
+        "n_pairs": {s: len(folds[s]) for s in systems},
+        "best": _best(cells),
+        "paper": {s: {row: list(v) for row, v in reference(corpus, s).items()} for s in systems},
+        "significance": significance(folds),
+        "selection_gap": {r.system: g for r in runs if (g := selection_gap(r.run_dir, r.system))},
+    }
+
+
+def _best(cells: dict) -> dict[str, dict[str, str]]:
+    """Per row, the system with the highest WAR mean and the one with the highest UAR mean."""
+    best = {}
+    for row in ROWS:
+        pick = {}
+        for metric in ("war", "uar"):
+            scored = {s: t[row][f"{metric}_mean"] for s, t in cells.items() if not math.isnan(t[row][f"{metric}_mean"])}
+            if scored:
+                pick[metric] = max(scored, key=scored.get)
+        best[row] = pick
+    return best
+
+
+def significance(folds: dict[str, list[dict]]) -> dict:
+    """Wilcoxon signed-rank tests of CM-ARR against each system per row (UAR over the paired
+    (seed, fold) runs), Holm-corrected over the whole table."""
+    from scipy.stats import wilcoxon
+
+    if REFERENCE not in folds:
+        return {}
+    ref = {(f["seed"], f["fold"]): f["metrics"] for f in folds[REFERENCE]}
+    tests = []
+    for system, runs in folds.items():
+        if system == REFERENCE:
+            continue
+        for row in ROWS:
+            pairs = [
+                (ref[k][row]["uar"], f["metrics"][row]["uar"]) for f in runs if (k := (f["seed"], f["fold"])) in ref
+            ]
+            pairs = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
+            diffs = np.array([a - b for a, b in pairs])
+            if len(pairs) < 2 or not np.any(diffs != 0):
+                p = 1.0
+            else:
+                p = float(wilcoxon(diffs, zero_method="zsplit", alternative="two-sided").pvalue)
+            tests.append((system, row, p, len(pairs), float(np.mean(diffs)) if len(pairs) else float("nan")))
+    corrected = holm([t[2] for t in tests])
+    out: dict = {}
+    for (system, row, p, n, diff), ph in zip(tests, corrected):
+        out.setdefault(system, {})[row] = {
+            "test": "wilcoxon signed-rank, two-sided, Holm-corrected",
+            "pairs": n,
+            "uar_difference": 100 * diff,  # CM-ARR minus the system, in points
+            "p": p,
+            "p_holm": ph,
+            "significant": ph < ALPHA,
+        }
+    return out
+
+
+def _key(fold: dict) -> tuple[int, int]:
+    return fold["seed"], fold["fold"]
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given)."""
+    m = len(pvalues)
+    order = np.argsort(pvalues)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def selection_gap(run_dir: Path, system: str) -> dict | None:
+    """Avg. WAR/UAR with each split's epoch chosen on the *test* score (the peers' practice),
+    against the honest (validation-selected) Avg.; None when the run logged no test scores."""
+    results = json.loads((run_dir / "results.json").read_text())
+    final = json.loads((run_dir / "system.json").read_text())["stages"][-1]["name"]
+    picked = []
+    for log in sorted(run_dir.glob(f"seed*/fold*/split*/{final}/metrics.jsonl")):
+        epochs = [json.loads(line) for line in log.read_text().splitlines()]
+        epochs = [e for e in epochs if "test" in e]
+        if not epochs:
+            return None
+        best = max(epochs, key=lambda e: _avg(e["test"], "uar"))
+        picked.append({"war": _avg(best["test"], "war"), "uar": _avg(best["test"], "uar"), "epoch": best["epoch"]})
+    if not picked:
+        return None
+    honest = results["table"]["Avg."]
+    test_war = 100 * float(np.mean([p["war"] for p in picked]))
+    test_uar = 100 * float(np.mean([p["uar"] for p in picked]))
+    return {
+        "honest_war": honest["war_mean"],
+        "honest_uar": honest["uar_mean"],
+        "test_selected_war": test_war,
+        "test_selected_uar": test_uar,
+        "gap_war": test_war - honest["war_mean"],
+        "gap_uar": test_uar - honest["uar_mean"],
+        "splits": len(picked),
+    }
+
+
+def _avg(scores: dict, metric: str) -> float:
+    vals = [scores[c.name][metric] for c in MISSING if c.name in scores and not math.isnan(scores[c.name][metric])]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_comparison(out: Path, corpus: str, runs: list, kind: str = "table2", data=None, device=None) -> Path:
+    """Write the comparison folder for `runs`; returns it. With `data` (the store's StoreData), also
+    the reconstructions' t-SNE and their distances to the true representations (Fig. 5)."""
+    comparison = build_comparison(corpus, runs, kind)
+    tag = text_sha256(" ".join(sorted(r.run_dir.name for r in runs)))[:8]
+    folder = out / f"{corpus}-{'comparison' if kind == 'table2' else 'ablations'}-{tag}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if data is not None:
+        from cmarr.shared.modalities import MODALITIES
+        from cmarr.train.figures import reconstruction_report
+
+        comparison["distances"] = reconstruction_report(folder, runs, data, device or torch.device("cpu"))
+        comparison["modalities"] = list(MODALITIES)
+    (folder / f"{kind}.json").write_text(json.dumps(comparison, indent=1))
+    (folder / f"{kind}.md").write_text(markdown(comparison))
+    (folder / f"{kind}.tex").write_text(latex(comparison))
+    with open(folder / f"{kind}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["system", "condition", "war_mean", "war_std", "uar_mean", "uar_std", "paper_war", "paper_uar",
+                    "p_holm_vs_cm_arr"])  # fmt: skip
+        for s in comparison["systems"]:
+            for row in ROWS:
+                t, paper = comparison["cells"][s][row], comparison["paper"][s].get(row, ["", ""])
+                sig = comparison["significance"].get(s, {}).get(row, {}).get("p_holm", "")
+                w.writerow(
+                    [s, row, *(f"{t[k]:.4f}" for k in ("war_mean", "war_std", "uar_mean", "uar_std")), *paper, sig]
+                )
+    return folder
+
+
+def _cell(c: dict, row: str, s: str, bold=("**", "**"), mark="†") -> str:
+    t = c["cells"][s][row]
+    if math.isnan(t["war_mean"]):
+        return "n/a"
+    best = c["best"][row]
+    war, uar = f"{t['war_mean']:.2f}±{t['war_std']:.2f}", f"{t['uar_mean']:.2f}±{t['uar_std']:.2f}"
+    war = f"{bold[0]}{war}{bold[1]}" if best.get("war") == s else war
+    uar = f"{bold[0]}{uar}{bold[1]}" if best.get("uar") == s else uar
+    sig = c["significance"].get(s, {}).get(row, {}).get("significant")
+    return f"{war} / {uar}" + (mark if sig else "")
+
+
+def markdown(c: dict) -> str:
+    systems = c["systems"]
+    title = "Table 2" if c["kind"] == "table2" else "Table 3 (ablations)"
+    lines = [f"# {title} on {c['corpus']}: WAR / UAR (%), mean ± std over folds x seeds\n"]
+    lines += _md_table(["Avail.", *systems], [[row, *(_cell(c, row, s) for s in systems)] for row in ROWS])
+    pairs = min(c["n_pairs"].values())
+    lines += [
+        "",
+        "Bold: best WAR / best UAR of the row. † CM-ARR's UAR differs from the system's (Wilcoxon signed-rank "
+        f"over {pairs} paired fold runs, Holm-corrected, p < {ALPHA}).",
+    ]
+    with_paper = [s for s in systems if c["paper"][s]]
+    if with_paper:
+        rows = [[row, *(_pair(c["paper"][s].get(row)) for s in with_paper)] for row in ROWS]
+        lines += ["", f"## The paper's numbers ({c['corpus']})\n", *_md_table(["Avail.", *with_paper], rows)]
+    if c["selection_gap"]:
+        head = ["system", "honest (validation-selected)", "test-selected (peers' practice)", "gap"]
+        rows = [
+            [s, _pair((g["honest_war"], g["honest_uar"])), _pair((g["test_selected_war"], g["test_selected_uar"])),
+             f"{g['gap_war']:+.2f} / {g['gap_uar']:+.2f}"]
+            for s, g in c["selection_gap"].items()
+        ]  # fmt: skip
+        lines += ["", "## Test-selection gap (Avg. over the six missing conditions)\n", *_md_table(head, rows)]
+    if c.get("distances"):
+        mods = c["modalities"]
+        rows = [[s, *(f"{d.get(m, float('nan')):.4f}" for m in mods)] for s, d in c["distances"].items()]
+        lines += ["", "## Reconstructed vs true representations (MMD², RBF kernel, median bandwidth)\n"]
+        lines += _md_table(["system", *mods], rows)
+    lines += ["", "Runs: " + ", ".join(f"{s} `{r}`" for s, r in c["runs"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _pair(v) -> str:
+    return f"{v[0]:.2f} / {v[1]:.2f}" if v else "-"
+
+
+def latex(c: dict) -> str:
+    """A booktabs table ready for a paper (\\usepackage{booktabs}); best cells bold, † significant."""
+    systems = c["systems"]
+    head = " & ".join(["Avail."] + [s.replace("-", "\\mbox{-}") for s in systems])
+    body = []
+    for row in ROWS:
+        cells = [_cell(c, row, s, ("\\textbf{", "}"), "$^\\dagger$").replace("±", "$\\pm$") for s in systems]
+        name = row.replace("{", "\\{").replace("}", "\\}")
+        body.append(f"${name}$ & " + " & ".join(cells) + " \\\\")
+    caption = (
+        f"WAR / UAR (\\%) on {c['corpus']}, mean $\\pm$ std over folds $\\times$ seeds. Bold: best of the row. "
+        "$^\\dagger$: CM-ARR's UAR differs significantly (Wilcoxon signed-rank, Holm-corrected, $p<0.05$)."
+    )
+    return "\n".join([
+        "\\begin{table*}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{l{'c' * len(systems)}}}", "\\toprule",
+        head + " \\\\", "\\midrule", *body[:6], "\\midrule", *body[6:], "\\bottomrule", "\\end{tabular}",
+        f"\\caption{{{caption}}}", "\\end{table*}", "",
+    ])  # fmt: skip
