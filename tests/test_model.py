@@ -351,3 +351,20 @@ def test_udcl_matches_a_hand_computed_symmetric_infonce():
         return np.mean([-(lg[i, i] - np.log(np.exp(lg[i]).sum())) for i in range(len(lg))])
 
     assert got == pytest.approx(ce(logits) + ce(logits.T), rel=1e-8)
+
+
+def test_no_mask_is_exactly_an_all_valid_mask():
+    """CM-ARR's pooled sequences have no padding: flows, likelihood and reconstruction skip the
+    masking then, with bit-identical results."""
+    from cmarr.train.model.flow import gaussian_nll
+    from cmarr.train.model.reconstruction import ReconstructionModule
+
+    flow = _randomised_flow().float()
+    rec = ReconstructionModule(6, blocks=2, reduction=2)
+    x, ones = torch.randn(3, 6, 7), torch.ones(3, 7, dtype=torch.bool)
+    (z1, ld1), (z2, ld2) = flow(x, ones), flow(x, None)
+    assert torch.equal(z1, z2) and torch.equal(ld1, ld2)
+    assert torch.equal(flow.inverse(z1, ones), flow.inverse(z1, None))
+    assert torch.equal(rec(x, ones), rec(x, None))
+    mean = torch.randn(3, 6)
+    assert torch.equal(gaussian_nll(z1, mean, ld1, ones), gaussian_nll(z1, mean, ld1, None))

@@ -77,7 +77,7 @@ class CMARR(SystemModel):
             rows = batch.known[m]
             out.computed[m] = rows
             out.gaussians[m], out.projected[m], out.rec_target[m] = self._encode(m, batch.x[m], batch.mask[m], rows)
-            z, logdet = self.flow[m](out.projected[m][rows], ones[rows])  # fp32
+            z, logdet = self.flow[m](out.projected[m][rows], None)  # fp32; no padding at the common length
             out.z[m], out.logdet[m] = scatter_rows(rows, z, B), scatter_rows(rows, logdet, B)
         # the missing latent (Eq. 7): mean of the latents of the modalities given in this condition
         given = torch.stack([batch.avail[m] for m in self.modalities], 1).float()  # (B, M)
@@ -88,8 +88,8 @@ class CMARR(SystemModel):
             missing = ~batch.avail[m]
             x_hat = torch.zeros_like(out.projected[m])
             if missing.any():
-                x_tilde = self.flow[m].inverse(z_miss[missing], ones[missing])  # Eq. 8, fp32
-                x_hat = scatter_rows(missing, self.rec[m](x_tilde, ones[missing]), B)
+                x_tilde = self.flow[m].inverse(z_miss[missing], None)  # Eq. 8, fp32
+                x_hat = scatter_rows(missing, self.rec[m](x_tilde, None), B)
             out.reconstructed[m] = x_hat
             final[m] = torch.where(batch.avail[m][:, None, None], out.projected[m], x_hat)  # (B, D, T)
         seqs = {m: final[m].transpose(1, 2) for m in self.modalities}  # (B, T, D)
@@ -146,7 +146,7 @@ class CMARR(SystemModel):
                 rows = out.computed[m]
                 if rows.any():
                     prior = self.prior[labels[rows]]
-                    nll.append(gaussian_nll(out.z[m][rows], prior, out.logdet[m][rows], ones[rows]).mean())
+                    nll.append(gaussian_nll(out.z[m][rows], prior, out.logdet[m][rows], None).mean())
                 dropped = rows & ~batch.avail[m]  # reconstructed, and its true projection is known
                 pred, target = out.reconstructed[m].float(), out.rec_target[m].float()
                 rec.append(reconstruction_loss(pred, target, ones, dropped))

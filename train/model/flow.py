@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 
 import torch
+from cmarr.train.model.pooling import zero_padded
 from cmarr.train.precision import at_least_fp32, full_precision
 from torch import nn
 
 
-def _valid(mask: torch.Tensor) -> torch.Tensor:
-    return mask.sum(1).to(torch.float32)  # (B,) number of valid steps
+def _valid(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """(B,) number of valid steps; `mask` None means every step of x (B, D, T) is valid."""
+    return x.new_full((x.shape[0],), x.shape[-1]) if mask is None else mask.sum(1).to(x.dtype)
 
 
 class ActNorm(nn.Module):
@@ -29,11 +31,11 @@ class ActNorm(nn.Module):
         self.logs = nn.Parameter(torch.zeros(1, channels, 1))
 
     def forward(self, x, mask):
-        y = (x + self.bias) * self.logs.exp() * mask.unsqueeze(1)
-        return y, self.logs.sum() * _valid(mask)
+        y = zero_padded((x + self.bias) * self.logs.exp(), mask)
+        return y, self.logs.sum() * _valid(mask, x)
 
     def inverse(self, y, mask):
-        return (y * (-self.logs).exp() - self.bias) * mask.unsqueeze(1)
+        return zero_padded(y * (-self.logs).exp() - self.bias, mask)
 
 
 class InvConv1x1(nn.Module):
@@ -46,7 +48,7 @@ class InvConv1x1(nn.Module):
 
     def forward(self, x, mask):
         y = torch.einsum("ij,bjt->bit", self.weight, x)
-        return y, torch.linalg.slogdet(self.weight)[1] * _valid(mask)
+        return y, torch.linalg.slogdet(self.weight)[1] * _valid(mask, x)
 
     def inverse(self, y, mask):
         return torch.einsum("ij,bjt->bit", torch.linalg.inv(self.weight), y)
@@ -72,10 +74,9 @@ class AffineCoupling(nn.Module):
     def _subnet(self, xa, mask):
         """Conv stack with padded steps re-zeroed after every layer: a kernel reaching past the
         last valid step then reads zeros, exactly as it would on the unpadded sequence."""
-        m = mask.unsqueeze(1).to(xa.dtype)
-        h = torch.relu(self.net[0](xa)) * m
-        h = torch.relu(self.net[1](h)) * m
-        return self.net[2](h) * m
+        h = zero_padded(torch.relu(self.net[0](xa)), mask)
+        h = zero_padded(torch.relu(self.net[1](h)), mask)
+        return zero_padded(self.net[2](h), mask)
 
     def _scale_shift(self, xa, mask):
         h = self._subnet(xa, mask)
@@ -86,14 +87,14 @@ class AffineCoupling(nn.Module):
     def forward(self, x, mask):
         xa, xb = x[:, : self.half], x[:, self.half :]
         scale, t = self._scale_shift(xa, mask)
-        yb = (xb + t) * scale * mask.unsqueeze(1)
-        logdet = (scale.log() * mask.unsqueeze(1)).sum(dim=(1, 2))
+        yb = zero_padded((xb + t) * scale, mask)
+        logdet = zero_padded(scale.log(), mask).sum(dim=(1, 2))
         return torch.cat([xa, yb], 1), logdet
 
     def inverse(self, y, mask):
         ya, yb = y[:, : self.half], y[:, self.half :]
         scale, t = self._scale_shift(ya, mask)
-        xb = (yb / scale - t) * mask.unsqueeze(1)
+        xb = zero_padded(yb / scale - t, mask)
         return torch.cat([ya, xb], 1)
 
 
@@ -106,20 +107,20 @@ class ModalityFlow(nn.Module):
         for _ in range(steps):
             self.steps.extend([ActNorm(channels), InvConv1x1(channels), AffineCoupling(channels, hidden)])
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, D, T) any float dtype -> z (B, D, T) fp32 and logdet (B,) fp32."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, D, T) any float dtype, mask (B, T) or None (all valid) -> z (B, D, T) fp32, logdet (B,) fp32."""
         with full_precision(x.device):
-            x = at_least_fp32(x) * mask.unsqueeze(1)
+            x = zero_padded(at_least_fp32(x), mask)
             logdet = x.new_zeros(x.shape[0])
             for step in self.steps:
                 x, ld = step(x, mask)
                 logdet = logdet + ld
         return x, logdet
 
-    def inverse(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def inverse(self, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """z (B, D, T) -> x (B, D, T) fp32, the exact inverse of `forward` on valid steps."""
         with full_precision(z.device):
-            z = at_least_fp32(z) * mask.unsqueeze(1)
+            z = zero_padded(at_least_fp32(z), mask)
             for step in reversed(self.steps):
                 z = step.inverse(z, mask)
         return z
@@ -127,10 +128,10 @@ class ModalityFlow(nn.Module):
 
 def gaussian_nll(z: torch.Tensor, mean: torch.Tensor, logdet: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sample negative log-likelihood per valid dimension of X under z ~ N(mean, I):
-    z (B, D, T), mean (B, D) broadcast over time, logdet (B,); computed in fp32 whatever autocast is on."""
+    z (B, D, T), mean (B, D) broadcast over time, logdet (B,), mask (B, T) or None (all valid);
+    computed in fp32 whatever autocast is on."""
     with full_precision(z.device):
         z, mean, logdet = at_least_fp32(z), at_least_fp32(mean), at_least_fp32(logdet)
-        m = mask.unsqueeze(1).to(z.dtype)
-        sq = (((z - mean.unsqueeze(-1)) ** 2) * m).sum(dim=(1, 2))
-        n = m.sum(dim=(1, 2)) * z.shape[1]
+        sq = zero_padded((z - mean.unsqueeze(-1)) ** 2, mask).sum(dim=(1, 2))
+        n = _valid(mask, z) * z.shape[1]
         return (0.5 * sq + 0.5 * n * math.log(2 * math.pi) - logdet) / n.clamp(min=1)

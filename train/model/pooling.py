@@ -5,6 +5,12 @@ from __future__ import annotations
 import torch
 
 
+def zero_padded(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """x (B, C, T) with padded steps zeroed; unchanged when `mask` is None (no padding: CM-ARR's
+    pooled sequences all have the common length, so their masks would be all ones)."""
+    return x if mask is None else x * mask.unsqueeze(1).to(x.dtype)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Mean of x (B, T, D) over valid steps of `mask` (B, T); zero for an all-padding row."""
     m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)

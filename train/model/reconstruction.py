@@ -7,6 +7,7 @@ Legend: B batch, D common width, T common length. 1x1 conv D -> 2D, one group of
 from __future__ import annotations
 
 import torch
+from cmarr.train.model.pooling import zero_padded
 from torch import nn
 
 
@@ -18,9 +19,12 @@ class ChannelAttention(nn.Module):
             nn.Conv1d(channels, squeezed, 1), nn.ReLU(), nn.Conv1d(squeezed, channels, 1), nn.Sigmoid()
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.unsqueeze(1).to(x.dtype)
-        pooled = (x * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)  # (B, C, 1)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:  # every step valid
+            pooled = x.mean(-1, keepdim=True)  # (B, C, 1)
+        else:
+            m = mask.unsqueeze(1).to(x.dtype)
+            pooled = (x * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)
         return x * self.gate(pooled)
 
 
@@ -31,10 +35,10 @@ class ResidualChannelAttentionBlock(nn.Module):
         self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
         self.attention = ChannelAttention(channels, reduction)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.unsqueeze(1).to(x.dtype)  # padded steps re-zeroed between convs (see flow.py)
-        h = torch.relu(self.conv1(x * m)) * m
-        return x + self.attention(self.conv2(h) * m, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B, C, T), mask (B, T) or None (all valid); padded steps are re-zeroed between convs."""
+        h = zero_padded(torch.relu(self.conv1(zero_padded(x, mask))), mask)
+        return x + self.attention(zero_padded(self.conv2(h), mask), mask)
 
 
 class ReconstructionModule(nn.Module):
@@ -46,9 +50,10 @@ class ReconstructionModule(nn.Module):
         self.blocks = nn.ModuleList(ResidualChannelAttentionBlock(2 * width, reduction) for _ in range(blocks))
         self.out = nn.Conv1d(2 * width, width, 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, D, T), mask (B, T) or None (all valid) -> (B, D, T)."""
         h = self.inp(x)
         g = h
         for block in self.blocks:
             g = block(g, mask)
-        return self.out(g + h) * mask.unsqueeze(1)
+        return zero_padded(self.out(g + h), mask)

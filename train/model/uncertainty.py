@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from cmarr.train.model.pooling import masked_mean
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass
@@ -47,7 +48,8 @@ class UncertaintyModule(nn.Module):
         self.inp = nn.Linear(in_dim, width)
         self.attention = attention
         self.norm_attn = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)  # its weights; the product is below
+        self.attn_dropout = nn.Dropout(dropout)
         self.norm_mlp = nn.LayerNorm(width)
         self.mlp = nn.Sequential(
             nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width)
@@ -55,13 +57,23 @@ class UncertaintyModule(nn.Module):
         self.to_mu = nn.Linear(width, width)
         self.to_logsig = nn.Linear(width, width) if distribution else None
 
+    def _self_attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Multi-head self-attention over the valid steps, x (B, T, W) -> (B, T, W), through
+        `scaled_dot_product_attention` (a fused kernel): nothing quadratic in T is kept for
+        backward, which matters for minute-long speech (50 frames/s). Dropout applies to the block's
+        output, not to the attention weights (weight dropout would force the (B, heads, T, T) path)."""
+        B, T, W = x.shape
+        heads = self.attn.num_heads
+        q, k, v = F.linear(x, self.attn.in_proj_weight, self.attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.view(B, T, heads, W // heads).transpose(1, 2) for t in (q, k, v))  # (B, h, T, W/h)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, h, T, W/h)
+        return self.attn.out_proj(out.transpose(1, 2).reshape(B, T, W))
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Gaussians:
         """x (B, T, F), mask (B, T) -> Gaussians with (B, T, W) sequences and (B, W) utterance statistics."""
         h = self.inp(x)  # (B, T, W)
         if self.attention:
-            q = self.norm_attn(h)
-            a, _ = self.attn(q, q, q, key_padding_mask=~mask, need_weights=False)
-            h = h + a
+            h = h + self.attn_dropout(self._self_attention(self.norm_attn(h), mask))
         h = h + self.mlp(self.norm_mlp(h))
         mu_seq = self.to_mu(h)
         if self.to_logsig is None:
