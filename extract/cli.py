@@ -13,7 +13,7 @@ import typer
 from cmarr.extract.corpora.record import CorpusScan
 from cmarr.shared.config import load_config, parse_override
 from cmarr.shared.console import ProgressReporter, err_console, reports_errors
-from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
+from cmarr.shared.errors import EXIT_ITEMS_FAILED
 from cmarr.shared.labels import get_label_set
 from cmarr.shared.modalities import parse_modalities
 from rich.console import Console
@@ -57,53 +57,31 @@ def _config(config, sets, profile, device, workers):
     return apply_profile(load_config(config, overrides))
 
 
-def _run(
-    scan: CorpusScan,
-    corpus: str,
-    out: Path,
-    label_set,
-    cfg,
-    modalities,
-    overwrite,
-    dry_run,
-    scheduler=None,
-    cluster=None,
-) -> None:
+def _run(scan: CorpusScan, corpus, out, label_set, cfg, modalities, overwrite, dry_run, scheduler, cluster) -> None:
+    """Print the dry-run summary, or extract and print what happened."""
     if dry_run:
         print(json.dumps({"corpus": corpus, **scan.summary()}, indent=2))
         return
     for problem in scan.problems[:20]:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
-    if not scan.records:
-        raise ConfigError(f"{corpus}: no utterances in the label set {label_set.name!r}")
-    from cmarr.extract.pipeline import extract
+    from cmarr.extract.pipeline import extract_corpus
+    from cmarr.shared.cluster import dask_client, local_gpus
 
     wanted = parse_modalities(modalities) if modalities else None
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{corpus}.zarr"
-    from cmarr.shared.cluster import cluster_device, dask_client, local_gpus
-
     with (
         dask_client(scheduler, cluster, local_gpus(cfg.extract.device)) as client,
         ProgressReporter("utterances") as progress,
     ):
-        if client is None:
-            reports = extract(scan.records, path, corpus, label_set, cfg, wanted, overwrite, progress.update)
-        else:
-            from cmarr.extract.distributed import extract_distributed
-            from cmarr.shared.config import with_overrides
+        report = extract_corpus(
+            scan.records, out / f"{corpus}.zarr", corpus, label_set, cfg, wanted, overwrite, progress.update, client
+        )
+    _print_report(report)
 
-            cfg = with_overrides(cfg, {"extract.device": cluster_device(client, cfg.extract.device)}, "--scheduler")
-            err_console.print(
-                f"dask cluster: {len(client.scheduler_info(n_workers=-1)['workers'])} workers "
-                f"at {client.scheduler.address}",
-                highlight=False,
-            )
-            reports = extract_distributed(
-                client, scan.records, path.resolve(), corpus, label_set, cfg, wanted, overwrite, progress.update
-            )
+
+def _print_report(report) -> None:
     table = Table("modality", "encoded now", "ok", "missing-input", "no-face", "failed", "seconds", "in forward")
-    for r in reports:
+    for r in report.modalities:
         c = r.counts
         table.add_row(
             r.modality,
@@ -116,10 +94,10 @@ def _run(
             f"{r.forward_seconds:.1f}",
         )
     console.print(table)
-    failures = {(r.modality, u): why for r in reports for u, why in r.failures.items()}
+    failures = {(r.modality, u): why for r in report.modalities for u, why in r.failures.items()}
     for (modality, utt), why in list(failures.items())[:20]:
         err_console.print(f"[red]failed[/] {modality} {utt}: {why}", highlight=False)
-    console.print(f"store: {path}")
+    console.print(f"store: {report.store}")
     if failures:
         err_console.print(f"{len(failures)} items failed; re-run the same command to retry them")
         raise typer.Exit(EXIT_ITEMS_FAILED)

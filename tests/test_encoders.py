@@ -197,7 +197,7 @@ class _Decoded(torch.utils.data.Dataset):
 
 
 def test_decoded_batches_arrive_in_order_and_unchanged_the_first_decoded_here():
-    from cmarr.extract.pipeline import loader_stream
+    from cmarr.extract.batch_loop import loader_stream
 
     out = list(loader_stream(_Decoded(), 2))
     assert [b for b, *_ in out] == list(range(5))  # in plan order
