@@ -6,14 +6,17 @@ Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 finished but some items fai
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from cmarr.extract.corpora.record import CorpusScan
-from cmarr.shared.config import load_config, parse_override
+from cmarr.shared.config import PipelineConfig, load_config, parse_override
 from cmarr.shared.console import ProgressReporter, err_console, reports_errors
-from cmarr.shared.errors import EXIT_ITEMS_FAILED
+from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
 from cmarr.shared.labels import get_label_set
 from cmarr.shared.modalities import parse_modalities
 from rich.console import Console
@@ -24,16 +27,29 @@ app = typer.Typer(
     "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 finished but some items failed.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain: `[extract.video]` is a config section, not markup
 )
 console = Console()
+CORPUS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the store (<corpus>.zarr is written inside).")]
+Out = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Folder for the store, CORPUS.zarr inside (default: store.dir of the config)."),
+]
 Config = Annotated[Path | None, typer.Option("--config", help="pipeline.toml to use (default: ./pipeline.toml).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value (repeatable).")]
 Profile = Annotated[str | None, typer.Option(help="Encoders: real (the paper's) or demo (offline stand-ins).")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto (default from the config).")]
-Modalities = Annotated[str | None, typer.Option(help="Comma-separated subset, e.g. text,audio.")]
-Overwrite = Annotated[bool, typer.Option(help="Replace a modality's features written with another encoder config.")]
+Modalities = Annotated[
+    str | None, typer.Option(help="Comma-separated subset, e.g. text,audio (sets extract.modalities).")
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        help="Replace a modality's features written with another encoder config; "
+        "re-extract utterances whose start/end changed."
+    ),
+]
 DryRun = Annotated[bool, typer.Option(help="Validate the corpus and print a JSON summary; run no encoder.")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader processes decoding media.")]
 Labels = Annotated[str, typer.Option(help="Label set: 4class (paper), 6class or all.")]
@@ -47,36 +63,58 @@ Scheduler = Annotated[
 Cluster = Annotated[str | None, typer.Option(help="Start a local dask cluster: local:N (N worker processes).")]
 
 
-def _config(config, sets, profile, device, workers):
+@dataclass(frozen=True)
+class Settings:
+    """The command's config (file + options) and the keys the user set explicitly."""
+
+    cfg: PipelineConfig
+    explicit: frozenset[str]
+
+
+def _settings(config, sets, profile, device, workers, modalities) -> Settings:
     overrides = dict(parse_override(s) for s in sets or [])
-    for key, value in (("extract.profile", profile), ("extract.device", device), ("extract.num_workers", workers)):
-        if value is not None:
-            overrides[key] = value
-    from cmarr.extract.encoders.demo_models import apply_profile
+    options = {"extract.profile": profile, "extract.device": device, "extract.num_workers": workers}
+    overrides.update({key: value for key, value in options.items() if value is not None})
+    if modalities:
+        overrides["extract.modalities"] = parse_modalities(modalities)
+    return Settings(load_config(config, overrides), frozenset(overrides))
 
-    return apply_profile(load_config(config, overrides))
 
-
-def _run(scan: CorpusScan, corpus, out, label_set, cfg, modalities, overwrite, dry_run, scheduler, cluster) -> None:
-    """Print the dry-run summary, or extract and print what happened."""
+def _run(read: Callable[[], CorpusScan], corpus, out, label_set, settings, overwrite, dry_run, scheduler, cluster):
+    """Print the dry-run summary, or extract and print what happened. `read` reads the corpus."""
+    path = store_path(out or Path(settings.cfg.store.dir), corpus)
+    scan = read()
     if dry_run:
         print(json.dumps({"corpus": corpus, **scan.summary()}, indent=2))
         return
     for problem in scan.problems[:20]:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    if len(scan.problems) > 20:
+        err_console.print(f"... and {len(scan.problems) - 20} more warnings (--dry-run lists them)")
+    from cmarr.extract.encoders.demo_models import apply_profile
     from cmarr.extract.pipeline import extract_corpus
     from cmarr.shared.cluster import dask_client, local_gpus
 
-    wanted = parse_modalities(modalities) if modalities else None
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = apply_profile(settings.cfg, settings.explicit)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with (
         dask_client(scheduler, cluster, local_gpus(cfg.extract.device)) as client,
         ProgressReporter("utterances") as progress,
     ):
         report = extract_corpus(
-            scan.records, out / f"{corpus}.zarr", corpus, label_set, cfg, wanted, overwrite, progress.update, client
+            scan.records, path, corpus, label_set, cfg, overwrite=overwrite, progress=progress.update, executor=client
         )
     _print_report(report)
+
+
+def store_path(out: Path, corpus: str) -> Path:
+    """`out/<corpus>.zarr`; the corpus name must be a plain file name (it is also the store's name)."""
+    if not CORPUS_NAME.fullmatch(corpus) or corpus.endswith("."):
+        raise ConfigError(
+            f"--corpus {corpus!r}: use letters, digits, '.', '_' and '-' (no path separators, not empty, "
+            "not starting with '.' or '-'); the store is OUT/CORPUS.zarr, choose its folder with --out"
+        )
+    return out / f"{corpus}.zarr"
 
 
 def _print_report(report) -> None:
@@ -107,7 +145,7 @@ def _print_report(report) -> None:
 @reports_errors
 def iemocap(
     root: Annotated[Path, typer.Option(help="The IEMOCAP_full_release folder.")],
-    out: Out = Path("store"),
+    out: Out = None,
     label_set: Labels = "4class",
     config: Config = None,
     set_: Sets = None,
@@ -124,15 +162,15 @@ def iemocap(
     from cmarr.extract.corpora.iemocap import read_iemocap
 
     labels = get_label_set(label_set)
-    cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(read_iemocap(root, labels), "iemocap", out, labels, cfg, modalities, overwrite, dry_run, scheduler, cluster)
+    settings = _settings(config, set_, profile, device, num_workers, modalities)
+    _run(lambda: read_iemocap(root, labels), "iemocap", out, labels, settings, overwrite, dry_run, scheduler, cluster)
 
 
 @app.command("msp-improv")
 @reports_errors
 def msp_improv(
     root: Annotated[Path, typer.Option(help="The MSP-IMPROV folder (Evaluation.txt, Audio/, Video/ or sessionN/).")],
-    out: Out = Path("store"),
+    out: Out = None,
     label_set: Labels = "4class",
     config: Config = None,
     set_: Sets = None,
@@ -151,26 +189,16 @@ def msp_improv(
     from cmarr.extract.corpora.msp_improv import read_msp_improv
 
     labels = get_label_set(label_set)
-    cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(
-        read_msp_improv(root, labels, types, exclude),
-        "msp-improv",
-        out,
-        labels,
-        cfg,
-        modalities,
-        overwrite,
-        dry_run,
-        scheduler,
-        cluster,
-    )
+    settings = _settings(config, set_, profile, device, num_workers, modalities)
+    read = lambda: read_msp_improv(root, labels, types, exclude)  # noqa: E731
+    _run(read, "msp-improv", out, labels, settings, overwrite, dry_run, scheduler, cluster)
 
 
 @app.command()
 @reports_errors
 def manifest(
     path: Annotated[Path, typer.Argument(help="CSV, TSV or JSONL manifest (see README).")],
-    out: Out = Path("store"),
+    out: Out = None,
     corpus: Annotated[str, typer.Option(help="Store name.")] = "custom",
     label_set: Annotated[str, typer.Option(help="4class, 6class, all, or your classes: calm,tense,...")] = "4class",
     config: Config = None,
@@ -188,14 +216,14 @@ def manifest(
     from cmarr.extract.corpora.manifest import read_manifest
 
     labels = get_label_set(label_set)
-    cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(read_manifest(path, labels), corpus, out, labels, cfg, modalities, overwrite, dry_run, scheduler, cluster)
+    settings = _settings(config, set_, profile, device, num_workers, modalities)
+    _run(lambda: read_manifest(path, labels), corpus, out, labels, settings, overwrite, dry_run, scheduler, cluster)
 
 
 @app.command()
 @reports_errors
 def demo(
-    out: Out = Path("store"),
+    out: Out = None,
     config: Config = None,
     set_: Sets = None,
     device: Device = None,
@@ -215,10 +243,14 @@ def demo(
     from cmarr.extract.corpora.demo import generate_demo_corpus
     from cmarr.extract.corpora.iemocap import read_iemocap
 
-    root = corpus_dir or out / "demo-corpus"
-    if not (root / "Session1").is_dir():
-        console.print(f"generating the demo corpus in {root}")
-        generate_demo_corpus(root, utterances_per_dialog=utterances_per_dialog, seed=seed)
+    settings = _settings(config, set_, "demo", device, num_workers, modalities)
     labels = get_label_set("4class")
-    cfg = _config(config, set_, "demo", device, num_workers) if not dry_run else None
-    _run(read_iemocap(root, labels), "demo", out, labels, cfg, modalities, overwrite, dry_run, scheduler, cluster)
+    root = corpus_dir or (out or Path(settings.cfg.store.dir)) / "demo-corpus"
+
+    def read() -> CorpusScan:
+        if not (root / "Session1").is_dir():
+            console.print(f"generating the demo corpus in {root}")
+            generate_demo_corpus(root, utterances_per_dialog=utterances_per_dialog, seed=seed)
+        return read_iemocap(root, labels)
+
+    _run(read, "demo", out, labels, settings, overwrite, dry_run, scheduler, cluster)

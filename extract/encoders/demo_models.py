@@ -112,8 +112,9 @@ def demo_overrides() -> dict[str, object]:
     }
 
 
-def apply_profile(cfg: PipelineConfig) -> PipelineConfig:
-    """The config the extractor runs with: unchanged for `real`, stand-ins for `demo`."""
+def apply_profile(cfg: PipelineConfig, explicit: frozenset[str] | set[str] = frozenset()) -> PipelineConfig:
+    """The config the extractor runs with: unchanged for `real`, stand-ins for `demo`, except the
+    keys the user set explicitly (`--set`), which win."""
     if cfg.extract.profile != "demo":
         return cfg
-    return with_overrides(cfg, demo_overrides(), "profile demo")
+    return with_overrides(cfg, {k: v for k, v in demo_overrides().items() if k not in explicit}, "profile demo")

@@ -1,0 +1,104 @@
+"""`cmarr-extract` settings and names: what the user sets is what runs and what the store records."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+import soundfile as sf
+from cmarr.extract.cli import app
+from cmarr.shared.store import FeatureStore
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def small_manifest(folder, n=4):
+    """A manifest of `n` utterances with transcripts and 0.5-1 s of audio each."""
+    rng = np.random.default_rng(0)
+    rows = ["id,label,speaker,session,text,audio"]
+    for k in range(n):
+        sf.write(folder / f"a{k}.wav", 0.1 * rng.standard_normal(8000 + 1000 * k).astype(np.float32), 16000)
+        rows.append(f"u{k},{'calm' if k % 2 else 'tense'},p{k % 2},S{k % 2},I feel number {k} today.,a{k}.wav")
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    return folder / "m.csv"
+
+
+def extract(manifest, out, *extra):
+    args = ["manifest", str(manifest), "--corpus", "c", "--label-set", "calm,tense", "--profile", "demo"]
+    return runner.invoke(app, args + ["--num-workers", "0", *(["--out", str(out)] if out else []), *extra])
+
+
+def recorded_config(store_path) -> dict:
+    return tomllib.loads(FeatureStore.open(store_path).attrs["config_toml"])
+
+
+def test_store_dtype_float32_is_what_the_store_holds(tmp_path):
+    manifest = small_manifest(tmp_path)
+    result = extract(manifest, tmp_path / "out", "--modalities", "text", "--set", "store.dtype=float32")
+    assert result.exit_code == 0, result.output
+    text = FeatureStore.open(tmp_path / "out" / "c.zarr").modality("text")
+    assert text.get(0).dtype == np.float32 and text.spec.dtype == "float32"
+    result = extract(manifest, tmp_path / "half", "--modalities", "text")
+    assert FeatureStore.open(tmp_path / "half" / "c.zarr").modality("text").get(0).dtype == np.float16
+
+
+def test_store_dir_is_the_default_out(tmp_path, monkeypatch):
+    manifest = small_manifest(tmp_path)
+    (tmp_path / "p.toml").write_text('[store]\ndir = "features"\n')
+    monkeypatch.chdir(tmp_path)
+    result = extract(manifest, None, "--modalities", "text", "--config", "p.toml")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "features" / "c.zarr" / "zarr.json").is_file()
+
+
+def test_explicit_set_wins_over_the_demo_profile(tmp_path):
+    manifest = small_manifest(tmp_path)
+    result = extract(
+        manifest,
+        tmp_path / "out",
+        "--modalities",
+        "audio",
+        "--set",
+        "extract.audio.max_window_seconds=0.5",
+        "--set",
+        "extract.video.min_face_size=60",
+    )
+    assert result.exit_code == 0, result.output
+    cfg = recorded_config(tmp_path / "out" / "c.zarr")
+    assert cfg["extract"]["audio"]["max_window_seconds"] == 0.5
+    assert cfg["extract"]["video"]["min_face_size"] == 60  # the demo profile's 40 did not replace it
+    assert cfg["extract"]["video"]["fps"] == 4.0  # keys not set explicitly still take the profile's value
+    assert FeatureStore.open(tmp_path / "out" / "c.zarr").modality("audio").spec.extra["window_seconds"] == 0.5
+
+
+def test_modalities_option_is_the_recorded_config(tmp_path):
+    manifest = small_manifest(tmp_path)
+    result = extract(manifest, tmp_path / "out", "--modalities", "text")
+    assert result.exit_code == 0, result.output
+    store = FeatureStore.open(tmp_path / "out" / "c.zarr")
+    assert store.modality_names == ["text"]
+    assert recorded_config(tmp_path / "out" / "c.zarr")["extract"]["modalities"] == ["text"]
+
+
+@pytest.mark.parametrize("name", ["../escape", "", "a/b", "a\\b", ".hidden", "-x", "..", "x."])
+def test_corpus_names_that_are_not_plain_file_names_are_refused(tmp_path, name):
+    manifest = small_manifest(tmp_path)
+    result = runner.invoke(app, ["manifest", str(manifest), "--corpus", name, "--label-set", "calm,tense", "--dry-run"])
+    assert result.exit_code == 2 and "--corpus" in result.output, result.output
+    assert not (tmp_path / "escape.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    "label_set, message",
+    [
+        ("calm,calm,tense", "class calm given more than once"),
+        ("calm", "list your classes separated by commas"),
+        ("calm,", "at least two classes"),
+    ],
+)
+def test_label_sets_with_repeated_or_single_classes_are_refused(tmp_path, label_set, message):
+    manifest = small_manifest(tmp_path)
+    result = runner.invoke(app, ["manifest", str(manifest), "--label-set", label_set, "--dry-run"])
+    assert result.exit_code == 2 and message in result.output, result.output
