@@ -9,18 +9,22 @@ concerns the whole run (a full disk, no memory) stops it.
 
 from __future__ import annotations
 
+import errno
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from cmarr.extract.encoders import Encoder, EncodeResult
+from cmarr.extract.media.span import Decoded
 from cmarr.shared.prefetch import prefetch
 from cmarr.shared.store import Status
 from cmarr.shared.store.writer import ModalityWriter
+
+RUN_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.ENOMEM}  # OSErrors that stop the run (see concerns_the_run)
 
 
 def batch_tag(b: int) -> str:
@@ -44,9 +48,12 @@ def encode_batches(
     arguments instead of being staged (for `finalize(last_batch=...)`). Returns the number of
     items encoded."""
     done = 0
+    decoded = stream(_BatchDecoder(records, planned, encoder.loader()))
     with _BackgroundWriter(mw) as sink:
-        for j, (b, items, inputs, errors) in enumerate(stream(_BatchDecoder(records, planned, encoder.loader()))):
+        for j, (b, items, inputs, errors, notes) in enumerate(decoded):
             results = _encode_safely(encoder, inputs, errors)
+            for k, note in notes.items():
+                results[k] = with_reason(results[k], note)
             todo = [k for k, i in enumerate(items) if pending[i]]
             batch = _part_args([items[k] for k in todo], [results[k] for k in todo])
             if hold_last is not None and j == len(planned) - 1:
@@ -60,8 +67,8 @@ def encode_batches(
 
 
 class _BatchDecoder(torch.utils.data.Dataset):
-    """Decodes one planned batch per item; failures travel back as reasons, not exceptions.
-    `records` is a list or a dict, indexed by utterance index."""
+    """Decodes one planned batch per item; an input's failure travels back as its reason, and a
+    loader's note (`Decoded.note`) with it. `records` is a list or a dict, indexed by utterance index."""
 
     def __init__(self, records, planned: list[tuple[int, np.ndarray]], load: Callable):
         self.records, self.planned, self.load = records, planned, load
@@ -69,19 +76,23 @@ class _BatchDecoder(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.planned)
 
-    def __getitem__(self, j: int) -> tuple[int, list[int], list[Any], dict[int, str]]:
+    def __getitem__(self, j: int) -> tuple[int, list[int], list[Any], dict[int, str], dict[int, str]]:
+        """(batch number, items, inputs, errors by position, notes by position)."""
         b, batch = self.planned[j]
-        items, inputs, errors = [int(i) for i in batch], [], {}
+        items, inputs, errors, notes = [int(i) for i in batch], [], {}, {}
         for k, i in enumerate(items):
             try:
-                inputs.append(self.load(self.records[i]))
+                value = self.load(self.records[i])
             except FileNotFoundError as err:
-                inputs.append(None)
-                errors[k] = f"missing input file: {err}"
+                value, errors[k] = None, f"missing input file: {err}"
             except Exception as err:  # a corrupt file fails its item, never the run
-                inputs.append(None)
-                errors[k] = str(err) or type(err).__name__
-        return b, items, inputs, errors
+                if concerns_the_run(err):
+                    raise
+                value, errors[k] = None, str(err) or type(err).__name__
+            if isinstance(value, Decoded):
+                value, notes[k] = value.value, value.note
+            inputs.append(value)
+        return b, items, inputs, errors, {k: note for k, note in notes.items() if note}
 
 
 def loader_stream(dataset: _BatchDecoder, num_workers: int):
@@ -103,15 +114,15 @@ def loader_stream(dataset: _BatchDecoder, num_workers: int):
         )
     )
     yield dataset[0]
-    for b, items, inputs, errors in workers:
-        yield b, items, _from_shared(inputs), errors
+    for b, items, inputs, errors, notes in workers:
+        yield b, items, _from_shared(inputs), errors, notes
 
 
 def _to_shared(batch: tuple) -> tuple:
     """In a worker: the batch's arrays copied into one shared-memory tensor, which travels as a
     file descriptor; pickled through the pipe they cost the main process 15-20 ms per 8 MB of
     audio here, packed about 4 ms."""
-    b, items, inputs, errors = batch
+    b, items, inputs, errors, notes = batch
     arrays = [x for x in inputs if isinstance(x, np.ndarray)]
     flat = torch.empty(sum(x.nbytes for x in arrays), dtype=torch.uint8).share_memory_()
     buffer, at = flat.numpy(), 0
@@ -119,7 +130,7 @@ def _to_shared(batch: tuple) -> tuple:
         buffer[at : at + x.nbytes] = np.ascontiguousarray(x).reshape(-1).view(np.uint8)
         at += x.nbytes
     layout = [_Slot(x.dtype.str, x.shape) if isinstance(x, np.ndarray) else x for x in inputs]
-    return b, items, (flat, layout), errors
+    return b, items, (flat, layout), errors, notes
 
 
 @dataclass(frozen=True)
@@ -152,31 +163,57 @@ def thread_stream(dataset: _BatchDecoder, depth: int = 2):
 
 
 def _encode_safely(encoder: Encoder, inputs: list, errors: dict[int, str]) -> list[EncodeResult]:
-    """Encode a batch; if the batch fails as a whole, retry items alone so one bad input fails alone."""
-    failed = {k: EncodeResult(None, Status.FAILED, reason) for k, reason in errors.items()}
-    live = [k for k in range(len(inputs)) if k not in failed]
+    """Encode a batch; if the batch fails as a whole, encode its items alone, so that one bad input
+    fails alone. A failure's reason always carries the exception's text."""
+    results = {k: EncodeResult(None, Status.FAILED, reason) for k, reason in errors.items()}
+    live = [k for k in range(len(inputs)) if k not in results]
     try:
-        out = encoder.encode([inputs[k] for k in live])
-        return [failed.get(k) or out[live.index(k)] for k in range(len(inputs))]
-    except Exception:
-        if len(live) <= 1:
+        if live:
+            results.update(zip(live, encoder.encode([inputs[k] for k in live])))
+    except Exception as err:
+        if concerns_the_run(err):
+            raise
+        if len(live) == 1:
+            results[live[0]] = _failure(err)
+        else:
             for k in live:
-                failed[k] = EncodeResult(None, Status.FAILED, "encoder error")
-            return [failed[k] for k in range(len(inputs))]
-    results = []
-    for k in range(len(inputs)):
-        if k in failed:
-            results.append(failed[k])
-            continue
-        try:
-            results.append(encoder.encode([inputs[k]])[0])
-        except Exception as err:
-            results.append(EncodeResult(None, Status.FAILED, f"encoder error: {err}"))
-    return results
+                try:
+                    results[k] = encoder.encode([inputs[k]])[0]
+                except Exception as err_k:
+                    if concerns_the_run(err_k):
+                        raise
+                    results[k] = _failure(err_k)
+    return [results[k] for k in range(len(inputs))]
+
+
+def _failure(err: Exception) -> EncodeResult:
+    return EncodeResult(None, Status.FAILED, f"encoder error: {str(err).strip() or type(err).__name__}")
+
+
+def with_reason(result: EncodeResult, note: str) -> EncodeResult:
+    """`result` with `note` added to its reason (kept with the item whatever its status)."""
+    return replace(result, reason="; ".join(x for x in (result.reason, note) if x))
+
+
+def concerns_the_run(err: BaseException) -> bool:
+    """A full disk or no memory is the machine's problem, not one input's: it stops the run (the
+    command then says how to resume) instead of failing items one after another."""
+    return isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno in RUN_ERRNOS)
+
+
+def _refuse_non_finite(result: EncodeResult) -> EncodeResult:
+    """TODO(store helper): the writer refuses non-finite features itself (same reason text);
+    remove this stand-in once that is on main."""
+    f = result.features
+    if f is None or np.isfinite(f).all():
+        return result
+    bad = f"{int((~np.isfinite(f)).sum())} of {f.size} encoder output values are not finite (NaN/inf)"
+    return EncodeResult(None, Status.FAILED, "; ".join(x for x in (result.reason, bad) if x))
 
 
 def _part_args(items: list[int], results: list[EncodeResult]) -> tuple:
     """`write_part`'s (items, features, status, reasons) for a batch of results."""
+    results = [_refuse_non_finite(r) for r in results]
     return (
         items,
         [r.features for r in results],

@@ -85,6 +85,9 @@ def _run(read: Callable[[], CorpusScan], corpus, out, label_set, settings, overw
     path = store_path(out or Path(settings.cfg.store.dir), corpus)
     scan = read()
     if dry_run:
+        from cmarr.extract.media.span import span_problems
+
+        scan.problems.extend(span_problems(scan.records, settings.cfg.extract.modalities))
         print(json.dumps({"corpus": corpus, **scan.summary()}, indent=2))
         return
     for problem in scan.problems[:20]:
@@ -132,12 +135,20 @@ def _print_report(report) -> None:
             f"{r.forward_seconds:.1f}",
         )
     console.print(table)
+    notes = [(r.modality, u, note) for r in report.modalities for u, note in r.notes.items()]
+    for modality, utt, note in notes[:20]:
+        err_console.print(f"[yellow]note[/] {modality} {utt}: {note}", highlight=False)
+    if len(notes) > 20:
+        err_console.print(f"... and {len(notes) - 20} more notes")
     failures = {(r.modality, u): why for r in report.modalities for u, why in r.failures.items()}
     for (modality, utt), why in list(failures.items())[:20]:
         err_console.print(f"[red]failed[/] {modality} {utt}: {why}", highlight=False)
     console.print(f"store: {report.store}")
     if failures:
-        err_console.print(f"{len(failures)} items failed; re-run the same command to retry them")
+        err_console.print(
+            f"{len(failures)} items failed (reasons above); once their inputs are fixed, re-run the same "
+            "command to retry them"
+        )
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from cmarr.extract.batch_loop import batch_tag, encode_batches, thread_stream
 from cmarr.extract.corpora.record import UtteranceRecord
-from cmarr.extract.encoders import Encoder, build_encoder
+from cmarr.extract.encoders import Encoder, build_encoder, check_settings
 from cmarr.extract.pipeline import Encoded, plan_modality
 from cmarr.shared.cluster import GPU, cluster_device, require_gpu_workers
-from cmarr.shared.config import PipelineConfig, config_hash, with_overrides
+from cmarr.shared.config import ExtractConfig, PipelineConfig, config_hash, with_overrides
 from cmarr.shared.console import err_console
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.store import ModalitySpec, StoreWriter
@@ -68,6 +68,11 @@ def _plugin(name: str) -> EncoderPlugin:
     from distributed import get_worker
 
     return get_worker().plugins[name]
+
+
+def _check_task(cfg: ExtractConfig, modalities: list[str]) -> None:
+    for modality in modalities:
+        check_settings(modality, cfg)
 
 
 def _plan_task(name: str, modality: str, records: list[UtteranceRecord]):
@@ -127,6 +132,10 @@ class DaskExecutor:
 
     def __exit__(self, *exc) -> None:
         self.client.unregister_worker_plugin(self.name)  # frees the workers' models
+
+    def check(self, modalities: list[str]) -> None:
+        """On a worker: the models are where the workers see them, not necessarily here."""
+        self.client.submit(_check_task, self.cfg.extract, modalities, resources=self.resources).result()
 
     def plan(self, modality: str, records: list[UtteranceRecord]) -> tuple[ModalitySpec, list[np.ndarray]]:
         """Planned on a worker, so that no model loads on the driver."""

@@ -22,13 +22,13 @@ import torch
 from cmarr.extract.batch_loop import encode_batches, loader_stream
 from cmarr.extract.batching import plan_batches
 from cmarr.extract.corpora.record import UtteranceRecord
-from cmarr.extract.encoders import Encoder, build_encoder
+from cmarr.extract.encoders import Encoder, build_encoder, check_settings
 from cmarr.extract.store_sync import open_store, store_lock
 from cmarr.shared.config import PipelineConfig, with_overrides
 from cmarr.shared.devices import cpu_threads, resolve_device
 from cmarr.shared.errors import InputDataError
 from cmarr.shared.labels import LabelSet
-from cmarr.shared.store import ModalitySpec, StoreWriter
+from cmarr.shared.store import ModalitySpec, Status, StoreWriter
 from cmarr.shared.store.writer import ModalityWriter
 
 Progress = Callable[[str, int, int], None]  # (modality, items done, items to do)
@@ -39,6 +39,7 @@ class ModalityReport:
     modality: str
     counts: dict[str, int] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # utterance id -> reason
+    notes: dict[str, str] = field(default_factory=dict)  # utterance id -> note, for items extracted ok
     encoded: int = 0  # items encoded in this run (the rest were already settled)
     seconds: float = 0.0
     forward_seconds: float = 0.0
@@ -67,6 +68,9 @@ class Executor(Protocol):
     """Where the encoders run. `cfg` is the config as this executor runs it (what the store records)."""
 
     cfg: PipelineConfig
+
+    def check(self, modalities: list[str]) -> None:
+        """Refuse settings the models cannot honour (ConfigError), before any item is encoded."""
 
     def plan(self, modality: str, records: list[UtteranceRecord]) -> tuple[ModalitySpec, list[np.ndarray]]:
         """The encoder's spec and its batch plan over the whole corpus."""
@@ -106,6 +110,7 @@ def extract_corpus(
         raise InputDataError(f"{corpus}: no utterances in the label set {label_set.name!r}")
     out = Path(out)
     with store_lock(out), open_executor(executor, cfg) as run:
+        run.check(run.cfg.extract.modalities)
         writer, updated = open_store(out, records, corpus, label_set, run.cfg, overwrite)
         reports = [extract_modality(writer, records, m, run, overwrite, progress) for m in run.cfg.extract.modalities]
     return ExtractionReport(out, reports, updated)
@@ -131,6 +136,8 @@ def extract_modality(
     report.counts = mw.finalize(run.cfg.store.chunk_frames, last_batch=done.last_batch)
     report.finalize_seconds = time.perf_counter() - finalize_start
     report.failures = dict(mw.group.attrs.get("failures", {}))
+    ok = {records[i].id for i in np.flatnonzero(mw.current_status() == Status.OK)}
+    report.notes = {u: note for u, note in mw.group.attrs.get("notes", {}).items() if u in ok}
     report.seconds = time.perf_counter() - start
     return report
 
@@ -178,6 +185,10 @@ class LocalExecutor:
                 torch.cuda.empty_cache()
             self.encoders[modality] = build_encoder(modality, self.cfg.extract, self.device)
         return self.encoders[modality]
+
+    def check(self, modalities: list[str]) -> None:
+        for modality in modalities:
+            check_settings(modality, self.cfg.extract)
 
     def plan(self, modality: str, records: list[UtteranceRecord]) -> tuple[ModalitySpec, list[np.ndarray]]:
         encoder = self.encoder(modality)

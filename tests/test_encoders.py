@@ -178,7 +178,7 @@ def test_sliced_forward_returns_what_one_pass_returns():
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Batches shaped like `_BatchDecoder`'s: (batch, items, inputs, errors), with arrays of
+    """Batches shaped like `_BatchDecoder`'s: (batch, items, inputs, errors, notes), with arrays of
     several dtypes and shapes, a missing input and a non-array input; items name the process."""
 
     def __len__(self):
@@ -193,7 +193,7 @@ class _Decoded(torch.utils.data.Dataset):
             "text",
             np.zeros((0, 4), np.float16),
         ]
-        return j, [os.getpid()], inputs, {1: "missing"}
+        return j, [os.getpid()], inputs, {1: "missing"}, {0: f"note {j}"}
 
 
 def test_decoded_batches_arrive_in_order_and_unchanged_the_first_decoded_here():
@@ -202,10 +202,93 @@ def test_decoded_batches_arrive_in_order_and_unchanged_the_first_decoded_here():
     out = list(loader_stream(_Decoded(), 2))
     assert [b for b, *_ in out] == list(range(5))  # in plan order
     assert out[0][1] == [os.getpid()]  # while the workers start
-    assert all(items != [os.getpid()] for _, items, _, _ in out[1:])
-    for b, _, inputs, errors in out:
+    assert all(items != [os.getpid()] for _, items, _, _, _ in out[1:])
+    for b, _, inputs, errors, notes in out:
         want = _Decoded()[b][2]
-        assert errors == {1: "missing"} and inputs[1] is None and inputs[3] == "text"
+        assert errors == {1: "missing"} and notes == {0: f"note {b}"} and inputs[1] is None and inputs[3] == "text"
         for k in (0, 2, 4):
             assert inputs[k].dtype == want[k].dtype and inputs[k].shape == want[k].shape
             assert inputs[k].tobytes() == want[k].tobytes()
+
+
+# ----------------------------------------------------------------------------- settings beyond the model
+
+
+def _tiny_text_model(folder, cls, **config):
+    """A random BERT-family model with MiniLM's tokenizer files, saved in `folder`."""
+    torch.manual_seed(0)
+    kind = {"bert": "BertConfig", "roberta": "RobertaConfig"}[cls]
+    import transformers
+
+    model_cls = getattr(transformers, kind.replace("Config", "Model"))
+    conf = getattr(transformers, kind)(
+        vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, **config
+    )
+    model_cls(conf).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).write_bytes((minilm_path() / name).read_bytes())
+    return folder
+
+
+def test_text_max_length_beyond_the_models_positions_is_refused_at_load():
+    cfg = TextEncoderConfig(model=str(minilm_path()), max_length=1024)
+    message = r"extract\.text\.max_length = 1024: .* has positions for 512 tokens; set it to 512 or less"
+    with pytest.raises(ConfigError, match=message):
+        TextEncoder.check_settings(cfg)  # from the model's config alone
+    with pytest.raises(ConfigError, match=message):
+        TextEncoder(cfg, CPU, "none")
+
+
+def test_roberta_positions_leave_out_the_padding_offset(tmp_path):
+    path = _tiny_text_model(tmp_path / "roberta", "roberta", max_position_embeddings=66, pad_token_id=1)
+    with pytest.raises(ConfigError, match="positions for 64 tokens"):
+        TextEncoder(TextEncoderConfig(model=str(path), max_length=65), CPU, "none")
+    enc = TextEncoder(TextEncoderConfig(model=str(path), max_length=64), CPU, "none")
+    [result] = enc.encode(["word " * 200])  # cut to 64 positions, which the model has
+    assert result.status == Status.OK and result.features.shape == (62, 16)
+
+
+@pytest.mark.parametrize("layer, ok", [(2, True), (-3, True), (3, False), (-4, False)])
+def test_layers_the_model_lacks_are_refused(tmp_path, layer, ok):
+    path = _tiny_text_model(tmp_path / "bert", "bert")  # 2 layers: hidden states 0..2
+    if ok:
+        TextEncoder.check_settings(TextEncoderConfig(model=str(path), layer=layer))
+    else:
+        with pytest.raises(ConfigError, match=rf"extract\.text\.layer = {layer}: .* hidden states 0\.\.2"):
+            TextEncoder.check_settings(TextEncoderConfig(model=str(path), layer=layer))
+    wav2vec2 = tiny_wav2vec2(tmp_path)  # 2 layers as well
+    if ok:
+        SpeechEncoder.check_settings(AudioEncoderConfig(model=str(wav2vec2), layer=layer))
+    else:
+        with pytest.raises(ConfigError, match=rf"extract\.audio\.layer = {layer}: .* hidden states 0\.\.2"):
+            SpeechEncoder(AudioEncoderConfig(model=str(wav2vec2), layer=layer), CPU, "none")
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"max_window_seconds": 0.02}, r"max_window_seconds = 0\.02: shorter than one frame .*25\.0 ms"),
+        ({"sample_rate": 8000}, r"extract\.audio\.sample_rate = 8000: .* takes 16000 Hz input"),
+    ],
+)
+def test_audio_settings_the_model_cannot_honour_are_refused(tmp_path, setting, message):
+    cfg = AudioEncoderConfig(model=str(tiny_wav2vec2(tmp_path)), **setting)
+    with pytest.raises(ConfigError, match=message):
+        SpeechEncoder.check_settings(cfg)
+    with pytest.raises(ConfigError, match=message):
+        SpeechEncoder(cfg, CPU, "none")
+
+
+def test_a_bad_setting_stops_the_run_before_any_item(tmp_path):
+    """`--modalities audio,text` with a text setting beyond the model: nothing is extracted, no store."""
+    from cmarr.extract.corpora.record import UtteranceRecord
+    from cmarr.extract.encoders.demo_models import apply_profile
+    from cmarr.extract.pipeline import extract_corpus
+    from cmarr.shared.config import load_config
+    from cmarr.shared.labels import get_label_set
+
+    cfg = apply_profile(load_config(None, {"extract.profile": "demo", "extract.text.max_length": 600}), {"x"})
+    records = [UtteranceRecord(id="u", label="calm", session="A", speaker="p", text="hello")]
+    with pytest.raises(ConfigError, match="max_length = 600"):
+        extract_corpus(records, tmp_path / "s.zarr", "c", get_label_set("calm,tense"), cfg, ["audio", "text"])
+    assert not (tmp_path / "s.zarr").exists()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 
 import numpy as np
 import pytest
 import soundfile as sf
 from cmarr.extract.cli import app
-from cmarr.shared.store import FeatureStore
+from cmarr.shared.store import FeatureStore, Status
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -102,3 +103,41 @@ def test_label_sets_with_repeated_or_single_classes_are_refused(tmp_path, label_
     manifest = small_manifest(tmp_path)
     result = runner.invoke(app, ["manifest", str(manifest), "--label-set", label_set, "--dry-run"])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_field_inputs_become_statuses_reasons_and_notes(tmp_path):
+    """What a person sees for NaN samples, a clip shorter than one wav2vec2 frame and spans outside or
+    past the end of a 4 s recording: failed items name the file and the cause, a span cut short is
+    extracted with a note, the rest is ok; exit 3."""
+    rng = np.random.default_rng(0)
+    nan = rng.uniform(-0.3, 0.3, 16000).astype(np.float32)
+    nan[::1600] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "short.wav", rng.uniform(-0.3, 0.3, 350).astype(np.float32), 16000)
+    sf.write(tmp_path / "rec.wav", rng.uniform(-0.3, 0.3, 64000).astype(np.float32), 16000)
+    (tmp_path / "m.csv").write_text(
+        "id,label,speaker,session,audio,start,end\n"
+        "nan,calm,p,A,nan.wav,,\n"
+        "short,calm,p,A,short.wav,,\n"
+        "inside,tense,p,A,rec.wav,1.0,2.5\n"
+        "overlaps_end,tense,p,A,rec.wav,3.0,7.0\n"
+        "after_end,calm,p,A,rec.wav,5.0,6.5\n"
+    )
+    result = extract(tmp_path / "m.csv", tmp_path / "out", "--modalities", "audio")
+    assert result.exit_code == 3, result.output
+    store = FeatureStore.open(tmp_path / "out" / "c.zarr")
+    status = dict(zip(store.utterances["id"], store.modality("audio").status))
+    failed, ok, missing = Status.FAILED, Status.OK, Status.MISSING_INPUT
+    assert status == {"nan": failed, "short": missing, "inside": ok, "overlaps_end": ok, "after_end": failed}
+    failures, notes = store.root["audio"].attrs["failures"], store.root["audio"].attrs["notes"]
+    assert failures["nan"].endswith("nan.wav: 10 of 16000 samples are not finite (NaN or inf)")
+    assert failures["after_end"].endswith("rec.wav is 4.0 s, span 5.0-6.5 s is outside it")
+    assert notes["short"] == "audio shorter than one frame (25.0 ms)"
+    past_end = "rec.wav is 4.0 s, span 3.0-7.0 s runs 3.0 s past its end (features cover 3.0-4.0 s)"
+    assert notes["overlaps_end"].endswith(past_end)
+    assert "note audio overlaps_end: " in result.output and "failed audio after_end: " in result.output
+    dry = runner.invoke(
+        app, ["manifest", str(tmp_path / "m.csv"), "--label-set", "calm,tense", "--dry-run", "--modalities", "audio"]
+    )
+    problems = json.loads(dry.stdout)["problems"]
+    assert [p.split(":")[0] for p in problems] == ["overlaps_end", "after_end"]

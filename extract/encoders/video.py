@@ -22,6 +22,7 @@ from cmarr.extract.encoders.sizing import (
     channels_last,
     for_device,
 )
+from cmarr.extract.media.span import Decoded
 from cmarr.extract.media.video import read_frames
 from cmarr.shared.config import VideoEncoderConfig
 from cmarr.shared.errors import ConfigError
@@ -59,7 +60,7 @@ def load_denseface(path: str | Path, cfg: VideoEncoderConfig) -> tuple[DenseNetB
     return net.eval(), ckpt
 
 
-def load_video(record: UtteranceRecord, fps: float) -> np.ndarray | None:
+def load_video(record: UtteranceRecord, fps: float) -> Decoded | None:
     return None if record.video is None else read_frames(record.video, fps)
 
 
@@ -83,6 +84,11 @@ class VideoEncoder(Encoder):
         self.frame_slice = for_device(device, cfg.frames_per_batch, CPU_FRAMES)
         self.face_slice = for_device(device, cfg.frames_per_batch, CPU_FACES)
         self.budget = 4 * cfg.frames_per_batch  # sampled frames per batch (detection runs on them all)
+
+    @staticmethod
+    def check_settings(cfg: VideoEncoderConfig) -> None:
+        """The checks loading makes: the checkpoint exists and matches the config."""
+        load_denseface(cfg.checkpoint, cfg)
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(
@@ -119,26 +125,39 @@ class VideoEncoder(Encoder):
         crops = [f for f in faces if f is not None and len(f)]
         feats = self._features(torch.cat(crops)) if crops else None
         results, row = [], 0
-        for f in faces:
+        for f, frames in zip(faces, inputs):
             if f is None:
                 results.append(EncodeResult(None, Status.MISSING_INPUT, "no video"))
             elif not len(f):
-                results.append(EncodeResult(None, Status.NO_FACE, "no face in any sampled frame"))
+                results.append(EncodeResult(None, Status.NO_FACE, self._no_face_reason(frames)))
             else:
                 results.append(EncodeResult(feats[row : row + len(f)], Status.OK))
                 row += len(f)
         return results
 
+    def _no_face_reason(self, frames: np.ndarray) -> str:
+        h, w = frames.shape[1:3]
+        if min(h, w) < self.cfg.min_face_size:
+            return (
+                f"no face: frames of {w}x{h} px are smaller than the smallest face searched for "
+                f"(extract.video.min_face_size = {self.cfg.min_face_size})"
+            )
+        return "no face in any sampled frame"
+
     def _faces(self, inputs: list[np.ndarray | None]) -> list[torch.Tensor | None]:
         """Per item, normalised grey face crops (N_faces, 1, S, S) of the frames where a face is found.
         Detection runs on the batch's frames grouped by frame size (MTCNN stacks them), `frame_slice`
-        frames per call."""
-        boxes: dict[tuple[int, int], list] = {}
+        frames per call. A frame smaller than the smallest face searched for holds no face: MTCNN
+        would scan no scale of it at all (and fail)."""
+        boxes: dict[tuple[int, int], tuple] = {}
         by_shape: dict[tuple, list[tuple[int, int]]] = {}
         for k, frames in enumerate(inputs):
             for j in range(0 if frames is None else len(frames)):
                 by_shape.setdefault(frames[j].shape, []).append((k, j))
-        for refs in by_shape.values():
+        for shape, refs in by_shape.items():
+            if min(shape[:2]) < self.cfg.min_face_size:
+                boxes.update({ref: (None, None) for ref in refs})
+                continue
             for lo in range(0, len(refs), self.frame_slice):
                 chunk = refs[lo : lo + self.frame_slice]
                 with self.timed():
