@@ -130,7 +130,8 @@ def main() -> None:
 
 def base_sized_models(root: Path) -> dict[str, object]:
     """Random-weight encoders with the real ones' architectures (speed only: the features mean nothing)."""
-    from cmarr.extract.encoders.demo_models import minilm_path, save_denseface
+    from cmarr.extract.encoders.demo_models import minilm_path
+    from cmarr.extract.encoders.denseface_checkpoint import save_denseface
     from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
     from transformers import (
         AutoTokenizer,

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from cmarr.extract.batching import padding_fraction, plan_batches
-from cmarr.extract.encoders.demo_models import minilm_path, save_denseface, tiny_wav2vec2
+from cmarr.extract.encoders.demo_models import minilm_path, tiny_wav2vec2
+from cmarr.extract.encoders.denseface_checkpoint import load_denseface, save_denseface
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.extract.encoders.speech import SpeechEncoder
 from cmarr.extract.encoders.text import TextEncoder
-from cmarr.extract.encoders.video import load_denseface
 from cmarr.shared.config import AudioEncoderConfig, TextEncoderConfig, VideoEncoderConfig
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.store.schema import Status
@@ -96,8 +96,7 @@ def test_checkpoint_with_other_architecture_or_normalisation_is_refused(tmp_path
         load_denseface(tmp_path / "small.pt", VideoEncoderConfig())
     with pytest.raises(ConfigError, match="normalises faces"):
         load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16, mean=100.0))
-    net, _ = load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16))
-    assert net.feature_dim == small.feature_dim
+    assert load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16)).net.feature_dim == small.feature_dim
 
 
 def test_speech_features_do_not_depend_on_batch_padding(tmp_path):
@@ -292,3 +291,60 @@ def test_a_bad_setting_stops_the_run_before_any_item(tmp_path):
     with pytest.raises(ConfigError, match="max_length = 600"):
         extract_corpus(records, tmp_path / "s.zarr", "c", get_label_set("calm,tense"), cfg, ["audio", "text"])
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_denseface_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = DenseNetBC(DenseNetArch(depth=16)).eval()
+    save_denseface(net, tmp_path / "d.pt", classes=list("abcdefgh"), extra={"note": "x"}, mean=100.0, std=50.0)
+    loaded = load_denseface(tmp_path / "d.pt")
+    assert loaded.classes == list("abcdefgh") and loaded.extra == {"note": "x"}
+    assert loaded.normalization == {"mean": 100.0, "std": 50.0, "size": 64}
+    x = torch.randn(3, 1, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(loaded.net.features(x), net.features(x))
+    assert not (tmp_path / "d.pt.partial").exists()
+
+
+def _garbage_checkpoints(folder):
+    """Files that are not Denseface checkpoints, each with the words its error must carry."""
+    good = folder / "good.pt"
+    save_denseface(DenseNetBC(DenseNetArch(depth=16)), good, classes=list("abcdefgh"))
+    data = good.read_bytes()
+    other = DenseNetBC(DenseNetArch(depth=16, growth=8)).state_dict()
+    cases = {
+        "empty.pt": (b"", "empty file"),
+        "truncated.pt": (data[: len(data) // 2], "truncated"),
+        "garbage.pt": (os.urandom(4096), "truncated"),
+        "text.pt": (b"not a checkpoint at all\n" * 10, "truncated"),
+    }
+    for name, (content, _) in cases.items():
+        (folder / name).write_bytes(content)
+    torch.save({"state_dict": {}}, folder / "keys.pt")
+    torch.save([1, 2, 3], folder / "list.pt")
+    rest = {"normalization": {}, "classes": []}
+    torch.save({"arch": {"depth": 16}, "state_dict": other, **rest}, folder / "shape.pt")
+    torch.save({"arch": {"depth": 16, "wings": 2}, "state_dict": {}, **rest}, folder / "arch.pt")
+
+    class Sneaky:  # a pickle that would run code: weights_only refuses it
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"arch": Sneaky()}, folder / "pickle.pt")
+    more = {
+        "keys.pt": "no arch, normalization, classes",
+        "list.pt": "a list",
+        "shape.pt": "do not fit its arch",
+        "arch.pt": "its arch is",
+        "pickle.pt": "not from cmarr-fer",
+    }
+    return {name: words for name, (_, words) in cases.items()} | more
+
+
+def test_damaged_or_foreign_checkpoints_are_one_line_errors_naming_the_file(tmp_path):
+    for name, words in _garbage_checkpoints(tmp_path).items():
+        with pytest.raises(ConfigError) as caught:
+            load_denseface(tmp_path / name)
+        message = str(caught.value)
+        assert message.startswith(f"{tmp_path / name}: ") and words in message, (name, message)
+        assert "\n" not in message, (name, message)

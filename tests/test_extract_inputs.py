@@ -17,7 +17,8 @@ from cmarr.extract.batch_loop import _encode_safely, encode_batches
 from cmarr.extract.corpora.demo import _face_image
 from cmarr.extract.corpora.record import MediaSpan, UtteranceRecord
 from cmarr.extract.encoders.base import EncodeResult
-from cmarr.extract.encoders.demo_models import save_denseface, tiny_wav2vec2
+from cmarr.extract.encoders.demo_models import tiny_wav2vec2
+from cmarr.extract.encoders.denseface_checkpoint import save_denseface
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.extract.encoders.speech import SpeechEncoder, receptive_field
 from cmarr.extract.encoders.video import VideoEncoder

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import torch
+from cmarr.extract.encoders.denseface_checkpoint import save_denseface
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.shared.config import PipelineConfig, with_overrides
 from cmarr.shared.errors import ConfigError
@@ -72,30 +73,6 @@ def tiny_denseface(root: Path) -> Path:
         extra={"note": "random weights: demo stand-in, not trained"},
     )
     return path
-
-
-def save_denseface(
-    net: DenseNetBC,
-    path: Path,
-    classes: list[str],
-    extra: dict | None = None,
-    mean: float = 131.0754,
-    std: float = 47.858177,
-) -> None:
-    """The checkpoint format `cmarr-extract` loads (also what the FER+ trainer writes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(
-        {
-            "arch": net.arch.to_dict(),
-            "normalization": {"mean": mean, "std": std, "size": net.arch.input_size},
-            "classes": classes,
-            "state_dict": net.state_dict(),
-            **(extra or {}),
-        },
-        tmp,
-    )
-    tmp.rename(path)
 
 
 def demo_overrides() -> dict[str, object]:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders.base import Encoder, EncodeResult
-from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
+from cmarr.extract.encoders.denseface_checkpoint import load_denseface
 from cmarr.extract.encoders.sizing import (
     CPU_CANDIDATES,
     CPU_FACES,
@@ -25,39 +25,9 @@ from cmarr.extract.encoders.sizing import (
 from cmarr.extract.media.span import Decoded
 from cmarr.extract.media.video import read_frames
 from cmarr.shared.config import VideoEncoderConfig
-from cmarr.shared.errors import ConfigError
 from cmarr.shared.provenance import file_sha256
 from cmarr.shared.store.schema import ModalitySpec, Status
 from torch.nn import functional as F
-
-
-def load_denseface(path: str | Path, cfg: VideoEncoderConfig) -> tuple[DenseNetBC, dict]:
-    """Load a Denseface checkpoint, refusing one whose architecture or normalisation disagrees
-    with the config (features from a different network would silently mix in the store)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"video checkpoint {path} not found (extract.video.checkpoint). DenseNet-FER+ weights are not\n"
-            "  published: train them with `cmarr-fer train --fer2013 fer2013.csv --ferplus fer2013new.csv`\n"
-            "  (see README), or use --profile demo for the offline stand-in encoders."
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        arch = DenseNetArch(**ckpt["arch"])
-        norm = ckpt["normalization"]
-    except Exception as err:
-        raise ConfigError(f"{path}: not a cmarr Denseface checkpoint ({err})") from None
-    expected = {"mean": cfg.mean, "std": cfg.std, "size": cfg.face_size}
-    if any(abs(float(norm[k]) - float(v)) > 1e-6 for k, v in expected.items()):
-        raise ConfigError(f"{path}: checkpoint normalises faces with {norm}, the config expects {expected}")
-    if (arch.depth, arch.growth, arch.input_size) != (cfg.depth, cfg.growth, cfg.face_size):
-        raise ConfigError(
-            f"{path}: checkpoint is DenseNet-BC depth {arch.depth} growth {arch.growth} on {arch.input_size}px, "
-            f"the config expects depth {cfg.depth} growth {cfg.growth} on {cfg.face_size}px"
-        )
-    net = DenseNetBC(arch)
-    net.load_state_dict(ckpt["state_dict"])
-    return net.eval(), ckpt
 
 
 def load_video(record: UtteranceRecord, fps: float) -> Decoded | None:
@@ -72,9 +42,9 @@ class VideoEncoder(Encoder):
         from facenet_pytorch import MTCNN
 
         self.cfg = cfg
-        self.net, ckpt = load_denseface(cfg.checkpoint, cfg)
-        channels_last(self.net.to(device))
-        self.arch = ckpt["arch"]
+        checkpoint = load_denseface(cfg.checkpoint, cfg)
+        self.net = channels_last(checkpoint.net.to(device))
+        self.arch = checkpoint.arch
         self.weights_sha256 = file_sha256(cfg.checkpoint)
         self.mtcnn = MTCNN(keep_all=True, min_face_size=cfg.min_face_size, device=device)
         candidates = None if device.type == "cuda" else CPU_CANDIDATES  # see sizing.py
