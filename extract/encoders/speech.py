@@ -9,13 +9,13 @@ receptive field (400 samples, 25 ms, for wav2vec2-base): a shorter clip has no s
 
 from __future__ import annotations
 
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 import torch
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders.base import Encoder, EncodeResult
-from cmarr.extract.encoders.hub import load_pretrained
+from cmarr.extract.encoders.hub import ModelIdentity, load_pretrained, model_identity
 from cmarr.extract.media.audio import audio_seconds, load_audio
 from cmarr.extract.media.span import Decoded
 from cmarr.shared.config import AudioEncoderConfig
@@ -83,9 +83,10 @@ class SpeechEncoder(Encoder):
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(
-            encoder=self.cfg.model,
+            encoder=self.identity.encoder,
             dim=self.model.config.hidden_size,
-            revision=getattr(self.model.config, "_commit_hash", None) or self.cfg.revision,
+            revision=self.identity.revision,
+            weights_sha256=self.identity.weights_sha256,
             layer=self.cfg.layer,
             frame_rate=self.cfg.sample_rate / self.stride,
             sample_rate=self.cfg.sample_rate,
@@ -94,6 +95,10 @@ class SpeechEncoder(Encoder):
 
     def cost(self, record: UtteranceRecord) -> int:
         return int(audio_seconds(record.audio) * self.cfg.sample_rate) if record.audio else 0
+
+    @cached_property
+    def identity(self) -> ModelIdentity:
+        return model_identity(self.cfg.model, self.cfg.revision, self.model)
 
     def loader(self):
         return partial(load_speech, sample_rate=self.cfg.sample_rate)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders.base import Encoder, EncodeResult
-from cmarr.extract.encoders.hub import load_pretrained
+from cmarr.extract.encoders.hub import ModelIdentity, load_pretrained, model_identity
 from cmarr.extract.encoders.sizing import CPU_TOKENS, for_device
 from cmarr.extract.media.span import MediaError
 from cmarr.shared.config import TextEncoderConfig
@@ -75,16 +75,17 @@ class TextEncoder(Encoder):
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(
-            encoder=self.cfg.model,
+            encoder=self.identity.encoder,
             dim=self.model.config.hidden_size,
-            revision=self._commit,
+            revision=self.identity.revision,
+            weights_sha256=self.identity.weights_sha256,
             layer=self.cfg.layer,
             extra={"unit": "wordpiece", "max_length": self.cfg.max_length},
         )
 
     @cached_property
-    def _commit(self) -> str:
-        return getattr(self.model.config, "_commit_hash", None) or self.cfg.revision
+    def identity(self) -> ModelIdentity:
+        return model_identity(self.cfg.model, self.cfg.revision, self.model)
 
     def cost(self, record: UtteranceRecord) -> int:
         return int(self.costs([record])[0])
