@@ -20,6 +20,7 @@ from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
 from cmarr.shared.labels import get_label_set
 from cmarr.shared.modalities import parse_modalities
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -91,7 +92,7 @@ def _run(read: Callable[[], CorpusScan], corpus, out, label_set, settings, overw
         print(json.dumps({"corpus": corpus, **scan.summary()}, indent=2))
         return
     for problem in scan.problems[:20]:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if len(scan.problems) > 20:
         err_console.print(f"... and {len(scan.problems) - 20} more warnings (--dry-run lists them)")
     from cmarr.extract.encoders.demo_models import apply_profile
@@ -121,6 +122,9 @@ def store_path(out: Path, corpus: str) -> Path:
 
 
 def _print_report(report) -> None:
+    if report.updated:
+        changes = "; ".join(f"{c} of {n} utterance{'s' if n > 1 else ''}" for c, n in report.updated.items())
+        console.print(f"updated from the corpus: {changes}", highlight=False, soft_wrap=True)
     table = Table("modality", "encoded now", "ok", "missing-input", "no-face", "failed", "seconds", "in forward")
     for r in report.modalities:
         c = r.counts
@@ -137,12 +141,12 @@ def _print_report(report) -> None:
     console.print(table)
     notes = [(r.modality, u, note) for r in report.modalities for u, note in r.notes.items()]
     for modality, utt, note in notes[:20]:
-        err_console.print(f"[yellow]note[/] {modality} {utt}: {note}", highlight=False)
+        err_console.print(f"[yellow]note[/] {modality} {escape(utt)}: {escape(note)}", highlight=False, soft_wrap=True)
     if len(notes) > 20:
         err_console.print(f"... and {len(notes) - 20} more notes")
     failures = {(r.modality, u): why for r in report.modalities for u, why in r.failures.items()}
     for (modality, utt), why in list(failures.items())[:20]:
-        err_console.print(f"[red]failed[/] {modality} {utt}: {why}", highlight=False)
+        err_console.print(f"[red]failed[/] {modality} {escape(utt)}: {escape(why)}", highlight=False, soft_wrap=True)
     console.print(f"store: {report.store}")
     if failures:
         err_console.print(
@@ -247,11 +251,13 @@ def demo(
     corpus_dir: Annotated[
         Path | None, typer.Option(help="Where to generate the corpus (default: OUT/demo-corpus).")
     ] = None,
-    utterances_per_dialog: Annotated[int, typer.Option(help="Labelled utterances per dialog (5 dialogs).")] = 24,
-    seed: Annotated[int, typer.Option(help="Seed of the generated corpus.")] = 0,
+    utterances_per_dialog: Annotated[
+        int | None, typer.Option(help="Labelled utterances per dialog (5 dialogs) of a new corpus (default 24).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of a new corpus (default 0).")] = None,
 ) -> None:
     """Generate the built-in demo corpus (IEMOCAP layout) and extract it with the demo encoders."""
-    from cmarr.extract.corpora.demo import generate_demo_corpus
+    from cmarr.extract.corpora.demo import ensure_demo_corpus
     from cmarr.extract.corpora.iemocap import read_iemocap
 
     settings = _settings(config, set_, "demo", device, num_workers, modalities)
@@ -259,9 +265,6 @@ def demo(
     root = corpus_dir or (out or Path(settings.cfg.store.dir)) / "demo-corpus"
 
     def read() -> CorpusScan:
-        if not (root / "Session1").is_dir():
-            console.print(f"generating the demo corpus in {root}")
-            generate_demo_corpus(root, utterances_per_dialog=utterances_per_dialog, seed=seed)
-        return read_iemocap(root, labels)
+        return read_iemocap(ensure_demo_corpus(root, utterances_per_dialog, seed, console.print), labels)
 
     _run(read, "demo", out, labels, settings, overwrite, dry_run, scheduler, cluster)

@@ -195,3 +195,49 @@ def test_demo_models_are_made_without_third_party_progress_bars(tmp_path, monkey
     assert "Writing model shards" not in result.output and "it/s]" not in result.output
     spec = FeatureStore.open(tmp_path / "out" / "c.zarr").modality("audio").spec
     assert spec.encoder == "wav2vec2-tiny" and len(spec.weights_sha256) == 64 and str(tmp_path) not in spec.encoder
+
+
+def test_corrections_in_the_corpus_reach_the_store_on_a_rerun(tmp_path):
+    manifest = small_manifest(tmp_path)
+    assert extract(manifest, tmp_path / "out", "--modalities", "text").exit_code == 0
+    path = tmp_path / "out" / "c.zarr"
+    before = FeatureStore.open(path).modality("text").load_all().tobytes()
+    manifest.write_text(manifest.read_text().replace("u1,calm,p1,S1", "u1,tense,p9,S1"))
+    result = extract(manifest, tmp_path / "out", "--modalities", "text")
+    assert result.exit_code == 0, result.output
+    assert "updated from the corpus: label of 1 utterance; label_name of 1 utterance; speaker of 1" in result.output
+    store = FeatureStore.open(path)
+    u1 = store.utterances["id"].tolist().index("u1")
+    assert store.utterances["label_name"][u1] == "tense" and store.utterances["label"][u1] == 1
+    assert store.utterances["speaker"][u1] == "p9"
+    assert store.modality("text").load_all().tobytes() == before  # nothing re-extracted
+    again = extract(manifest, tmp_path / "out", "--modalities", "text")
+    assert "updated from the corpus" not in again.output
+
+
+def test_changed_times_are_refused_unless_overwrite_re_extracts_them(tmp_path):
+    manifest = small_manifest(tmp_path)
+    rows = manifest.read_text().splitlines()
+    rows = [rows[0] + ",start,end"] + [r + ",0.0,0.5" for r in rows[1:]]
+    manifest.write_text("\n".join(rows) + "\n")
+    assert extract(manifest, tmp_path / "out", "--modalities", "text,audio").exit_code == 0
+    manifest.write_text(manifest.read_text().replace("u2,calm", "u2,calm").replace("a2.wav,0.0,0.5", "a2.wav,0.1,0.5"))
+    refused = extract(manifest, tmp_path / "out", "--modalities", "audio")
+    assert refused.exit_code == 1 and "other start/end times for 1 utterances (u2)" in refused.output
+    partial = extract(manifest, tmp_path / "out", "--modalities", "audio", "--overwrite")
+    assert partial.exit_code == 1 and "store's text features were cut at the old times" in partial.output
+    path = tmp_path / "out" / "c.zarr"
+    assert FeatureStore.open(path).utterances["start"].tolist() == [0.0] * 4  # nothing changed yet
+    done = extract(manifest, tmp_path / "out", "--modalities", "text,audio", "--overwrite")
+    assert done.exit_code == 0, done.output
+    store = FeatureStore.open(path)
+    assert store.utterances["start"].tolist() == [0.0, 0.0, 0.1, 0.0]
+    assert store.modality("audio").lengths[2] < store.modality("audio").lengths[0]  # re-cut at 0.1-0.5 s
+
+
+def test_a_store_of_other_classes_is_refused(tmp_path):
+    manifest = small_manifest(tmp_path)
+    assert extract(manifest, tmp_path / "out", "--modalities", "text").exit_code == 0
+    args = ["manifest", str(manifest), "--corpus", "c", "--label-set", "tense,calm", "--profile", "demo"]
+    result = runner.invoke(app, args + ["--out", str(tmp_path / "out"), "--modalities", "text"])
+    assert result.exit_code == 1 and "written with the classes calm,tense, this run reads tense,calm" in result.output
