@@ -26,7 +26,7 @@ from cmarr.extract.encoders import Encoder, build_encoder, check_settings
 from cmarr.extract.store_sync import open_store, store_lock
 from cmarr.shared.config import PipelineConfig, with_overrides
 from cmarr.shared.devices import cpu_threads, resolve_device
-from cmarr.shared.errors import InputDataError
+from cmarr.shared.errors import ConfigError
 from cmarr.shared.labels import LabelSet
 from cmarr.shared.store import ModalitySpec, Status, StoreWriter
 from cmarr.shared.store.writer import ModalityWriter
@@ -107,7 +107,8 @@ def extract_corpus(
     if modalities is not None:
         cfg = with_overrides(cfg, {"extract.modalities": list(modalities)}, "--modalities")
     if not records:
-        raise InputDataError(f"{corpus}: no utterances in the label set {label_set.name!r}")
+        classes = ", ".join(label_set.classes)
+        raise ConfigError(f"{corpus}: no utterances in the label set {label_set.name!r} ({classes})")
     out = Path(out)
     with store_lock(out), open_executor(executor, cfg) as run:
         run.check(run.cfg.extract.modalities)
