@@ -150,8 +150,8 @@ def _print_report(report) -> None:
     console.print(f"store: {report.store}")
     if failures:
         err_console.print(
-            f"{len(failures)} items failed (reasons above); once their inputs are fixed, re-run the same "
-            "command to retry them"
+            f"{len(failures)} item{'s' if len(failures) > 1 else ''} failed (reasons above); once their inputs "
+            "are fixed, re-run the same command to retry them"
         )
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
