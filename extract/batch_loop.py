@@ -187,7 +187,8 @@ def _encode_safely(encoder: Encoder, inputs: list, errors: dict[int, str]) -> li
 
 
 def _failure(err: Exception) -> EncodeResult:
-    return EncodeResult(None, Status.FAILED, f"encoder error: {str(err).strip() or type(err).__name__}")
+    """The item's failure, with the exception's text on one line."""
+    return EncodeResult(None, Status.FAILED, f"encoder error: {' '.join(str(err).split()) or type(err).__name__}")
 
 
 def with_reason(result: EncodeResult, note: str) -> EncodeResult:

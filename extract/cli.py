@@ -47,8 +47,8 @@ Modalities = Annotated[
 Overwrite = Annotated[
     bool,
     typer.Option(
-        help="Replace a modality's features written with another encoder config; "
-        "re-extract utterances whose start/end changed."
+        help="Replace a modality's features written with another encoder config; when the corpus "
+        "changed start/end times, extract the store's modalities again."
     ),
 ]
 DryRun = Annotated[bool, typer.Option(help="Validate the corpus and print a JSON summary; run no encoder.")]
