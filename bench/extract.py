@@ -30,7 +30,8 @@ from cmarr.extract.corpora.demo import generate_demo_corpus  # noqa: E402
 from cmarr.extract.corpora.iemocap import read_iemocap  # noqa: E402
 from cmarr.extract.encoders import build_encoder  # noqa: E402
 from cmarr.extract.encoders.demo_models import apply_profile  # noqa: E402
-from cmarr.extract.pipeline import extract_modality, open_or_create_store  # noqa: E402
+from cmarr.extract.pipeline import LocalExecutor, extract_modality  # noqa: E402
+from cmarr.extract.store_sync import open_store  # noqa: E402
 from cmarr.shared.config import load_config, with_overrides  # noqa: E402
 from cmarr.shared.devices import resolve_device  # noqa: E402
 from cmarr.shared.labels import FOUR_CLASS  # noqa: E402
@@ -92,9 +93,9 @@ def main() -> None:
             batched, loop = [], []
             for r in range(args.repeats):  # alternate the sides, so drifts in machine speed hit both
                 encoder.forward_seconds = 0.0
-                store = open_or_create_store(tmp / f"b{r}-{modality}.zarr", records, "demo", FOUR_CLASS, cfg)
-                batched.append(extract_modality(store, records, encoder, cfg))
-                store = open_or_create_store(tmp / f"l{r}-{modality}.zarr", records, "demo", FOUR_CLASS, cfg)
+                store, _ = open_store(tmp / f"b{r}-{modality}.zarr", records, "demo", FOUR_CLASS, cfg)
+                batched.append(extract_modality(store, records, modality, LocalExecutor(cfg, {modality: encoder})))
+                store, _ = open_store(tmp / f"l{r}-{modality}.zarr", records, "demo", FOUR_CLASS, cfg)
                 loop.append(one_at_a_time(encoder, records, store))
             a = FeatureStore.open(tmp / f"b0-{modality}.zarr").modality(modality)
             b = FeatureStore.open(tmp / f"l0-{modality}.zarr").modality(modality)
@@ -129,7 +130,8 @@ def main() -> None:
 
 def base_sized_models(root: Path) -> dict[str, object]:
     """Random-weight encoders with the real ones' architectures (speed only: the features mean nothing)."""
-    from cmarr.extract.encoders.demo_models import minilm_path, save_denseface
+    from cmarr.extract.encoders.demo_models import minilm_path
+    from cmarr.extract.encoders.denseface_checkpoint import save_denseface
     from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
     from transformers import (
         AutoTokenizer,

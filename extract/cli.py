@@ -6,17 +6,21 @@ Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 finished but some items fai
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from cmarr.extract.corpora.record import CorpusScan
-from cmarr.shared.config import load_config, parse_override
+from cmarr.shared.config import PipelineConfig, load_config, parse_override
 from cmarr.shared.console import ProgressReporter, err_console, reports_errors
 from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
 from cmarr.shared.labels import get_label_set
 from cmarr.shared.modalities import parse_modalities
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -24,16 +28,29 @@ app = typer.Typer(
     "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 finished but some items failed.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain: `[extract.video]` is a config section, not markup
 )
 console = Console()
+CORPUS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="Folder for the store (<corpus>.zarr is written inside).")]
+Out = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Folder for the store, CORPUS.zarr inside (default: store.dir of the config)."),
+]
 Config = Annotated[Path | None, typer.Option("--config", help="pipeline.toml to use (default: ./pipeline.toml).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value (repeatable).")]
 Profile = Annotated[str | None, typer.Option(help="Encoders: real (the paper's) or demo (offline stand-ins).")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto (default from the config).")]
-Modalities = Annotated[str | None, typer.Option(help="Comma-separated subset, e.g. text,audio.")]
-Overwrite = Annotated[bool, typer.Option(help="Replace a modality's features written with another encoder config.")]
+Modalities = Annotated[
+    str | None, typer.Option(help="Comma-separated subset, e.g. text,audio (sets extract.modalities).")
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        help="Replace a modality's features written with another encoder config; when the corpus "
+        "changed start/end times, extract the store's modalities again."
+    ),
+]
 DryRun = Annotated[bool, typer.Option(help="Validate the corpus and print a JSON summary; run no encoder.")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader processes decoding media.")]
 Labels = Annotated[str, typer.Option(help="Label set: 4class (paper), 6class or all.")]
@@ -47,63 +64,69 @@ Scheduler = Annotated[
 Cluster = Annotated[str | None, typer.Option(help="Start a local dask cluster: local:N (N worker processes).")]
 
 
-def _config(config, sets, profile, device, workers):
+@dataclass(frozen=True)
+class Settings:
+    """The command's config (file + options) and the keys the user set explicitly."""
+
+    cfg: PipelineConfig
+    explicit: frozenset[str]
+
+
+def _settings(config, sets, profile, device, workers, modalities) -> Settings:
     overrides = dict(parse_override(s) for s in sets or [])
-    for key, value in (("extract.profile", profile), ("extract.device", device), ("extract.num_workers", workers)):
-        if value is not None:
-            overrides[key] = value
-    from cmarr.extract.encoders.demo_models import apply_profile
+    options = {"extract.profile": profile, "extract.device": device, "extract.num_workers": workers}
+    overrides.update({key: value for key, value in options.items() if value is not None})
+    if modalities:
+        overrides["extract.modalities"] = parse_modalities(modalities)
+    return Settings(load_config(config, overrides), frozenset(overrides))
 
-    return apply_profile(load_config(config, overrides))
 
-
-def _run(
-    scan: CorpusScan,
-    corpus: str,
-    out: Path,
-    label_set,
-    cfg,
-    modalities,
-    overwrite,
-    dry_run,
-    scheduler=None,
-    cluster=None,
-) -> None:
+def _run(read: Callable[[], CorpusScan], corpus, out, label_set, settings, overwrite, dry_run, scheduler, cluster):
+    """Print the dry-run summary, or extract and print what happened. `read` reads the corpus."""
+    path = store_path(out or Path(settings.cfg.store.dir), corpus)
+    scan = read()
     if dry_run:
+        from cmarr.extract.media.span import span_problems
+
+        scan.problems.extend(span_problems(scan.records, settings.cfg.extract.modalities))
         print(json.dumps({"corpus": corpus, **scan.summary()}, indent=2))
         return
     for problem in scan.problems[:20]:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
-    if not scan.records:
-        raise ConfigError(f"{corpus}: no utterances in the label set {label_set.name!r}")
-    from cmarr.extract.pipeline import extract
+        err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if len(scan.problems) > 20:
+        err_console.print(f"... and {len(scan.problems) - 20} more warnings (--dry-run lists them)")
+    from cmarr.extract.encoders.demo_models import apply_profile
+    from cmarr.extract.pipeline import extract_corpus
+    from cmarr.shared.cluster import dask_client, local_gpus
 
-    wanted = parse_modalities(modalities) if modalities else None
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{corpus}.zarr"
-    from cmarr.shared.cluster import cluster_device, dask_client, local_gpus
-
+    cfg = apply_profile(settings.cfg, settings.explicit)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with (
         dask_client(scheduler, cluster, local_gpus(cfg.extract.device)) as client,
         ProgressReporter("utterances") as progress,
     ):
-        if client is None:
-            reports = extract(scan.records, path, corpus, label_set, cfg, wanted, overwrite, progress.update)
-        else:
-            from cmarr.extract.distributed import extract_distributed
-            from cmarr.shared.config import with_overrides
+        report = extract_corpus(
+            scan.records, path, corpus, label_set, cfg, overwrite=overwrite, progress=progress.update, executor=client
+        )
+    _print_report(report)
 
-            cfg = with_overrides(cfg, {"extract.device": cluster_device(client, cfg.extract.device)}, "--scheduler")
-            err_console.print(
-                f"dask cluster: {len(client.scheduler_info(n_workers=-1)['workers'])} workers "
-                f"at {client.scheduler.address}",
-                highlight=False,
-            )
-            reports = extract_distributed(
-                client, scan.records, path.resolve(), corpus, label_set, cfg, wanted, overwrite, progress.update
-            )
+
+def store_path(out: Path, corpus: str) -> Path:
+    """`out/<corpus>.zarr`; the corpus name must be a plain file name (it is also the store's name)."""
+    if not CORPUS_NAME.fullmatch(corpus) or corpus.endswith("."):
+        raise ConfigError(
+            f"--corpus {corpus!r}: use letters, digits, '.', '_' and '-' (no path separators, not empty, "
+            "not starting with '.' or '-'); the store is OUT/CORPUS.zarr, choose its folder with --out"
+        )
+    return out / f"{corpus}.zarr"
+
+
+def _print_report(report) -> None:
+    if report.updated:
+        changes = "; ".join(f"{c} of {n} utterance{'s' if n > 1 else ''}" for c, n in report.updated.items())
+        console.print(f"updated from the corpus: {changes}", highlight=False, soft_wrap=True)
     table = Table("modality", "encoded now", "ok", "missing-input", "no-face", "failed", "seconds", "in forward")
-    for r in reports:
+    for r in report.modalities:
         c = r.counts
         table.add_row(
             r.modality,
@@ -116,12 +139,20 @@ def _run(
             f"{r.forward_seconds:.1f}",
         )
     console.print(table)
-    failures = {(r.modality, u): why for r in reports for u, why in r.failures.items()}
+    notes = [(r.modality, u, note) for r in report.modalities for u, note in r.notes.items()]
+    for modality, utt, note in notes[:20]:
+        err_console.print(f"[yellow]note[/] {modality} {escape(utt)}: {escape(note)}", highlight=False, soft_wrap=True)
+    if len(notes) > 20:
+        err_console.print(f"... and {len(notes) - 20} more notes")
+    failures = {(r.modality, u): why for r in report.modalities for u, why in r.failures.items()}
     for (modality, utt), why in list(failures.items())[:20]:
-        err_console.print(f"[red]failed[/] {modality} {utt}: {why}", highlight=False)
-    console.print(f"store: {path}")
+        err_console.print(f"[red]failed[/] {modality} {escape(utt)}: {escape(why)}", highlight=False, soft_wrap=True)
+    console.print(f"store: {report.store}")
     if failures:
-        err_console.print(f"{len(failures)} items failed; re-run the same command to retry them")
+        err_console.print(
+            f"{len(failures)} item{'s' if len(failures) > 1 else ''} failed (reasons above); once their inputs "
+            "are fixed, re-run the same command to retry them"
+        )
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
@@ -129,7 +160,7 @@ def _run(
 @reports_errors
 def iemocap(
     root: Annotated[Path, typer.Option(help="The IEMOCAP_full_release folder.")],
-    out: Out = Path("store"),
+    out: Out = None,
     label_set: Labels = "4class",
     config: Config = None,
     set_: Sets = None,
@@ -146,15 +177,15 @@ def iemocap(
     from cmarr.extract.corpora.iemocap import read_iemocap
 
     labels = get_label_set(label_set)
-    cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(read_iemocap(root, labels), "iemocap", out, labels, cfg, modalities, overwrite, dry_run, scheduler, cluster)
+    settings = _settings(config, set_, profile, device, num_workers, modalities)
+    _run(lambda: read_iemocap(root, labels), "iemocap", out, labels, settings, overwrite, dry_run, scheduler, cluster)
 
 
 @app.command("msp-improv")
 @reports_errors
 def msp_improv(
     root: Annotated[Path, typer.Option(help="The MSP-IMPROV folder (Evaluation.txt, Audio/, Video/ or sessionN/).")],
-    out: Out = Path("store"),
+    out: Out = None,
     label_set: Labels = "4class",
     config: Config = None,
     set_: Sets = None,
@@ -173,26 +204,16 @@ def msp_improv(
     from cmarr.extract.corpora.msp_improv import read_msp_improv
 
     labels = get_label_set(label_set)
-    cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(
-        read_msp_improv(root, labels, types, exclude),
-        "msp-improv",
-        out,
-        labels,
-        cfg,
-        modalities,
-        overwrite,
-        dry_run,
-        scheduler,
-        cluster,
-    )
+    settings = _settings(config, set_, profile, device, num_workers, modalities)
+    read = lambda: read_msp_improv(root, labels, types, exclude)  # noqa: E731
+    _run(read, "msp-improv", out, labels, settings, overwrite, dry_run, scheduler, cluster)
 
 
 @app.command()
 @reports_errors
 def manifest(
     path: Annotated[Path, typer.Argument(help="CSV, TSV or JSONL manifest (see README).")],
-    out: Out = Path("store"),
+    out: Out = None,
     corpus: Annotated[str, typer.Option(help="Store name.")] = "custom",
     label_set: Annotated[str, typer.Option(help="4class, 6class, all, or your classes: calm,tense,...")] = "4class",
     config: Config = None,
@@ -210,14 +231,14 @@ def manifest(
     from cmarr.extract.corpora.manifest import read_manifest
 
     labels = get_label_set(label_set)
-    cfg = _config(config, set_, profile, device, num_workers) if not dry_run else None
-    _run(read_manifest(path, labels), corpus, out, labels, cfg, modalities, overwrite, dry_run, scheduler, cluster)
+    settings = _settings(config, set_, profile, device, num_workers, modalities)
+    _run(lambda: read_manifest(path, labels), corpus, out, labels, settings, overwrite, dry_run, scheduler, cluster)
 
 
 @app.command()
 @reports_errors
 def demo(
-    out: Out = Path("store"),
+    out: Out = None,
     config: Config = None,
     set_: Sets = None,
     device: Device = None,
@@ -230,17 +251,20 @@ def demo(
     corpus_dir: Annotated[
         Path | None, typer.Option(help="Where to generate the corpus (default: OUT/demo-corpus).")
     ] = None,
-    utterances_per_dialog: Annotated[int, typer.Option(help="Labelled utterances per dialog (5 dialogs).")] = 24,
-    seed: Annotated[int, typer.Option(help="Seed of the generated corpus.")] = 0,
+    utterances_per_dialog: Annotated[
+        int | None, typer.Option(help="Labelled utterances per dialog (5 dialogs) of a new corpus (default 24).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of a new corpus (default 0).")] = None,
 ) -> None:
     """Generate the built-in demo corpus (IEMOCAP layout) and extract it with the demo encoders."""
-    from cmarr.extract.corpora.demo import generate_demo_corpus
+    from cmarr.extract.corpora.demo import ensure_demo_corpus
     from cmarr.extract.corpora.iemocap import read_iemocap
 
-    root = corpus_dir or out / "demo-corpus"
-    if not (root / "Session1").is_dir():
-        console.print(f"generating the demo corpus in {root}")
-        generate_demo_corpus(root, utterances_per_dialog=utterances_per_dialog, seed=seed)
+    settings = _settings(config, set_, "demo", device, num_workers, modalities)
     labels = get_label_set("4class")
-    cfg = _config(config, set_, "demo", device, num_workers) if not dry_run else None
-    _run(read_iemocap(root, labels), "demo", out, labels, cfg, modalities, overwrite, dry_run, scheduler, cluster)
+    root = corpus_dir or (out or Path(settings.cfg.store.dir)) / "demo-corpus"
+
+    def read() -> CorpusScan:
+        return read_iemocap(ensure_demo_corpus(root, utterances_per_dialog, seed, console.print), labels)
+
+    _run(read, "demo", out, labels, settings, overwrite, dry_run, scheduler, cluster)

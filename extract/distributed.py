@@ -22,22 +22,15 @@ import uuid
 
 import numpy as np
 import torch
+from cmarr.extract.batch_loop import batch_tag, encode_batches, thread_stream
 from cmarr.extract.corpora.record import UtteranceRecord
-from cmarr.extract.encoders import Encoder, build_encoder
-from cmarr.extract.pipeline import (
-    ModalityReport,
-    Progress,
-    batch_tag,
-    encode_batches,
-    open_or_create_store,
-    plan_modality,
-    thread_stream,
-)
-from cmarr.shared.cluster import GPU, require_gpu_workers
-from cmarr.shared.config import PipelineConfig, config_hash
+from cmarr.extract.encoders import Encoder, build_encoder, check_settings
+from cmarr.extract.pipeline import Encoded, plan_modality
+from cmarr.shared.cluster import GPU, cluster_device, require_gpu_workers
+from cmarr.shared.config import ExtractConfig, PipelineConfig, config_hash, with_overrides
+from cmarr.shared.console import err_console
 from cmarr.shared.devices import resolve_device
-from cmarr.shared.labels import LabelSet
-from cmarr.shared.store import StoreWriter
+from cmarr.shared.store import ModalitySpec, StoreWriter
 from distributed import WorkerPlugin
 
 
@@ -77,6 +70,11 @@ def _plugin(name: str) -> EncoderPlugin:
     return get_worker().plugins[name]
 
 
+def _check_task(cfg: ExtractConfig, modalities: list[str]) -> None:
+    for modality in modalities:
+        check_settings(modality, cfg)
+
+
 def _plan_task(name: str, modality: str, records: list[UtteranceRecord]):
     encoder = _plugin(name).encoder(modality)
     return encoder.spec(), plan_modality(encoder, records)
@@ -110,88 +108,89 @@ def _shard_task(
     }
 
 
-def extract_distributed(
-    client,
-    records: list[UtteranceRecord],
-    out,
-    corpus: str,
-    label_set: LabelSet,
-    cfg: PipelineConfig,
-    modalities: list[str] | None = None,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-    shard_log: list | None = None,
-) -> list[ModalityReport]:
-    """`pipeline.extract` with the encoding on the cluster behind `client`. The store must be on
-    a filesystem the workers share with the driver. `shard_log` collects per-shard timings."""
-    from distributed import as_completed
+class DaskExecutor:
+    """The executor on a dask cluster (see the module docstring). The store must be on a
+    filesystem the workers share with the driver. `shard_log` collects per-shard timings
+    (bench/scale.py)."""
 
-    gpu = cfg.extract.device.startswith("cuda")
-    require_gpu_workers(client, gpu)
-    resources = {GPU: 1} if gpu else None
-    writer = open_or_create_store(out, records, corpus, label_set, cfg)
-    name = plugin_name(cfg)
-    client.register_plugin(EncoderPlugin(cfg), name=name)
-    [records_future] = client.scatter([records], broadcast=False)
-    run = uuid.uuid4().hex[:8]  # task keys unique to this call
-    reports = []
-    for modality in modalities or cfg.extract.modalities:
+    def __init__(self, client, cfg: PipelineConfig, shard_log: list | None = None):
+        device = cluster_device(client, cfg.extract.device)
+        self.cfg = with_overrides(cfg, {"extract.device": device}, "--scheduler")
+        self.client, self.shard_log = client, shard_log
+        gpu = device.startswith("cuda")
+        require_gpu_workers(client, gpu)
+        self.resources = {GPU: 1} if gpu else None
+        self.name = plugin_name(self.cfg)
+        self.run = uuid.uuid4().hex[:8]  # task keys unique to this executor
+        self._records = None  # the corpus, scattered once for the plan tasks
+
+    def __enter__(self) -> DaskExecutor:
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        err_console.print(f"dask cluster: {len(workers)} workers at {self.client.scheduler.address}", highlight=False)
+        self.client.register_plugin(EncoderPlugin(self.cfg), name=self.name)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.unregister_worker_plugin(self.name)  # frees the workers' models
+
+    def check(self, modalities: list[str]) -> None:
+        """On a worker: the models are where the workers see them, not necessarily here."""
+        self.client.submit(_check_task, self.cfg.extract, modalities, resources=self.resources).result()
+
+    def plan(self, modality: str, records: list[UtteranceRecord]) -> tuple[ModalitySpec, list[np.ndarray]]:
+        """Planned on a worker, so that no model loads on the driver."""
+        if self._records is None:
+            [self._records] = self.client.scatter([records], broadcast=False)
         start = time.perf_counter()
-        spec, plan = client.submit(
-            _plan_task, name, modality, records_future, resources=resources, key=f"cmarr-plan-{modality}-{run}"
+        spec, plan = self.client.submit(
+            _plan_task,
+            self.name,
+            modality,
+            self._records,
+            resources=self.resources,
+            key=f"cmarr-plan-{modality}-{self.run}",
         ).result()
-        planned_at = time.perf_counter()
-        mw = writer.modality(modality, spec, overwrite=overwrite)
-        pending = ~mw.settled()
-        planned = [(b, items) for b, items in enumerate(plan) if pending[items].any()]
+        self._plan_seconds = time.perf_counter() - start
+        return spec, plan
+
+    def encode(self, modality, mw, records, planned, pending, advance) -> Encoded:
+        from distributed import as_completed
+
+        start = time.perf_counter()
         mw.prepare_concurrent()
-        k = cfg.extract.shard_batches
+        k = self.cfg.extract.shard_batches
         shards = [planned[i : i + k] for i in range(0, len(planned), k)]
-        total, done = int(pending.sum()), 0
-        if progress:
-            progress(modality, 0, total)
-        futures = as_completed(
-            [
-                client.submit(
-                    _shard_task,
-                    name,
-                    str(out),
-                    modality,
-                    shard,
-                    {int(i): records[int(i)] for _, items in shard for i in items},
-                    pending,
-                    resources=resources,
-                    key=f"cmarr-extract-{modality}-{j:05d}-{run}",
-                )
-                for j, shard in enumerate(shards)
-            ]
-        )
-        report = ModalityReport(modality)
-        for future in futures:
+        futures = [
+            self.client.submit(
+                _shard_task,
+                self.name,
+                str(mw.store.path.resolve()),
+                modality,
+                shard,
+                {int(i): records[int(i)] for _, items in shard for i in items},
+                pending,
+                resources=self.resources,
+                key=f"cmarr-extract-{modality}-{j:05d}-{self.run}",
+            )
+            for j, shard in enumerate(shards)
+        ]
+        done = Encoded(0, 0.0)
+        for future in as_completed(futures):
             result = future.result()
             future.release()  # a worker lost later must not make dask redo a finished shard
-            report.encoded += result["encoded"]
-            report.forward_seconds += result["forward_seconds"]
-            if shard_log is not None:
-                shard_log.append({"modality": modality, "phase": "shard", **result})
-            done += result["encoded"]
-            if progress:
-                progress(modality, done, total)
-        encoded_at = time.perf_counter()
-        report.counts = mw.finalize(cfg.store.chunk_frames)
-        report.failures = dict(mw.group.attrs.get("failures", {}))
-        report.seconds = time.perf_counter() - start
-        if shard_log is not None:  # the driver's own phases, for bench/scale.py
-            shard_log.append(
+            done.encoded += result["encoded"]
+            done.forward_seconds += result["forward_seconds"]
+            if self.shard_log is not None:
+                self.shard_log.append({"modality": modality, "phase": "shard", **result})
+            advance(result["encoded"])
+        if self.shard_log is not None:  # the driver's own phases (finalize is timed in the report)
+            self.shard_log.append(
                 {
                     "modality": modality,
                     "phase": "driver",
-                    "plan_seconds": planned_at - start,
-                    "shards_seconds": encoded_at - planned_at,
-                    "finalize_seconds": time.perf_counter() - encoded_at,
+                    "plan_seconds": self._plan_seconds,
+                    "shards_seconds": time.perf_counter() - start,
                     "n_shards": len(shards),
                 }
             )
-        reports.append(report)
-    client.unregister_worker_plugin(name)  # frees the workers' models
-    return reports
+        return done

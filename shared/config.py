@@ -27,8 +27,8 @@ DEFAULT_CONFIG_NAME = "pipeline.toml"
 
 
 class StoreConfig(Section):
-    dir: str = "store"  # where `cmarr-extract` writes <corpus>.zarr
-    dtype: Literal["float16", "float32"] = "float16"  # feature values on disk
+    dir: str = "store"  # `cmarr-extract`'s default --out: stores are <dir>/<corpus>.zarr
+    dtype: Literal["float16", "float32"] = "float16"  # feature values on disk (recorded in each modality's spec)
     chunk_frames: int = Field(2048, gt=0)  # rows per chunk along the frame axis
 
 

@@ -33,13 +33,20 @@ LABEL_SETS = {s.name: s for s in (FOUR_CLASS, SIX_CLASS, IEMOCAP_ALL)}
 
 
 def get_label_set(name: str) -> LabelSet:
-    """A named set, or a comma-separated class list for a user's own corpus (`calm,tense`)."""
+    """A named set, or a comma-separated class list for a user's own corpus (`calm,tense`).
+    A custom list needs two distinct classes at least: a classifier over one class learns nothing."""
     from cmarr.shared.errors import ConfigError
 
-    if "," in name:
-        classes = tuple(c.strip() for c in name.split(",") if c.strip())
-        return LabelSet("custom", classes)
-    try:
-        return LABEL_SETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown label set {name!r}; choose one of {sorted(LABEL_SETS)}") from None
+    if "," not in name:
+        if name in LABEL_SETS:
+            return LABEL_SETS[name]
+        raise ConfigError(
+            f"--label-set {name!r}: unknown label set; choose one of {', '.join(LABEL_SETS)}, "
+            "or list your classes separated by commas (at least two, e.g. calm,tense)"
+        )
+    classes = tuple(c.strip() for c in name.split(",") if c.strip())
+    if repeated := sorted({c for c in classes if classes.count(c) > 1}):
+        raise ConfigError(f"--label-set {name!r}: class {', '.join(repeated)} given more than once")
+    if len(classes) < 2:
+        raise ConfigError(f"--label-set {name!r}: a label set needs at least two classes (a classifier needs two)")
+    return LabelSet("custom", classes)

@@ -89,8 +89,8 @@ def test_cluster_extraction_equals_single_process(client, damaged, tmp_path):
 
 
 def test_a_killed_worker_costs_only_its_shard(client, damaged, tmp_path):
-    from cmarr.extract.distributed import extract_distributed
     from cmarr.extract.encoders.demo_models import apply_profile
+    from cmarr.extract.pipeline import extract_corpus
     from cmarr.shared.config import with_overrides
 
     corpus, single = damaged
@@ -107,7 +107,7 @@ def test_a_killed_worker_costs_only_its_shard(client, damaged, tmp_path):
 
     def run():
         try:
-            done["reports"] = extract_distributed(client, records, path, "demo", labels, cfg, ["video"])
+            done["reports"] = extract_corpus(records, path, "demo", labels, cfg, ["video"], executor=client).modalities
         except BaseException as err:  # surfaced below
             done["error"] = err
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from cmarr.extract.batching import padding_fraction, plan_batches
-from cmarr.extract.encoders.demo_models import minilm_path, save_denseface, tiny_wav2vec2
+from cmarr.extract.encoders.demo_models import minilm_path, tiny_wav2vec2
+from cmarr.extract.encoders.denseface_checkpoint import load_denseface, save_denseface
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.extract.encoders.speech import SpeechEncoder
 from cmarr.extract.encoders.text import TextEncoder
-from cmarr.extract.encoders.video import load_denseface
 from cmarr.shared.config import AudioEncoderConfig, TextEncoderConfig, VideoEncoderConfig
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.store.schema import Status
@@ -96,8 +96,7 @@ def test_checkpoint_with_other_architecture_or_normalisation_is_refused(tmp_path
         load_denseface(tmp_path / "small.pt", VideoEncoderConfig())
     with pytest.raises(ConfigError, match="normalises faces"):
         load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16, mean=100.0))
-    net, _ = load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16))
-    assert net.feature_dim == small.feature_dim
+    assert load_denseface(tmp_path / "small.pt", VideoEncoderConfig(depth=16)).net.feature_dim == small.feature_dim
 
 
 def test_speech_features_do_not_depend_on_batch_padding(tmp_path):
@@ -178,7 +177,7 @@ def test_sliced_forward_returns_what_one_pass_returns():
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Batches shaped like `_BatchDecoder`'s: (batch, items, inputs, errors), with arrays of
+    """Batches shaped like `_BatchDecoder`'s: (batch, items, inputs, errors, notes), with arrays of
     several dtypes and shapes, a missing input and a non-array input; items name the process."""
 
     def __len__(self):
@@ -193,19 +192,159 @@ class _Decoded(torch.utils.data.Dataset):
             "text",
             np.zeros((0, 4), np.float16),
         ]
-        return j, [os.getpid()], inputs, {1: "missing"}
+        return j, [os.getpid()], inputs, {1: "missing"}, {0: f"note {j}"}
 
 
 def test_decoded_batches_arrive_in_order_and_unchanged_the_first_decoded_here():
-    from cmarr.extract.pipeline import loader_stream
+    from cmarr.extract.batch_loop import loader_stream
 
     out = list(loader_stream(_Decoded(), 2))
     assert [b for b, *_ in out] == list(range(5))  # in plan order
     assert out[0][1] == [os.getpid()]  # while the workers start
-    assert all(items != [os.getpid()] for _, items, _, _ in out[1:])
-    for b, _, inputs, errors in out:
+    assert all(items != [os.getpid()] for _, items, _, _, _ in out[1:])
+    for b, _, inputs, errors, notes in out:
         want = _Decoded()[b][2]
-        assert errors == {1: "missing"} and inputs[1] is None and inputs[3] == "text"
+        assert errors == {1: "missing"} and notes == {0: f"note {b}"} and inputs[1] is None and inputs[3] == "text"
         for k in (0, 2, 4):
             assert inputs[k].dtype == want[k].dtype and inputs[k].shape == want[k].shape
             assert inputs[k].tobytes() == want[k].tobytes()
+
+
+# ----------------------------------------------------------------------------- settings beyond the model
+
+
+def _tiny_text_model(folder, cls, **config):
+    """A random BERT-family model with MiniLM's tokenizer files, saved in `folder`."""
+    torch.manual_seed(0)
+    kind = {"bert": "BertConfig", "roberta": "RobertaConfig"}[cls]
+    import transformers
+
+    model_cls = getattr(transformers, kind.replace("Config", "Model"))
+    conf = getattr(transformers, kind)(
+        vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, **config
+    )
+    model_cls(conf).save_pretrained(folder)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).write_bytes((minilm_path() / name).read_bytes())
+    return folder
+
+
+def test_text_max_length_beyond_the_models_positions_is_refused_at_load():
+    cfg = TextEncoderConfig(model=str(minilm_path()), max_length=1024)
+    message = r"extract\.text\.max_length = 1024: .* has positions for 512 tokens; set it to 512 or less"
+    with pytest.raises(ConfigError, match=message):
+        TextEncoder.check_settings(cfg)  # from the model's config alone
+    with pytest.raises(ConfigError, match=message):
+        TextEncoder(cfg, CPU, "none")
+
+
+def test_roberta_positions_leave_out_the_padding_offset(tmp_path):
+    path = _tiny_text_model(tmp_path / "roberta", "roberta", max_position_embeddings=66, pad_token_id=1)
+    with pytest.raises(ConfigError, match="positions for 64 tokens"):
+        TextEncoder(TextEncoderConfig(model=str(path), max_length=65), CPU, "none")
+    enc = TextEncoder(TextEncoderConfig(model=str(path), max_length=64), CPU, "none")
+    [result] = enc.encode(["word " * 200])  # cut to 64 positions, which the model has
+    assert result.status == Status.OK and result.features.shape == (62, 16)
+
+
+@pytest.mark.parametrize("layer, ok", [(2, True), (-3, True), (3, False), (-4, False)])
+def test_layers_the_model_lacks_are_refused(tmp_path, layer, ok):
+    path = _tiny_text_model(tmp_path / "bert", "bert")  # 2 layers: hidden states 0..2
+    if ok:
+        TextEncoder.check_settings(TextEncoderConfig(model=str(path), layer=layer))
+    else:
+        with pytest.raises(ConfigError, match=rf"extract\.text\.layer = {layer}: .* hidden states 0\.\.2"):
+            TextEncoder.check_settings(TextEncoderConfig(model=str(path), layer=layer))
+    wav2vec2 = tiny_wav2vec2(tmp_path)  # 2 layers as well
+    if ok:
+        SpeechEncoder.check_settings(AudioEncoderConfig(model=str(wav2vec2), layer=layer))
+    else:
+        with pytest.raises(ConfigError, match=rf"extract\.audio\.layer = {layer}: .* hidden states 0\.\.2"):
+            SpeechEncoder(AudioEncoderConfig(model=str(wav2vec2), layer=layer), CPU, "none")
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"max_window_seconds": 0.02}, r"max_window_seconds = 0\.02: shorter than one frame .*25\.0 ms"),
+        ({"sample_rate": 8000}, r"extract\.audio\.sample_rate = 8000: .* takes 16000 Hz input"),
+    ],
+)
+def test_audio_settings_the_model_cannot_honour_are_refused(tmp_path, setting, message):
+    cfg = AudioEncoderConfig(model=str(tiny_wav2vec2(tmp_path)), **setting)
+    with pytest.raises(ConfigError, match=message):
+        SpeechEncoder.check_settings(cfg)
+    with pytest.raises(ConfigError, match=message):
+        SpeechEncoder(cfg, CPU, "none")
+
+
+def test_a_bad_setting_stops_the_run_before_any_item(tmp_path):
+    """`--modalities audio,text` with a text setting beyond the model: nothing is extracted, no store."""
+    from cmarr.extract.corpora.record import UtteranceRecord
+    from cmarr.extract.encoders.demo_models import apply_profile
+    from cmarr.extract.pipeline import extract_corpus
+    from cmarr.shared.config import load_config
+    from cmarr.shared.labels import get_label_set
+
+    cfg = apply_profile(load_config(None, {"extract.profile": "demo", "extract.text.max_length": 600}), {"x"})
+    records = [UtteranceRecord(id="u", label="calm", session="A", speaker="p", text="hello")]
+    with pytest.raises(ConfigError, match="max_length = 600"):
+        extract_corpus(records, tmp_path / "s.zarr", "c", get_label_set("calm,tense"), cfg, ["audio", "text"])
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_denseface_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = DenseNetBC(DenseNetArch(depth=16)).eval()
+    save_denseface(net, tmp_path / "d.pt", classes=list("abcdefgh"), extra={"note": "x"}, mean=100.0, std=50.0)
+    loaded = load_denseface(tmp_path / "d.pt")
+    assert loaded.classes == list("abcdefgh") and loaded.extra == {"note": "x"}
+    assert loaded.normalization == {"mean": 100.0, "std": 50.0, "size": 64}
+    x = torch.randn(3, 1, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(loaded.net.features(x), net.features(x))
+    assert [p.name for p in tmp_path.iterdir()] == ["d.pt"]  # no partial file left
+
+
+def _garbage_checkpoints(folder):
+    """Files that are not Denseface checkpoints, each with the words its error must carry."""
+    good = folder / "good.pt"
+    save_denseface(DenseNetBC(DenseNetArch(depth=16)), good, classes=list("abcdefgh"))
+    data = good.read_bytes()
+    other = DenseNetBC(DenseNetArch(depth=16, growth=8)).state_dict()
+    cases = {
+        "empty.pt": (b"", "empty file"),
+        "truncated.pt": (data[: len(data) // 2], "truncated"),
+        "garbage.pt": (os.urandom(4096), "truncated"),
+        "text.pt": (b"not a checkpoint at all\n" * 10, "truncated"),
+    }
+    for name, (content, _) in cases.items():
+        (folder / name).write_bytes(content)
+    torch.save({"state_dict": {}}, folder / "keys.pt")
+    torch.save([1, 2, 3], folder / "list.pt")
+    rest = {"normalization": {}, "classes": []}
+    torch.save({"arch": {"depth": 16}, "state_dict": other, **rest}, folder / "shape.pt")
+    torch.save({"arch": {"depth": 16, "wings": 2}, "state_dict": {}, **rest}, folder / "arch.pt")
+
+    class Sneaky:  # a pickle that would run code: weights_only refuses it
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"arch": Sneaky()}, folder / "pickle.pt")
+    more = {
+        "keys.pt": "no arch, normalization, classes",
+        "list.pt": "a list",
+        "shape.pt": "do not fit its arch",
+        "arch.pt": "its arch is",
+        "pickle.pt": "not from cmarr-fer",
+    }
+    return {name: words for name, (_, words) in cases.items()} | more
+
+
+def test_damaged_or_foreign_checkpoints_are_one_line_errors_naming_the_file(tmp_path):
+    for name, words in _garbage_checkpoints(tmp_path).items():
+        with pytest.raises(ConfigError) as caught:
+            load_denseface(tmp_path / name)
+        message = str(caught.value)
+        assert message.startswith(f"{tmp_path / name}: ") and words in message, (name, message)
+        assert "\n" not in message, (name, message)

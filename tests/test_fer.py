@@ -150,3 +150,14 @@ def test_train_learns_the_patterns_and_extract_uses_the_checkpoint(tmp_path):
     assert r.exit_code == 0, r.output
     video = FeatureStore.open(tmp_path / "out" / "iemocap.zarr").modality("video")
     assert video.available.all() and video.spec.weights_sha256 and video.dim == 48
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage" * 50])
+def test_evaluate_refuses_a_file_that_is_not_a_checkpoint_in_one_line(tmp_path, content):
+    files = build(tmp_path, per_split=(8, 8, 8))
+    (tmp_path / "bad.pt").write_bytes(content)
+    args = ["evaluate", str(tmp_path / "bad.pt"), "--fer2013", str(files[0]), "--ferplus", str(files[1])]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {tmp_path / 'bad.pt'}: not a Denseface checkpoint")
+    assert "Traceback" not in result.output

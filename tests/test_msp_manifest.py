@@ -66,7 +66,7 @@ def test_msp_reader_labels_types_and_media(tmp_path, flat):
     assert r.text == "words of S07S-F02-S-FM03" and r.audio.path.is_file()
     assert scan.excluded == {"oth": 1, "xxx": 1}
     assert len(scan.problems) == 1 and "Evalution.txt:" in scan.problems[0]
-    assert len(load_audio(r.audio, 16000)) == 16000  # resampled from 44.1 kHz
+    assert len(load_audio(r.audio, 16000).value) == 16000  # resampled from 44.1 kHz
 
 
 def test_msp_types_and_exclusion_list(tmp_path):
@@ -90,7 +90,7 @@ def test_manifest_csv_and_jsonl(tmp_path):
     scan = read_manifest(tmp_path / "m.csv", get_label_set("calm,tense"))
     assert [r.id for r in scan.records] == ["u1", "u2"] and scan.excluded == {"bored": 1}
     assert scan.records[1].text == "from a file" and scan.records[0].audio.start == 0.5
-    assert len(load_audio(scan.records[0].audio, 16000)) == 16000
+    assert len(load_audio(scan.records[0].audio, 16000).value) == 16000
     rows = [{"id": "j1", "label": "ang", "speaker": "p", "fold": "1", "text": "hi"}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     assert read_manifest(tmp_path / "m.jsonl", FOUR_CLASS).records[0].session == "1"
@@ -102,7 +102,7 @@ def test_manifest_csv_and_jsonl(tmp_path):
         ("id,label,speaker,session\nu1,ang,,A\n", r"m.csv:2: missing speaker"),
         ("id,label,speaker\nu1,ang,s\n", r"missing session \(or fold\)"),
         ("id,label,speaker,session\nu1,ang,s,A\nu1,hap,s,A\n", "m.csv:3: duplicate id 'u1'"),
-        ("id,label,speaker,session,start,end\nu1,ang,s,A,2,1\n", "end > start"),
+        ("id,label,speaker,session,start,end\nu1,ang,s,A,2,1\n", r"m.csv:2: end 1 s is not after start 2 s"),
     ],
 )
 def test_manifest_errors_name_file_and_line(tmp_path, content, message):

@@ -13,11 +13,15 @@ modalities score lower, which is the missing-modality effect CM-ARR is about.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from cmarr.shared.errors import ConfigError
 
 CLASSES = ("ang", "hap", "neu", "sad")
 SENTENCES = {
@@ -86,6 +90,7 @@ VAD = {
     "neu": "[3.0000, 2.5000, 2.5000]",
     "sad": "[1.5000, 2.0000, 2.0000]",
 }
+MARKER = "cmarr-demo.json"  # written last: the generation's settings, and the sign that it completed
 SAMPLE_RATE = 16000
 FRAME = (480, 720)  # rows, cols: IEMOCAP's split-screen size
 CONTENT_ROWS = (112, 368)  # letterboxed picture inside each pane
@@ -101,11 +106,79 @@ class DemoUtterance:
     text: str
 
 
+def ensure_demo_corpus(root: Path, utterances_per_dialog: int | None, seed: int | None, log=print) -> Path:
+    """The demo corpus at `root`, generated first when it is not there (24 utterances per dialog,
+    seed 0 unless given). A corpus generated with other settings than those given, or a folder
+    that is not a complete demo corpus, is refused (ConfigError)."""
+    asked = {"utterances_per_dialog": utterances_per_dialog, "seed": seed}
+    asked = {k: v for k, v in asked.items() if v is not None}
+    marker = root / MARKER
+    if marker.is_file():
+        found = json.loads(marker.read_text())
+        if other := {k: found.get(k) for k, v in asked.items() if found.get(k) != v}:
+            raise ConfigError(
+                f"{root}: a demo corpus generated with {other}, not {asked}; drop those options to use it, "
+                "or choose another --corpus-dir"
+            )
+        return root
+    if root.exists() and any(root.iterdir()):
+        raise ConfigError(
+            f"{root}: not a complete demo corpus (no {MARKER}); remove it to generate it again, or choose another "
+            "--corpus-dir"
+        )
+    log(f"generating the demo corpus in {root}")
+    return generate_demo_corpus(root, **asked)
+
+
 def generate_demo_corpus(
     root: str | Path, sessions: int = 5, utterances_per_dialog: int = 24, seed: int = 0, video_fps: float = 15.0
 ) -> Path:
-    """Write `root/IEMOCAP_full_release`-style folders; returns the corpus root."""
+    """Write `root/IEMOCAP_full_release`-style folders; returns the corpus root. Atomic: the corpus
+    is generated in a hidden sibling folder and renamed to `root` when complete, so a generation
+    that is killed or runs out of disk never leaves a partial corpus under `root`."""
     root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(root)
+    tmp = root.with_name(f".{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _generate(tmp, sessions, utterances_per_dialog, seed, video_fps)
+        settings = _settings(sessions=sessions, utterances_per_dialog=utterances_per_dialog, seed=seed, fps=video_fps)
+        (tmp / MARKER).write_text(json.dumps(settings))
+        os.rename(tmp, root)  # replaces an empty folder; a complete corpus another process made wins
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / MARKER).is_file():
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+        raise
+    return root
+
+
+def _settings(sessions: int = 5, utterances_per_dialog: int = 24, seed: int = 0, fps: float = 15.0) -> dict:
+    return {"sessions": sessions, "utterances_per_dialog": utterances_per_dialog, "seed": seed, "video_fps": fps}
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Partial corpora of generations that were killed (their process is gone)."""
+    for partial in root.parent.glob(f".{root.name}.partial-*"):
+        pid = partial.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _generate(root: Path, sessions: int, utterances_per_dialog: int, seed: int, video_fps: float) -> None:
     rng = np.random.default_rng(seed)
     face = _face_image()
     for s in range(1, sessions + 1):
@@ -118,7 +191,6 @@ def generate_demo_corpus(
         for u in utts:
             _write_wav(session / "sentences" / "wav" / dialog / f"{u.id}.wav", u, rng)
         _write_video(session / "dialog" / "avi" / "DivX" / f"{dialog}.avi", dialog, utts, face, rng, video_fps)
-    return root
 
 
 def _timeline(dialog: str, n: int, rng: np.random.Generator) -> list[DemoUtterance]:

@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 from cmarr.extract.corpora.record import CorpusScan, MediaSpan, UtteranceRecord
+from cmarr.extract.media.span import MediaError
+from cmarr.extract.media.text import read_text
 from cmarr.shared.errors import InputDataError
 from cmarr.shared.labels import LabelSet
 
@@ -45,13 +47,13 @@ def read_iemocap(root: str | Path, label_set: LabelSet) -> CorpusScan:
             if label_file.name.startswith("._"):
                 continue  # AppleDouble metadata from macOS copies, not a label file
             dialog = label_file.stem
-            transcripts = _read_transcripts(session_dir / "dialog" / "transcriptions" / f"{dialog}.txt", scan)
+            transcripts, error = _read_transcripts(session_dir / "dialog" / "transcriptions" / f"{dialog}.txt", scan)
             for utt, start, end, code in _read_headers(label_file, scan):
                 label = label_set.mapping.get(code, code)
                 if label not in label_set.classes:
                     scan.excluded[code] += 1
                     continue
-                scan.records.append(_record(session_dir, utt, start, end, label, transcripts.get(utt)))
+                scan.records.append(_record(session_dir, utt, start, end, label, transcripts.get(utt), error))
     return scan
 
 
@@ -67,20 +69,27 @@ def _read_headers(path: Path, scan: CorpusScan):
             yield m[3], float(m[1]), float(m[2]), m[4]
 
 
-def _read_transcripts(path: Path, scan: CorpusScan) -> dict[str, str]:
+def _read_transcripts(path: Path, scan: CorpusScan) -> tuple[dict[str, str], str]:
+    """(utterance id -> transcript, error): a file that is not text fails the dialog's texts."""
     if not path.is_file():
         scan.problems.append(f"{path}: transcription file missing")
-        return {}
+        return {}, ""
+    try:
+        text = read_text(path)
+    except MediaError as err:
+        scan.problems.append(str(err))
+        return {}, str(err)
     out = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            m = TRANSCRIPT.match(line.strip())
-            if m:  # `M:`/`F:` lines and blank lines do not match; XX ids never get a label
-                out[m[1]] = m[4].strip()
-    return out
+    for line in text.splitlines():
+        m = TRANSCRIPT.match(line.strip())
+        if m:  # `M:`/`F:` lines and blank lines do not match; XX ids never get a label
+            out[m[1]] = m[4].strip()
+    return out, ""
 
 
-def _record(session_dir: Path, utt: str, start: float, end: float, label: str, text: str | None) -> UtteranceRecord:
+def _record(
+    session_dir: Path, utt: str, start: float, end: float, label: str, text: str | None, text_error: str = ""
+) -> UtteranceRecord:
     dialog = dialog_of(utt)
     session = f"Ses0{session_dir.name[-1]}"
     return UtteranceRecord(
@@ -93,6 +102,7 @@ def _record(session_dir: Path, utt: str, start: float, end: float, label: str, t
         start=start,
         end=end,
         text=text,
+        text_error=text_error,
         audio=MediaSpan(session_dir / "sentences" / "wav" / dialog / f"{utt}.wav"),
         video=MediaSpan(session_dir / "dialog" / "avi" / "DivX" / f"{dialog}.avi", start, end, video_half(utt)),
         split_group=session,

@@ -15,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 from cmarr.extract.corpora.record import CorpusScan, MediaSpan, UtteranceRecord
+from cmarr.extract.media.span import MediaError
+from cmarr.extract.media.text import read_text
 from cmarr.shared.errors import InputDataError
 from cmarr.shared.labels import LabelSet
 
@@ -71,6 +73,8 @@ def read_msp_improv(
 def _record(stem, parts, label, media, transcripts) -> UtteranceRecord:
     speaker = f"{parts[3]}{parts[4]}"
     session = f"session{int(parts[4])}"
+    transcript = transcripts.get(stem)
+    unreadable = isinstance(transcript, MediaError)
     return UtteranceRecord(
         id=stem,
         label=label,
@@ -78,7 +82,8 @@ def _record(stem, parts, label, media, transcripts) -> UtteranceRecord:
         speaker=speaker,
         gender=parts[3],
         dialog=f"{parts[1]}{parts[2]}",
-        text=transcripts.get(stem),
+        text=None if unreadable else transcript,
+        text_error=str(transcript) if unreadable else "",
         audio=MediaSpan(media[(stem, ".wav")]) if (stem, ".wav") in media else None,
         video=MediaSpan(media[(stem, ".avi")]) if (stem, ".avi") in media else None,
         split_group=session,
@@ -94,13 +99,17 @@ def _index_media(root: Path) -> dict[tuple[str, str], Path]:
     return found
 
 
-def _index_transcripts(root: Path) -> dict[str, str]:
-    """`All_human_transcriptions/<id>.txt` (unpacked Human_Transcriptions.zip): text on the first line."""
-    out = {}
+def _index_transcripts(root: Path) -> dict[str, str | MediaError]:
+    """`All_human_transcriptions/<id>.txt` (unpacked Human_Transcriptions.zip): text on the first
+    line; a file that is not text maps to its error (the utterance's text fails with it)."""
+    out: dict[str, str | MediaError] = {}
     for path in root.rglob("MSP-IMPROV-*.txt"):
         if not path.name.startswith("._"):
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-            out[path.stem] = lines[0].strip() if lines else ""
+            try:
+                lines = read_text(path).splitlines()
+                out[path.stem] = lines[0].strip() if lines else ""
+            except MediaError as err:
+                out[path.stem] = err
     return out
 
 

@@ -29,6 +29,7 @@ class UtteranceRecord:
     start: float = float("nan")
     end: float = float("nan")
     text: str | None = None  # the transcript; None = no transcript (a missing modality)
+    text_error: str = ""  # why the transcript file could not be read: the item's text fails with it
     audio: MediaSpan | None = None
     video: MediaSpan | None = None
     split_group: str = ""  # cross-validation group; defaults to the session

@@ -32,4 +32,21 @@ def build_encoder(modality: str, cfg: ExtractConfig, device: torch.device) -> En
     return ENCODERS[modality](cfg, device)
 
 
-__all__ = ["ENCODERS", "EncodeResult", "Encoder", "build_encoder"]
+def check_settings(modality: str, cfg: ExtractConfig) -> None:
+    """Refuse the modality's settings that its model cannot honour (ConfigError), from configs and
+    checkpoint headers, before any model is built: a run stops before its first item."""
+    if modality == "text":
+        from cmarr.extract.encoders.text import TextEncoder
+
+        TextEncoder.check_settings(cfg.text)
+    elif modality == "audio":
+        from cmarr.extract.encoders.speech import SpeechEncoder
+
+        SpeechEncoder.check_settings(cfg.audio)
+    else:
+        from cmarr.extract.encoders.video import VideoEncoder
+
+        VideoEncoder.check_settings(cfg.video)
+
+
+__all__ = ["ENCODERS", "EncodeResult", "Encoder", "build_encoder", "check_settings"]

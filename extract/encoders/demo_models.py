@@ -10,10 +10,13 @@ machine with the same torch build produce the same weights.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
+from cmarr.extract.encoders.denseface_checkpoint import save_denseface
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
+from cmarr.extract.encoders.hub import quiet_third_party
 from cmarr.shared.config import PipelineConfig, with_overrides
 from cmarr.shared.errors import ConfigError
 
@@ -41,6 +44,7 @@ def tiny_wav2vec2(root: Path) -> Path:
         return path
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
+    quiet_third_party()
     torch.manual_seed(0)
     config = Wav2Vec2Config(
         hidden_size=64,
@@ -52,10 +56,15 @@ def tiny_wav2vec2(root: Path) -> Path:
         num_conv_pos_embedding_groups=4,
         feat_extract_norm="group",
     )
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")  # concurrent first runs write their own
     Wav2Vec2Model(config).save_pretrained(tmp)
     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False).save_pretrained(tmp)
-    tmp.rename(path)
+    try:
+        tmp.rename(path)
+    except OSError:  # another process finished first: its model is the same
+        shutil.rmtree(tmp)
+        if not (path / "config.json").is_file():
+            raise
     return path
 
 
@@ -74,30 +83,6 @@ def tiny_denseface(root: Path) -> Path:
     return path
 
 
-def save_denseface(
-    net: DenseNetBC,
-    path: Path,
-    classes: list[str],
-    extra: dict | None = None,
-    mean: float = 131.0754,
-    std: float = 47.858177,
-) -> None:
-    """The checkpoint format `cmarr-extract` loads (also what the FER+ trainer writes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(
-        {
-            "arch": net.arch.to_dict(),
-            "normalization": {"mean": mean, "std": std, "size": net.arch.input_size},
-            "classes": classes,
-            "state_dict": net.state_dict(),
-            **(extra or {}),
-        },
-        tmp,
-    )
-    tmp.rename(path)
-
-
 def demo_overrides() -> dict[str, object]:
     """Config keys the demo profile sets (recorded in the store's resolved config)."""
     root = cache_dir()
@@ -112,8 +97,9 @@ def demo_overrides() -> dict[str, object]:
     }
 
 
-def apply_profile(cfg: PipelineConfig) -> PipelineConfig:
-    """The config the extractor runs with: unchanged for `real`, stand-ins for `demo`."""
+def apply_profile(cfg: PipelineConfig, explicit: frozenset[str] | set[str] = frozenset()) -> PipelineConfig:
+    """The config the extractor runs with: unchanged for `real`, stand-ins for `demo`, except the
+    keys the user set explicitly (`--set`), which win."""
     if cfg.extract.profile != "demo":
         return cfg
-    return with_overrides(cfg, demo_overrides(), "profile demo")
+    return with_overrides(cfg, {k: v for k, v in demo_overrides().items() if k not in explicit}, "profile demo")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders.base import Encoder, EncodeResult
-from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
+from cmarr.extract.encoders.denseface_checkpoint import load_denseface
 from cmarr.extract.encoders.sizing import (
     CPU_CANDIDATES,
     CPU_FACES,
@@ -22,44 +22,15 @@ from cmarr.extract.encoders.sizing import (
     channels_last,
     for_device,
 )
+from cmarr.extract.media.span import Decoded
 from cmarr.extract.media.video import read_frames
 from cmarr.shared.config import VideoEncoderConfig
-from cmarr.shared.errors import ConfigError
 from cmarr.shared.provenance import file_sha256
 from cmarr.shared.store.schema import ModalitySpec, Status
 from torch.nn import functional as F
 
 
-def load_denseface(path: str | Path, cfg: VideoEncoderConfig) -> tuple[DenseNetBC, dict]:
-    """Load a Denseface checkpoint, refusing one whose architecture or normalisation disagrees
-    with the config (features from a different network would silently mix in the store)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"video checkpoint {path} not found (extract.video.checkpoint). DenseNet-FER+ weights are not\n"
-            "  published: train them with `cmarr-fer train --fer2013 fer2013.csv --ferplus fer2013new.csv`\n"
-            "  (see README), or use --profile demo for the offline stand-in encoders."
-        )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        arch = DenseNetArch(**ckpt["arch"])
-        norm = ckpt["normalization"]
-    except Exception as err:
-        raise ConfigError(f"{path}: not a cmarr Denseface checkpoint ({err})") from None
-    expected = {"mean": cfg.mean, "std": cfg.std, "size": cfg.face_size}
-    if any(abs(float(norm[k]) - float(v)) > 1e-6 for k, v in expected.items()):
-        raise ConfigError(f"{path}: checkpoint normalises faces with {norm}, the config expects {expected}")
-    if (arch.depth, arch.growth, arch.input_size) != (cfg.depth, cfg.growth, cfg.face_size):
-        raise ConfigError(
-            f"{path}: checkpoint is DenseNet-BC depth {arch.depth} growth {arch.growth} on {arch.input_size}px, "
-            f"the config expects depth {cfg.depth} growth {cfg.growth} on {cfg.face_size}px"
-        )
-    net = DenseNetBC(arch)
-    net.load_state_dict(ckpt["state_dict"])
-    return net.eval(), ckpt
-
-
-def load_video(record: UtteranceRecord, fps: float) -> np.ndarray | None:
+def load_video(record: UtteranceRecord, fps: float) -> Decoded | None:
     return None if record.video is None else read_frames(record.video, fps)
 
 
@@ -71,9 +42,9 @@ class VideoEncoder(Encoder):
         from facenet_pytorch import MTCNN
 
         self.cfg = cfg
-        self.net, ckpt = load_denseface(cfg.checkpoint, cfg)
-        channels_last(self.net.to(device))
-        self.arch = ckpt["arch"]
+        checkpoint = load_denseface(cfg.checkpoint, cfg)
+        self.net = channels_last(checkpoint.net.to(device))
+        self.arch = checkpoint.arch
         self.weights_sha256 = file_sha256(cfg.checkpoint)
         self.mtcnn = MTCNN(keep_all=True, min_face_size=cfg.min_face_size, device=device)
         candidates = None if device.type == "cuda" else CPU_CANDIDATES  # see sizing.py
@@ -83,6 +54,11 @@ class VideoEncoder(Encoder):
         self.frame_slice = for_device(device, cfg.frames_per_batch, CPU_FRAMES)
         self.face_slice = for_device(device, cfg.frames_per_batch, CPU_FACES)
         self.budget = 4 * cfg.frames_per_batch  # sampled frames per batch (detection runs on them all)
+
+    @staticmethod
+    def check_settings(cfg: VideoEncoderConfig) -> None:
+        """The checks loading makes: the checkpoint exists and matches the config."""
+        load_denseface(cfg.checkpoint, cfg)
 
     def spec(self) -> ModalitySpec:
         return ModalitySpec(
@@ -119,26 +95,39 @@ class VideoEncoder(Encoder):
         crops = [f for f in faces if f is not None and len(f)]
         feats = self._features(torch.cat(crops)) if crops else None
         results, row = [], 0
-        for f in faces:
+        for f, frames in zip(faces, inputs):
             if f is None:
                 results.append(EncodeResult(None, Status.MISSING_INPUT, "no video"))
             elif not len(f):
-                results.append(EncodeResult(None, Status.NO_FACE, "no face in any sampled frame"))
+                results.append(EncodeResult(None, Status.NO_FACE, self._no_face_reason(frames)))
             else:
                 results.append(EncodeResult(feats[row : row + len(f)], Status.OK))
                 row += len(f)
         return results
 
+    def _no_face_reason(self, frames: np.ndarray) -> str:
+        h, w = frames.shape[1:3]
+        if min(h, w) < self.cfg.min_face_size:
+            return (
+                f"no face: frames of {w}x{h} px are smaller than the smallest face searched for "
+                f"(extract.video.min_face_size = {self.cfg.min_face_size})"
+            )
+        return "no face in any sampled frame"
+
     def _faces(self, inputs: list[np.ndarray | None]) -> list[torch.Tensor | None]:
         """Per item, normalised grey face crops (N_faces, 1, S, S) of the frames where a face is found.
         Detection runs on the batch's frames grouped by frame size (MTCNN stacks them), `frame_slice`
-        frames per call."""
-        boxes: dict[tuple[int, int], list] = {}
+        frames per call. A frame smaller than the smallest face searched for holds no face: MTCNN
+        would scan no scale of it at all (and fail)."""
+        boxes: dict[tuple[int, int], tuple] = {}
         by_shape: dict[tuple, list[tuple[int, int]]] = {}
         for k, frames in enumerate(inputs):
             for j in range(0 if frames is None else len(frames)):
                 by_shape.setdefault(frames[j].shape, []).append((k, j))
-        for refs in by_shape.values():
+        for shape, refs in by_shape.items():
+            if min(shape[:2]) < self.cfg.min_face_size:
+                boxes.update({ref: (None, None) for ref in refs})
+                continue
             for lo in range(0, len(refs), self.frame_slice):
                 chunk = refs[lo : lo + self.frame_slice]
                 with self.timed():

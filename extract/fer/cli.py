@@ -15,7 +15,8 @@ from cmarr.shared.console import ProgressReporter, reports_errors
 from cmarr.shared.devices import resolve_device
 from rich.console import Console
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+# Plain help texts: `[extract.video]` names a config section; rich would take it for markup and drop it.
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 console = Console()
 Fer2013 = Annotated[Path, typer.Option("--fer2013", help="fer2013.csv (emotion,pixels,Usage).")]
 FerPlus = Annotated[Path, typer.Option("--ferplus", help="fer2013new.csv (FER+ votes).")]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cmarr.extract.encoders.demo_models import save_denseface
+from cmarr.extract.encoders.denseface_checkpoint import load_denseface, save_denseface
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.extract.fer.data import CLASSES, FerData, FerSplit
 from cmarr.shared.config import FerConfig, VideoEncoderConfig
@@ -145,13 +145,11 @@ def train_fer(
 
 
 def evaluate_checkpoint(path: Path, data: FerData, device: torch.device) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    net = DenseNetBC(DenseNetArch(**ckpt["arch"]))
-    net.load_state_dict(ckpt["state_dict"])
-    video = VideoEncoderConfig(
-        face_size=ckpt["normalization"]["size"], mean=ckpt["normalization"]["mean"], std=ckpt["normalization"]["std"]
-    )
-    net.to(device)
+    """PublicTest and PrivateTest metrics of a checkpoint, its faces normalised as it records."""
+    checkpoint = load_denseface(path)
+    norm = checkpoint.normalization
+    video = VideoEncoderConfig(face_size=int(norm["size"]), mean=float(norm["mean"]), std=float(norm["std"]))
+    net = checkpoint.net.to(device)
     return {
         u: evaluate_split(net, to_input(data.splits[s].images, video), data.splits[s].majority, device)
         for u, s in (("public", "PublicTest"), ("private", "PrivateTest"))

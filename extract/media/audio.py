@@ -1,4 +1,4 @@
-"""Audio loading: any libsndfile format, cut to a span, down-mixed to mono, resampled with soxr."""
+"""Audio loading: any libsndfile format, cut to a span, checked finite, down-mixed to mono, resampled with soxr."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 from cmarr.extract.corpora.record import MediaSpan
+from cmarr.extract.media.span import Decoded, MediaError, fit_span
 
 
-class MediaError(Exception):
-    """An input that cannot be decoded; the message becomes the item's failure reason."""
-
-
-def load_audio(span: MediaSpan, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples at `sample_rate` for the span (the whole file when it has no times)."""
+def load_audio(span: MediaSpan, sample_rate: int) -> Decoded:
+    """Mono float32 samples at `sample_rate` for the span (the whole file when it has no times),
+    with a note when the span runs past the end of the file. Raises MediaError for a file that
+    does not decode, a span outside the file, or samples that are not finite (NaN/inf: float WAV,
+    AIFF or CAF can hold them; resampling would spread them over their neighbours)."""
     path = Path(span.path)
     if not path.is_file():
         raise FileNotFoundError(str(path))
@@ -24,17 +24,21 @@ def load_audio(span: MediaSpan, sample_rate: int) -> np.ndarray:
         _check_wav_complete(path)
     try:
         with sf.SoundFile(str(path)) as f:
-            rate = f.samplerate
-            start = int(round((span.start or 0.0) * rate)) if span.start is not None and span.end is not None else 0
-            stop = int(round(span.end * rate)) if span.start is not None and span.end is not None else f.frames
-            f.seek(min(start, f.frames))
-            audio = f.read(max(0, min(stop, f.frames) - start), dtype="float32", always_2d=True)
+            rate, note = f.samplerate, ""
+            start, stop = 0, f.frames
+            if span.start is not None and span.end is not None:
+                begin, end, note = fit_span(path, f.frames / rate, span.start, span.end)
+                start, stop = int(round(begin * rate)), min(f.frames, int(round(end * rate)))
+            f.seek(start)
+            audio = f.read(max(0, stop - start), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise MediaError(f"{path}: cannot decode audio ({err})") from None
+    if not (finite := np.isfinite(audio).all(axis=1)).all():
+        raise MediaError(f"{path}: {int((~finite).sum())} of {len(audio)} samples are not finite (NaN or inf)")
     mono = audio.mean(axis=1)
     if rate != sample_rate and len(mono):
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32)
-    return mono
+    return Decoded(mono, note)
 
 
 def audio_seconds(span: MediaSpan) -> float:

