@@ -173,14 +173,16 @@ def test_cluster_grid_equals_sequential_and_skips_finished_jobs(client, train_st
     )
     assert "[20/20]" in output  # 2 variants x 2 seeds x 5 folds, one job each
     [seq] = list((tmp_path / "seq").iterdir())
-    [dist] = [p for p in (tmp_path / "dist").iterdir() if p.is_dir() and "-cm-arr-" in p.name]
+    [dist] = [
+        p for p in (tmp_path / "dist").iterdir() if p.is_dir() and "-cm-arr-" in p.name and "-ablations-" not in p.name
+    ]
     assert json.loads((dist / "results.json").read_text()) == json.loads((seq / "results.json").read_text())
     ledger = [json.loads(line) for line in (dist / "ledger.jsonl").read_text().splitlines()]
     assert sorted(e["job"] for e in ledger) == sorted(
         f"cm-arr/seed{s}/fold{k}/split0" for s in (0, 1) for k in range(1, 6)
     )
     assert {e["worker"] for e in ledger} <= set(client.scheduler_info()["workers"])
-    table = next((tmp_path / "dist").glob("synthetic-ablations-*.md")).read_text()
+    table = next((tmp_path / "dist").glob("synthetic-ablations-*/table3.md")).read_text()
     assert "| cm-arr |" in table and "| baseline |" in table
 
     # a re-run with --resume submits nothing and writes the same reports
@@ -205,7 +207,7 @@ def test_bad_cluster_options_are_usage_errors(train_store, tmp_path):
     base = ["--store", str(train_store), "--folds", "5", "--out", str(tmp_path), *TINY]
     for extra, message in (
         (["--jobs", "0"], "--jobs must be at least 1"),
-        (["--ablations", "baseline,nonsense"], "unknown variant"),
+        (["--ablations", "baseline,nonsense"], "unknown system(s) nonsense"),
         (["--jobs", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
     ):
         result = runner.invoke(train_app, base + extra)

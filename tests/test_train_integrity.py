@@ -9,9 +9,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from cmarr.predict.cli import app as predict_app
 from cmarr.shared.labels import FOUR_CLASS
 from cmarr.shared.store import ModalitySpec, Status, StoreWriter, UtteranceTable
-from cmarr.train.cli import predict_app, train_app
+from cmarr.train.cli import train_app
 from typer.testing import CliRunner
 
 runner = CliRunner()

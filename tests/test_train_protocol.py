@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -11,9 +12,10 @@ import time
 import numpy as np
 import pytest
 import zarr
+from cmarr.predict.cli import app as predict_app
 from cmarr.shared.store.checksums import write_checked
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
-from cmarr.train.cli import predict_app, train_app
+from cmarr.train.cli import train_app
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -163,9 +165,10 @@ def test_predict_with_a_subset_of_modalities(store, tmp_path):
         [str(run / "seed0/fold1/split0"), "--store", str(store), "--modalities", "audio,text", "--out", str(out)],
     )
     assert r.exit_code == 0, r.output
-    rows = out.read_text().splitlines()
-    assert rows[0].startswith("id,prediction,p_ang") and len(rows) == 101
-    probs = np.array([[float(x) for x in row.split(",")[2:]] for row in rows[1:]])
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 100 and {r["used"] for r in rows} == {"text,audio"}
+    probs = np.array([[float(r[k]) for k in r if k.startswith("p_")] for r in rows])
+    assert probs.shape[1] == 4
     assert np.allclose(probs.sum(1), 1, atol=1e-3)
 
 

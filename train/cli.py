@@ -188,24 +188,3 @@ def _parse_dims(text: str) -> dict[str, int]:
     if set(dims) != set(MODALITIES):
         raise ConfigError(f"--dims: give all of {', '.join(MODALITIES)}")
     return {m: dims[m] for m in MODALITIES}
-
-
-@reports_errors
-def predict(
-    run: Annotated[Path, typer.Argument(help="A split folder (e.g. runs/<id>/seed0/fold1/split0).")],
-    store: Annotated[str, typer.Option(help="Store whose utterances to label.")],
-    modalities: Annotated[
-        str, typer.Option(help="Modalities to give the model, e.g. audio,text.")
-    ] = "text,audio,video",
-    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("predictions.csv"),
-) -> None:
-    """Predict emotions for a store's utterances with any subset of modalities."""
-    from cmarr.shared.modalities import parse_modalities
-    from cmarr.train.predict import predict_store
-
-    n = predict_store(run, store, parse_modalities(modalities), out)
-    console.print(f"wrote {n} predictions to {out}", markup=False)
-
-
-predict_app = typer.Typer(add_completion=False, rich_markup_mode=None, help="Predict emotions with a trained model.")
-predict_app.command()(predict)

@@ -58,20 +58,33 @@ class RunningMoments:
 class StoreData:
     """Features of every utterance in one store, with availability (status ok) per modality."""
 
-    def __init__(self, store: FeatureStore, max_memory_bytes: int = 8 << 30, non_finite: str = "error"):
+    def __init__(
+        self,
+        store: FeatureStore,
+        max_memory_bytes: int = 8 << 30,
+        non_finite: str = "error",
+        absent_dims: dict[str, int] | None = None,
+    ):
         """`non_finite`: what to do with utterances whose features hold NaN/inf: "error" refuses the
         store (StoreError naming the modality and the utterances), "missing" treats that modality as
-        missing for them (listed in `self.non_finite`)."""
+        missing for them (listed in `self.non_finite`). `absent_dims`: the feature width of each
+        modality the store may lack entirely (prediction from a store without video, say): such a
+        modality is missing for every utterance. Training needs all three (StoreError otherwise)."""
         self.store = store
-        missing = [m for m in MODALITIES if m not in store.modality_names]
-        if missing:
+        absent = [m for m in MODALITIES if m not in store.modality_names]
+        if unknown := [m for m in absent if m not in (absent_dims or {})]:
             from cmarr.shared.errors import StoreError
 
-            raise StoreError(f"{store.location}: CM-ARR needs text, audio and video; missing {missing}")
-        self.readers = {m: store.modality(m) for m in MODALITIES}
-        self.present = {m: self.readers[m].status == Status.OK for m in MODALITIES}
+            raise StoreError(
+                f"{store.location}: the store has no {', '.join(unknown)} features (training needs all three)"
+            )
+        self.readers = {m: store.modality(m) for m in MODALITIES if m not in absent}
         self.labels = store.utterances["label"].astype(np.int64)
-        self.dims = {m: self.readers[m].dim for m in MODALITIES}
+        n = len(self.labels)
+        self.present = {
+            m: self.readers[m].status == Status.OK if m in self.readers else np.zeros(n, bool) for m in MODALITIES
+        }
+        self.dims = {m: self.readers[m].dim if m in self.readers else absent_dims[m] for m in MODALITIES}
         size = sum(int(r.offsets[-1]) * r.dim * 4 for r in self.readers.values())
         self.in_memory = size <= max_memory_bytes
         self._values = {m: r.load_all().astype(np.float32) for m, r in self.readers.items()} if self.in_memory else None
@@ -88,7 +101,7 @@ class StoreData:
         edited since); refuse it, or mark those modalities missing. Returns {modality: utterance ids}."""
         ids = self.store.utterances["id"]
         found = {}
-        for m in MODALITIES:
+        for m in self.readers:
             rows = np.flatnonzero(self.present[m])
             bad = [
                 int(i)
@@ -114,6 +127,8 @@ class StoreData:
         return len(self.labels)
 
     def frames(self, m: str, indices: np.ndarray) -> list[np.ndarray]:
+        if not len(indices):
+            return []  # also for a modality the store lacks (prediction from a partial store)
         r = self.readers[m]
         if self._values is not None:
             v = self._values[m]

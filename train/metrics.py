@@ -15,8 +15,11 @@ def war_uar(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float]:
         return float("nan"), float("nan")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", "A single label was found")
         return float(accuracy_score(y_true, y_pred)), float(balanced_accuracy_score(y_true, y_pred))
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list[list[int]]:
-    return confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "A single label was found")
+        return confusion_matrix(y_true, y_pred, labels=list(range(n_classes))).tolist()

@@ -1,19 +1,14 @@
-"""Load a trained split's final model and label a store's utterances under a chosen condition."""
+"""Loading a trained split's final model (the predictor, `cmarr.predict`, and the figures use it)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
-import torch
 from cmarr.shared.errors import ConfigError
-from cmarr.shared.store import FeatureStore
 from cmarr.shared.train_config import TrainConfig
 from cmarr.train.checkpoint import load_checkpoint
-from cmarr.train.data import Normaliser, StoreData
-from cmarr.train.evaluation import predict_proba
-from cmarr.train.missing import MissingCondition
+from cmarr.train.data import Normaliser
 from cmarr.train.model.base import SystemModel
 from cmarr.train.systems import get_system
 
@@ -54,21 +49,3 @@ def load_model(path: Path) -> tuple[SystemModel, dict, Normaliser]:
         {m: np.array(v, np.float32) for m, v in meta["norm"]["std"].items()},
     )
     return model.eval(), meta, norm
-
-
-def predict_store(split_dir: Path, store_location: str, modalities: list[str], out: Path) -> int:
-    path = final_checkpoint(split_dir)
-    model, meta, norm = load_model(path)
-    data = StoreData(FeatureStore.open(store_location))
-    if data.dims != meta["dims"]:
-        raise ConfigError(f"store features {data.dims} differ from the model's {meta['dims']}")
-    rows, probs = predict_proba(
-        model, data, np.arange(len(data)), MissingCondition(frozenset(modalities)), norm, torch.device("cpu")
-    )
-    ids, classes = data.store.utterances["id"], meta["classes"]
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "prediction"] + [f"p_{c}" for c in classes])
-        for i, p in zip(rows, probs):
-            w.writerow([ids[i], classes[int(p.argmax())]] + [f"{x:.4f}" for x in p])
-    return len(rows)

@@ -84,6 +84,7 @@ def job_meta(data: StoreData, cfg: PipelineConfig, job: Job) -> dict:
         "classes": list(store.classes),
         "dims": dict(data.dims),
         "encoders": {m: store.attrs.get("modalities", {}).get(m) for m in data.dims},
+        "store_config_toml": store.attrs.get("config_toml", ""),  # how the features were extracted
         "store_fingerprint": store.fingerprint(),
         "train_config": cfg.train.model_dump(mode="json"),
     }

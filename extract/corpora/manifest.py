@@ -2,8 +2,9 @@
 
 Columns: id, label, speaker, session (or fold); then any of text (the transcript itself) or
 transcript (a path to a text file), audio, video (paths, relative to the manifest's folder),
-start, end (seconds, to cut long recordings), gender, dialog. Rows with an empty label, or a
-label outside the label set, are left out and counted; unknown columns are reported and ignored.
+start, end (seconds, to cut long recordings), half (left or right: the speaker's half of a
+split-screen video, as IEMOCAP's), gender, dialog. Rows with an empty label, or a label outside
+the label set, are left out and counted; unknown columns are reported and ignored.
 
 Files are read as spreadsheet programs save them: UTF-8 with or without a byte-order mark, or
 UTF-16 with its mark (other encodings are refused: see `media/text.py`); LF or CRLF line ends,
@@ -33,8 +34,8 @@ from cmarr.shared.errors import InputDataError
 from cmarr.shared.labels import LabelSet
 
 COLUMNS = ("id", "label", "speaker", "session", "fold", "text", "transcript", "audio", "video", "start", "end")
-COLUMNS += ("gender", "dialog")
-NAMES = ("id", "label", "speaker", "session", "fold", "gender", "dialog")  # strings; JSON numbers accepted
+COLUMNS += ("gender", "dialog", "half")
+NAMES = ("id", "label", "speaker", "session", "fold", "gender", "dialog", "half")  # strings; JSON numbers accepted
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 CLOCK_TIME = re.compile(r"\d+:\d+(:\d+)?([.,]\d+)?")
@@ -48,8 +49,10 @@ class Row:
     values: dict[str, Any]
 
 
-def read_manifest(path: str | Path, label_set: LabelSet) -> CorpusScan:
-    """The manifest's utterances in `label_set`. Raises InputDataError naming file, line and column."""
+def read_manifest(path: str | Path, label_set: LabelSet, labelled: bool = True) -> CorpusScan:
+    """The manifest's utterances in `label_set`. Raises InputDataError naming file, line and column.
+    `labelled=False` (recordings to predict): label, speaker and session may be absent or empty; a
+    label outside the set is then kept as unlabelled instead of left out."""
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"{path}: manifest not found")
@@ -64,7 +67,7 @@ def read_manifest(path: str | Path, label_set: LabelSet) -> CorpusScan:
     rows = _json_rows(path, text, scan) if suffix in (".jsonl", ".ndjson") else _csv_rows(path, text, suffix, scan)
     seen: dict[str, int] = {}
     for row in rows:
-        record = _record(path, row, label_set, scan)
+        record = _record(path, row, label_set, scan, labelled)
         if record is None:
             continue
         if record.id in seen:
@@ -103,13 +106,13 @@ def _csv_rows(path: Path, text: str, suffix: str, scan: CorpusScan) -> list[Row]
 
 
 def _delimiter(path: Path, text: str, suffix: str) -> str:
-    """Tab for .tsv; for .csv the delimiter under which the header names both id and label."""
+    """Tab for .tsv; for .csv the delimiter under which the header names id and another known column."""
     if suffix == ".tsv":
         return "\t"
     first = next((line for line in text.splitlines() if line.strip()), "")
-    for delimiter in DELIMITERS:
+    for delimiter in DELIMITERS:  # the one under which the header names id and another known column
         names = [c.strip().lower() for c in next(csv.reader([first], delimiter=delimiter), [])]
-        if "id" in names and "label" in names:
+        if "id" in names and len(set(names) & set(COLUMNS)) >= 2:
             return delimiter
     raise InputDataError(
         f"{path}:1: no header naming the columns id and label (separated by commas, semicolons or tabs); "
@@ -180,18 +183,20 @@ def _json_kind(value: Any) -> str:
 # ----------------------------------------------------------------------------- values
 
 
-def _record(path: Path, row: Row, label_set: LabelSet, scan: CorpusScan) -> UtteranceRecord | None:
+def _record(path: Path, row: Row, label_set: LabelSet, scan: CorpusScan, labelled: bool) -> UtteranceRecord | None:
     """The row's record, or None when its label is outside the label set (counted)."""
     get = _Getter(path, row)
-    missing = [c for c in ("id", "label", "speaker") if not get.name(c)]
-    if not get.name("session") and not get.name("fold"):
+    missing = [c for c in ("id", "label", "speaker") if not get.name(c) and (labelled or c == "id")]
+    if labelled and not get.name("session") and not get.name("fold"):
         missing.append("session (or fold)")
     if missing:
         raise InputDataError(f"{path}:{row.line}: missing {', '.join(missing)}")
     label = label_set.mapping.get(get.name("label"), get.name("label"))
     if label not in label_set.classes:
-        scan.excluded[label] += 1
-        return None
+        if labelled:
+            scan.excluded[label] += 1
+            return None
+        label = ""
     start, end = get.seconds("start"), get.seconds("end")
     if (start is None) != (end is None):
         raise InputDataError(f"{path}:{row.line}: give both start and end (seconds), or neither")
@@ -200,11 +205,16 @@ def _record(path: Path, row: Row, label_set: LabelSet, scan: CorpusScan) -> Utte
     text, text_error = get.text("text"), ""
     if text is None and (transcript := get.text("transcript")):
         text, text_error = _transcript(path.parent / transcript, row, scan)
-    session = get.name("session") or get.name("fold")
+    session = get.name("session") or get.name("fold") or ("" if labelled else "new")
+    half = get.name("half") or None
+    if half not in (None, "left", "right"):
+        raise InputDataError(
+            f"{path}:{row.line}: column half: {half!r}; use left or right (split-screen video), or leave it empty"
+        )
 
     def media(column: str) -> MediaSpan | None:
         value = get.text(column)
-        return MediaSpan(path.parent / value, start, end) if value else None
+        return MediaSpan(path.parent / value, start, end, half if column == "video" else None) if value else None
 
     return UtteranceRecord(
         id=get.name("id"),

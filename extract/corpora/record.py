@@ -21,7 +21,7 @@ class MediaSpan:
 @dataclass(frozen=True)
 class UtteranceRecord:
     id: str
-    label: str  # class name in the reader's label set
+    label: str  # class name in the reader's label set; "" for an unlabelled utterance (prediction)
     session: str
     speaker: str
     gender: str = ""
@@ -38,7 +38,7 @@ class UtteranceRecord:
         """The store's utterance-table row for this record."""
         return {
             "id": self.id,
-            "label": classes.index(self.label),
+            "label": classes.index(self.label) if self.label in classes else -1,  # -1: unlabelled
             "label_name": self.label,
             "session": self.session,
             "speaker": self.speaker,

@@ -1,0 +1,96 @@
+"""`cmarr-predict`: a trained run on new recordings (any subset of modalities), a manifest, or a store.
+
+    cmarr-predict RUN --audio clip.wav --video clip.mp4 --text "I can't believe you did that"
+    cmarr-predict RUN --audio call.wav
+    cmarr-predict RUN --manifest new.csv --out predictions.csv
+    cmarr-predict RUN --store S --modalities audio,text --out p.csv
+
+RUN is a run directory (its fold models' probabilities are averaged) or one split folder.
+Exit codes: 0 ok, 1 failure (refused checkpoint, other encoders), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cmarr.shared.config import parse_override
+from cmarr.shared.console import reports_errors
+from cmarr.shared.errors import ConfigError
+from cmarr.shared.modalities import parse_modalities
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+app = typer.Typer(add_completion=False, rich_markup_mode=None, help=__doc__)
+
+
+@app.command()
+@reports_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="A run directory (all folds, averaged) or a split folder.")],
+    audio: Annotated[Path | None, typer.Option(help="Speech recording (any format libsndfile reads).")] = None,
+    video: Annotated[Path | None, typer.Option(help="Video recording.")] = None,
+    text: Annotated[str | None, typer.Option(help="The transcript.")] = None,
+    start: Annotated[float | None, typer.Option(help="Cut the recordings from START seconds (with --end).")] = None,
+    end: Annotated[float | None, typer.Option(help="... to END seconds.")] = None,
+    video_half: Annotated[str | None, typer.Option(help="left or right half of a split-screen video.")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Many utterances: cmarr-extract's manifest format.")] = None,
+    store: Annotated[str | None, typer.Option(help="Label a feature store's utterances instead.")] = None,
+    modalities: Annotated[str, typer.Option(help="With --store: the modalities to give.")] = "text,audio,video",
+    out: Annotated[Path | None, typer.Option(help="CSV to write (--manifest, --store).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override an extraction key, e.g. extract.text.model=/models/bert (same weights)."),
+    ] = None,
+) -> None:
+    """Predict emotions with a trained run; prints the label, class probabilities and modalities used."""
+    from cmarr.predict.predictor import load_predictor
+
+    sources = [bool(audio or video or text), bool(manifest), bool(store)]
+    if sum(sources) != 1:
+        raise ConfigError("give recordings (--audio/--video/--text), or --manifest, or --store: one of them")
+    if (start is None) != (end is None):
+        raise ConfigError("give both --start and --end, or neither")
+    if video_half not in (None, "left", "right"):
+        raise ConfigError(f"--video-half {video_half!r}: use left or right")
+    predictor = load_predictor(run, device, dict(parse_override(s) for s in set_ or []))
+    if store:
+        preds = predictor.predict_store(store, parse_modalities(modalities))
+    elif manifest:
+        preds = predictor.predict_manifest(manifest)
+    else:
+        preds = [predictor.predict(audio, video, text, start=start, end=end, video_half=video_half)]
+    if out:
+        write_csv(out, preds, predictor.classes)
+    if as_json:
+        print(json.dumps({"model": predictor.description, "predictions": [p.as_dict() for p in preds]}, indent=1))
+        return
+    if len(preds) <= 50 or not out:
+        console.print(_table(preds, predictor.classes, predictor.description))
+    if out:
+        console.print(f"wrote {len(preds)} predictions to {out}", markup=False, soft_wrap=True)
+
+
+def _table(preds, classes: list[str], title: str) -> Table:
+    table = Table("id", "prediction", *classes, "modalities used", "not used", title=title)
+    for p in preds:
+        probs = [f"{p.probabilities[c]:.3f}" if p.label else "-" for c in classes]
+        dropped = "; ".join(f"{m}: {why}" for m, why in p.dropped.items())
+        table.add_row(p.id, p.label or "(nothing usable)", *probs, ", ".join(p.used) or "-", dropped)
+    return table
+
+
+def write_csv(path: Path, preds, classes: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "prediction", *(f"p_{c}" for c in classes), "used", "not_used"])
+        for p in preds:
+            probs = [f"{p.probabilities[c]:.6f}" if p.label else "" for c in classes]
+            dropped = "; ".join(f"{m}: {why}" for m, why in p.dropped.items())
+            w.writerow([p.id, p.label or "", *probs, ",".join(p.used), dropped])

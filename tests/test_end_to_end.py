@@ -1,0 +1,135 @@
+"""extract -> store -> train -> report -> predict, on a few generated utterances with the demo's tiny
+encoders: the whole chain a user runs, and prediction on new recordings equal to prediction from
+the store for the same utterance."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from cmarr.extract.cli import app as extract_app
+from cmarr.extract.corpora.iemocap import read_iemocap, video_half
+from cmarr.predict.cli import app as predict_app
+from cmarr.shared.labels import FOUR_CLASS
+from cmarr.shared.store import FeatureStore
+from cmarr.train.cli import train_app
+from typer.testing import CliRunner
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+TINY = [
+    f"--set=train.cm_arr.model.{k}"
+    for k in ("width=16", "heads=2", "latent_dim=8", "latent_len=6", "flow_steps=2", "flow_hidden=8",
+              "rcab_blocks=1", "rcab_reduction=4", "fusion_heads=2", "proj_dim=8")
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A demo corpus of 5 dialogs x 4 utterances, extracted, verified, trained (5 folds, 2 epochs)."""
+    root = tmp_path_factory.mktemp("e2e")
+    out = root / "store"
+    r = runner.invoke(extract_app, ["demo", "--out", str(out), "--utterances-per-dialog", "4", "--set",
+                                    "extract.cpu_threads=1", "--num-workers", "0"])  # fmt: skip
+    assert r.exit_code == 0, r.output + "".join(__import__("traceback").format_exception(r.exception))
+    store = out / "demo.zarr"
+    args = ["--store", str(store), "--folds", "5", "--preset", "fast", "--out", str(root / "runs")]
+    r = runner.invoke(train_app, [*args, "--set", "train.cm_arr.optim.epochs=2", "--set", "train.device=cpu", *TINY])
+    assert r.exit_code == 0, r.output + "".join(__import__("traceback").format_exception(r.exception))
+    [run] = [p for p in (root / "runs").iterdir() if p.is_dir()]
+    records = {rec.id: rec for rec in read_iemocap(out / "demo-corpus", FOUR_CLASS).records}
+    return {"root": root, "store": store, "run": run, "records": records}
+
+
+def test_the_run_reports_table2(chain):
+    md = (chain["run"] / "results.md").read_text()
+    assert "| {s,v,t} |" in md and "| Avg. |" in md
+    assert len(list(chain["run"].glob("seed0/fold*/split0/predictions.csv"))) == 5
+
+
+def _predict(chain, *args) -> dict:
+    r = runner.invoke(predict_app, [str(chain["run"]), *args, "--json", "--device", "cpu"])
+    assert r.exit_code == 0, r.output + "".join(__import__("traceback").format_exception(r.exception))
+    return json.loads(r.output)
+
+
+def _by_id(payload: dict) -> dict:
+    return {p["id"]: p for p in payload["predictions"]}
+
+
+@pytest.mark.parametrize("given", ["audio,text", "video,text"])
+def test_new_recordings_predict_as_the_store_does(chain, given):
+    """Extracting an utterance anew through the run's recorded encoders gives the store's features,
+    so the fold-averaged probabilities equal those of --store for it."""
+    uid, rec = next(iter(chain["records"].items()))
+    media = ["--text", rec.text]
+    if "audio" in given:
+        media += ["--audio", str(rec.audio.path)]
+    else:
+        media += ["--video", str(rec.video.path), "--start", str(rec.video.start), "--end", str(rec.video.end),
+                  "--video-half", video_half(uid)]  # fmt: skip
+    new = _predict(chain, *media)
+    [p] = new["predictions"]
+    assert p["used"] == [m for m in ("text", "audio", "video") if m in given] and p["label"]
+    assert "average of 5 fold models" in new["model"]
+    stored = _by_id(_predict(chain, "--store", str(chain["store"]), "--modalities", given))[uid]
+    assert stored["used"] == p["used"]
+    for c, prob in stored["probabilities"].items():
+        assert p["probabilities"][c] == pytest.approx(prob, abs=1e-4)
+
+
+def test_speech_alone_and_an_unusable_input(chain, tmp_path):
+    rec = next(iter(chain["records"].values()))
+    [p] = _predict(chain, "--audio", str(rec.audio.path))["predictions"]
+    assert p["used"] == ["audio"] and abs(sum(p["probabilities"].values()) - 1) < 1e-5
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, np.float32), 16000)
+    [q] = _predict(chain, "--audio", str(silent), "--text", rec.text)["predictions"]
+    assert q["used"] == ["text"] and "silent" in q["dropped"]["audio"]
+
+
+def test_a_manifest_writes_a_csv(chain, tmp_path):
+    recs = list(chain["records"].values())[:3]
+    manifest = tmp_path / "new.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "audio"])
+        for i, rec in enumerate(recs):
+            w.writerow([f"new{i}", rec.text if i != 1 else "", rec.audio.path])
+    out = tmp_path / "p.csv"
+    r = runner.invoke(
+        predict_app, [str(chain["run"]), "--manifest", str(manifest), "--out", str(out), "--device", "cpu"]
+    )
+    assert r.exit_code == 0, r.output + "".join(__import__("traceback").format_exception(r.exception))
+    rows = list(csv.DictReader(open(out)))
+    assert [row["id"] for row in rows] == ["new0", "new1", "new2"]
+    assert rows[0]["used"] == "text,audio" and rows[1]["used"] == "audio"
+    assert all(abs(sum(float(row[f"p_{c}"]) for c in FOUR_CLASS.classes) - 1) < 1e-4 for row in rows)
+
+
+def test_the_python_api_takes_a_waveform(chain):
+    import cmarr
+
+    rec = next(iter(chain["records"].values()))
+    wav, rate = sf.read(rec.audio.path, dtype="float32")
+    predictor = cmarr.load_predictor(chain["run"], device="cpu")
+    from_array = predictor.predict(audio=wav, sample_rate=rate, text=rec.text)
+    from_file = predictor.predict(audio=rec.audio.path, text=rec.text)
+    assert from_array.used == from_file.used == ["text", "audio"]
+    for c in predictor.classes:
+        assert from_array.probabilities[c] == pytest.approx(from_file.probabilities[c], abs=1e-4)
+
+
+def test_features_from_another_encoder_are_refused(chain, tmp_path):
+    """A store whose text came from another BERT layer has the same width but other features."""
+    out = tmp_path / "other"
+    corpus = chain["root"] / "store" / "demo-corpus"
+    args = ["demo", "--out", str(out), "--corpus-dir", str(corpus), "--modalities", "text"]
+    r = runner.invoke(extract_app, [*args, "--set", "extract.text.layer=1", "--set", "extract.cpu_threads=1"])
+    assert r.exit_code == 0, r.output + "".join(__import__("traceback").format_exception(r.exception))
+    assert FeatureStore.open(out / "demo.zarr").modality_names == ["text"]
+    r = runner.invoke(predict_app, [str(chain["run"]), "--store", str(out / "demo.zarr"), "--modalities", "text"])
+    assert r.exit_code == 2 and "text: layer: -1 -> 1" in r.output
