@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from cmarr.shared.console import ProgressReporter, err_console, reports_errors
+from cmarr.shared.console import ProgressReporter, err_console, reports_errors, stdout_console
 from cmarr.shared.errors import EXIT_FAILURE
 from cmarr.shared.store.mmin import export_h5, import_mmin
 from cmarr.shared.store.pack import pack_store
@@ -18,6 +18,7 @@ from cmarr.shared.store.reader import FeatureStore
 from cmarr.shared.store.summary import summarize
 from cmarr.shared.store.verify import verify_store
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -26,8 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-
 StoreArg = Annotated[str, typer.Argument(help="Store: a directory, a .zarr.zip file, or an fsspec URL.")]
 
 
@@ -39,12 +38,14 @@ def info(
 ) -> None:
     """Describe a store: utterances per class and session, modalities (dim, frames, status), provenance."""
     summary = summarize(FeatureStore.open(store, allow_incomplete=True))
+    console = stdout_console()
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    console.print(f"[bold]{summary['location']}[/]  corpus {summary['corpus']}, {summary['utterances']} utterances")
-    _print_counts("class", summary["per_class"])
-    _print_counts("session", summary["per_session"])
+    where = escape(summary["location"])
+    console.print(f"[bold]{where}[/]  corpus {summary['corpus']}, {summary['utterances']} utterances")
+    _print_counts(console, "class", summary["per_class"])
+    _print_counts(console, "session", summary["per_session"])
     table = Table("modality", "encoder", "dim", "dtype", "frames", "mean frames", "ok", "missing", "failed", "pending")
     for name, m in summary["modalities"].items():
         if not m["finalized"]:
@@ -82,7 +83,7 @@ def info(
     )
 
 
-def _print_counts(title: str, counts: dict[str, int]) -> None:
+def _print_counts(console: Console, title: str, counts: dict[str, int]) -> None:
     table = Table(title, "utterances")
     for key, value in counts.items():
         table.add_row(key, str(value))
@@ -98,13 +99,13 @@ def verify(
     """Check schema, offsets, status and every chunk's checksum; exit 1 on any damage or an unfinished write."""
     report = verify_store(store, checksums=not quick)
     for line in report.problems:
-        err_console.print(f"[red]corrupt:[/] {line}", highlight=False)
+        err_console.print(f"[red]corrupt:[/] {escape(line)}", highlight=False)
     for line in report.incomplete:
-        err_console.print(f"[yellow]incomplete:[/] {line}", highlight=False)
+        err_console.print(f"[yellow]incomplete:[/] {escape(line)}", highlight=False)
     if not report.ok:
         err_console.print(f"{store}: {report.state}")
         raise typer.Exit(EXIT_FAILURE)
-    console.print(f"{store}: ok ({report.chunks_checked} chunks checked)")
+    stdout_console().print(f"{store}: ok ({report.chunks_checked} chunks checked)")
 
 
 @app.command()
@@ -115,7 +116,7 @@ def pack(
 ) -> None:
     """Pack a finished directory store into one uncompressed .zarr.zip that cmarr reads directly."""
     path = pack_store(store, out)
-    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    stdout_console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command("import-mmin")
@@ -136,6 +137,7 @@ def import_mmin_cmd(
     files = {k: v for k, v in {"A": audio, "V": video, "L": text}.items() if v}
     with ProgressReporter("utterances") as progress:
         counts = import_mmin(root, out, tuple(classes.split(",")), files, dtype, corpus, progress=progress.update)
+    console = stdout_console()
     for modality, c in counts.items():
         console.print(f"{modality}: {c['ok']} ok, {c['missing_input']} missing")
     console.print(f"wrote {out}")
@@ -148,4 +150,4 @@ def export_h5_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write A/, V/, L/ and target/ into.")],
 ) -> None:
     """Export a store in MMIN's HDF5 layout (float32, one dataset per utterance id, target/<cv>/ files)."""
-    console.print(f"wrote {export_h5(store, out)}")
+    stdout_console().print(f"wrote {export_h5(store, out)}")
