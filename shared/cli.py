@@ -35,46 +35,26 @@ StoreArg = Annotated[str, typer.Argument(help="Store: a directory, a .zarr.zip f
 def info(
     store: StoreArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="Read no feature values: no non-finite count, no check of the values' chunks.")
+    ] = False,
 ) -> None:
-    """Describe a store: utterances per class and session, modalities (dim, frames, status), provenance."""
-    summary = summarize(FeatureStore.open(store, allow_incomplete=True))
-    console = stdout_console()
+    """Describe a store: utterances per class and session, modalities (dim, frames, status, non-finite
+    values), provenance. Reads (and so checks) every chunk unless --quick."""
+    summary = summarize(FeatureStore.open(store, allow_incomplete=True), scan=not quick)
+    _print_notes(summary["notes"])
     if as_json:
         print(json.dumps(summary, indent=2))
         return
+    console = stdout_console()
     where = escape(summary["location"])
     console.print(f"[bold]{where}[/]  corpus {summary['corpus']}, {summary['utterances']} utterances")
     _print_counts(console, "class", summary["per_class"])
     _print_counts(console, "session", summary["per_session"])
-    table = Table("modality", "encoder", "dim", "dtype", "frames", "mean frames", "ok", "missing", "failed", "pending")
+    columns = ("dim", "dtype", "frames", "mean frames", "ok", "missing", "failed", "pending", "non-finite")
+    table = Table("modality", "encoder", *columns)
     for name, m in summary["modalities"].items():
-        if not m["finalized"]:
-            table.add_row(
-                name,
-                m["spec"].get("encoder", ""),
-                "",
-                "",
-                f"unfinished ({m['staged_parts']} parts)",
-                "",
-                "",
-                "",
-                "",
-                "",
-            )
-            continue
-        s = m["status"]
-        table.add_row(
-            name,
-            m["spec"]["encoder"],
-            str(m["dim"]),
-            m["dtype"],
-            str(m["frames"]),
-            f"{m['frames_per_utterance']['mean']:.1f}",
-            str(s["ok"]),
-            str(s["missing-input"] + s["no-face"]),
-            str(s["failed"]),
-            str(s["pending"]),
-        )
+        table.add_row(name, escape(m["spec"].get("encoder", "")), *_modality_cells(m))
     console.print(table)
     prov = summary["provenance"]
     console.print(
@@ -83,29 +63,57 @@ def info(
     )
 
 
+def _modality_cells(m: dict) -> list[str]:
+    """The info table's cells after modality and encoder."""
+    if not m["finalized"]:
+        return ["", "", f"unfinished ({m['staged_parts']} parts)"] + [""] * 6
+    s = m["status"]
+    nonfinite = "not read" if m["nonfinite_values"] is None else str(m["nonfinite_values"])
+    return [
+        str(m["dim"]),
+        m["dtype"],
+        str(m["frames"]),
+        f"{m['frames_per_utterance']['mean']:.1f}",
+        str(s["ok"]),
+        str(s["missing-input"] + s["no-face"]),
+        str(s["failed"]),
+        str(s["pending"]),
+        nonfinite if nonfinite in ("0", "not read") else f"[red]{nonfinite}[/] (run cmarr-store verify)",
+    ]
+
+
 def _print_counts(console: Console, title: str, counts: dict[str, int]) -> None:
     table = Table(title, "utterances")
     for key, value in counts.items():
-        table.add_row(key, str(value))
+        table.add_row(escape(str(key)), str(value))
     console.print(table)
+
+
+def _print_notes(notes: list[str]) -> None:
+    for line in notes:
+        err_console.print(f"note: {escape(line)}", highlight=False)
 
 
 @app.command()
 @reports_errors
 def verify(
     store: StoreArg,
-    quick: Annotated[bool, typer.Option(help="Skip the per-chunk checksums (structure only).")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="Read no feature values (structure, table, offsets and status only).")
+    ] = False,
 ) -> None:
-    """Check schema, offsets, status and every chunk's checksum; exit 1 on any damage or an unfinished write."""
+    """Check schema, table, offsets, status, every chunk's checksum and that no ok item holds NaN/inf;
+    exit 1 on any damage or an unfinished write."""
     report = verify_store(store, checksums=not quick)
+    _print_notes(report.notes)
     for line in report.problems:
         err_console.print(f"[red]corrupt:[/] {escape(line)}", highlight=False)
     for line in report.incomplete:
         err_console.print(f"[yellow]incomplete:[/] {escape(line)}", highlight=False)
     if not report.ok:
-        err_console.print(f"{store}: {report.state}")
+        err_console.print(f"{escape(store)}: {report.state}", highlight=False)
         raise typer.Exit(EXIT_FAILURE)
-    stdout_console().print(f"{store}: ok ({report.chunks_checked} chunks checked)")
+    stdout_console().print(f"{escape(store)}: ok ({report.chunks_checked} chunks checked)", highlight=False)
 
 
 @app.command()

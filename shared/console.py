@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages stay one line in logs
 F = TypeVar("F", bound=Callable[..., Any])
 # Width of command output that goes to a pipe, a file or a CI log: wide enough that no table column
 # is cut to "moda…" (rich assumes 80 columns when stdout is not a terminal).

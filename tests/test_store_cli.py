@@ -54,7 +54,7 @@ def test_verify_exit_codes(small_store):
     chunk.write_bytes(os.urandom(chunk.stat().st_size))
     result = runner.invoke(app, ["verify", str(path)])
     assert result.exit_code == 1
-    assert "video/values: chunk 1" in result.output
+    assert "video/values chunk 1 (rows 32-63)" in result.output
 
 
 def test_missing_store_is_a_message_not_a_traceback(tmp_path):

@@ -30,7 +30,7 @@ def test_garbage_chunk_is_named(small_store):
     chunk.write_bytes(os.urandom(chunk.stat().st_size))
     report = verify_store(str(path))
     assert report.state == "corrupt"
-    assert any(p.startswith("audio/values: chunk 3") for p in report.problems), report.problems
+    assert any(p.startswith("audio/values chunk 3 (rows") for p in report.problems), report.problems
 
 
 def test_same_size_valid_but_wrong_chunk_fails_checksum(small_store):
@@ -39,7 +39,7 @@ def test_same_size_valid_but_wrong_chunk_fails_checksum(small_store):
     c2, c3 = (path / "audio" / "values" / "c" / k / "0" for k in ("2", "3"))
     c3.write_bytes(c2.read_bytes())
     report = verify_store(str(path))
-    assert any("audio/values: chunk 3" in p and "checksum mismatch" in p for p in report.problems)
+    assert any("audio/values chunk 3 " in p and "checksum mismatch" in p for p in report.problems)
 
 
 def test_offsets_tampering_is_found(small_store):
@@ -49,8 +49,7 @@ def test_offsets_tampering_is_found(small_store):
     offsets[5], offsets[6] = offsets[6], offsets[5]
     group["offsets"][:] = offsets
     report = verify_store(str(path))
-    assert any("video/offsets: not monotone" in p for p in report.problems)
-    assert any("video/offsets: chunk 0" in p for p in report.problems)
+    assert any("video/offsets chunk 0 " in p for p in report.problems)
 
 
 def test_missing_array_is_named(small_store):
@@ -264,3 +263,40 @@ def test_an_unstaged_last_batch_merges_with_a_finalized_modality(small_store):
     assert_same(fresh, reader.get(4))
     assert_same(written["audio"][3], reader.get(3))
     assert verify_store(str(path)).ok
+
+
+CONFIG = '[extract]\nmodalities = ["text", "audio"]\n'
+
+
+@pytest.mark.parametrize("finalized", [[], ["text"], ["text", "audio"]])
+def test_verify_calls_a_store_missing_asked_for_modalities_incomplete(tmp_path, finalized):
+    """An extraction killed before (or between) modalities leaves a store that reads fine but lacks
+    what its config asked for: verify says incomplete, exit 1."""
+    from cmarr.shared.cli import app
+    from cmarr.shared.labels import FOUR_CLASS
+    from cmarr.shared.store.synthetic import synthetic_table
+    from typer.testing import CliRunner
+
+    writer = StoreWriter.create(tmp_path / "s.zarr", synthetic_table(4), "t", FOUR_CLASS, config_toml=CONFIG)
+    for name in finalized:
+        mw = writer.modality(name, SPEC)
+        mw.write_part(range(4), [np.ones((2, 4), np.float32)] * 4)
+        mw.finalize()
+    report = verify_store(str(tmp_path / "s.zarr"))
+    missing = [m for m in ("text", "audio") if m not in finalized]
+    assert report.state == ("incomplete" if missing else "ok"), report
+    for m in missing:
+        assert any(line.startswith(f"{m}: asked for by the store's config") for line in report.incomplete)
+    assert CliRunner().invoke(app, ["verify", str(tmp_path / "s.zarr")]).exit_code == (1 if missing else 0)
+
+
+def test_a_store_without_a_config_needs_one_modality(tmp_path):
+    """Stores made otherwise (an MMIN import) record no config: any finalized modality is complete."""
+    writer = _empty_store(tmp_path / "s.zarr")
+    assert verify_store(str(tmp_path / "s.zarr")).incomplete == [
+        "no modality has been written yet; re-run the extraction to complete the store"
+    ]
+    mw = writer.modality("video", SPEC)
+    mw.write_part(range(8), [np.ones((1, 4), np.float32)] * 8)
+    mw.finalize()
+    assert verify_store(str(tmp_path / "s.zarr")).ok

@@ -11,15 +11,19 @@ import zipfile
 from pathlib import Path
 
 from cmarr.shared.errors import StoreError
-from cmarr.shared.store.reader import FeatureStore
+from cmarr.shared.store.verify import verify_store
 
 
 def pack_store(directory: str | Path, out: str | Path | None = None) -> Path:
-    """Zip `directory` (a complete store) into `out` (default: `<directory>.zip`)."""
+    """Zip `directory` into `out` (default: `<directory>.zip`) once `verify` finds it complete and sound."""
     directory = Path(directory)
     if not directory.is_dir():
         raise StoreError(f"{directory}: pack takes a directory store")
-    FeatureStore.open(directory)  # refuses incomplete or foreign stores with a clear message
+    report = verify_store(str(directory))  # a shared store is a proven one: damage is not copied on
+    if not report.ok:
+        lines = report.problems + report.incomplete
+        more = f" (and {len(lines) - 1} more; cmarr-store verify lists them)" if len(lines) > 1 else ""
+        raise StoreError(f"{directory}: not packed: the store is {report.state}: {lines[0]}{more}")
     out = Path(out) if out else directory.with_name(directory.name + ".zip")
     tmp = out.with_name(out.name + ".partial")
     # Stored, not deflated: chunks are already compressed, and stored members can be read
