@@ -23,6 +23,7 @@ from cmarr.shared.errors import StoreDamagedError, StoreError, StoreIncompleteEr
 from cmarr.shared.store.checksums import CheckedArray
 from cmarr.shared.store.locations import open_root
 from cmarr.shared.store.schema import (
+    CRC_ATTR,
     PARTS,
     SCHEMA_ATTR,
     SCHEMA_VERSION,
@@ -31,6 +32,10 @@ from cmarr.shared.store.schema import (
     ModalitySpec,
     Status,
 )
+
+# Root attributes that say when and by which build a store was written, not what it holds:
+# left out of the fingerprint, so two extractions of the same data with the same config match.
+VOLATILE_ATTRS = ("created", "software")
 
 
 def staged_parts(group: zarr.Group) -> int:
@@ -125,13 +130,24 @@ class FeatureStore:
         return CheckedArray(node(self.group(group), name, self.location, path), path, self.location)
 
     def fingerprint(self) -> str:
-        """A hash of the provenance and every recorded chunk checksum: equal stores, equal prints."""
-        digest = hashlib.sha256(json.dumps(self.attrs, sort_keys=True, default=str).encode())
-        for path in [f"{UTTERANCES}/{c}" for c in UTTERANCE_COLUMNS] + [
-            f"{m}/{a}" for m in self.modality_names for a in ("values", "offsets", "status")
-        ]:
-            if path in self.root:
-                digest.update(json.dumps(self.root[path].attrs.get("cmarr_crc32", [])).encode())
+        """A hash of what the store holds: every array's recorded per-chunk CRC32s (which every read
+        checks the data against), shape and dtype, the root attributes except when and by which
+        build it was written (`VOLATILE_ATTRS`), and each modality's attributes (encoder spec,
+        failure reasons). Equal data and provenance give equal prints; any changed value, label
+        or setting gives another. Reads metadata only."""
+        root = {k: v for k, v in self.attrs.items() if k not in VOLATILE_ATTRS}
+        digest = hashlib.sha256(json.dumps(root, sort_keys=True, default=str).encode())
+        paths = [f"{UTTERANCES}/{c}" for c in UTTERANCE_COLUMNS]
+        for m in self.modality_names:
+            attrs = dict(self.group(m).attrs)
+            digest.update(json.dumps([m, attrs], sort_keys=True, default=str).encode())
+            if attrs.get("finalized"):
+                paths += [f"{m}/{a}" for a in ("values", "offsets", "status")]
+        for path in paths:
+            group, _, name = path.rpartition("/")
+            arr = node(self.group(group), name, self.location, path)
+            record = [path, list(arr.shape), str(arr.dtype), list(arr.chunks), arr.attrs.get(CRC_ATTR)]
+            digest.update(json.dumps(record).encode())
         return digest.hexdigest()[:16]
 
     def provenance(self) -> dict[str, Any]:
