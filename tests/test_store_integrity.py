@@ -197,28 +197,6 @@ def _empty_store(path):
 SPEC = ModalitySpec("enc", 4, dtype="float32")
 
 
-def test_parts_staged_with_the_index_as_arrays_still_finalize(tmp_path):
-    """cmarr until this change staged each part's index as three arrays; a store it left half-written
-    resumes: its parts merge with new ones."""
-    mw = _empty_store(tmp_path / "s.zarr").modality("text", SPEC)
-    old = mw.group.require_group("_parts").create_group("00000000000000000001-1234-abcd0000")
-    first, third = np.ones((2, 4), np.float32), np.full((3, 4), 2, np.float32)
-    old.create_array("values", data=np.concatenate([first, third]))
-    old.create_array("items", data=np.array([0, 2, 4]))
-    old.create_array("lengths", data=np.array([2, 3, 0]))
-    old.create_array("status", data=np.array([Status.OK, Status.OK, Status.MISSING_INPUT], np.int8))
-    old.attrs.update({"reasons": {"4": "empty transcript"}, "complete": True})
-    mw = StoreWriter.open(tmp_path / "s.zarr").modality("text", SPEC)
-    assert mw.settled()[[0, 2, 4]].all() and not mw.settled()[1]
-    second = np.full((1, 4), 5, np.float32)
-    mw.write_part([1], [second])
-    counts = mw.finalize(4)
-    reader = FeatureStore.open(tmp_path / "s.zarr", allow_incomplete=True).modality("text")
-    for i, want in ((0, first), (1, second), (2, third)):
-        assert_same(want, reader.get(i))
-    assert counts["ok"] == 3 and counts["missing_input"] == 1 and counts["pending"] == 4
-
-
 def test_finalize_from_memory_equals_finalize_from_disk(tmp_path):
     """Three ways to the same store: finalize reading every part back (a fresh writer), from the
     values this writer staged, and with the last batch handed to finalize unstaged."""

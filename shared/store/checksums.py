@@ -39,6 +39,18 @@ def array_crcs(data: np.ndarray, chunk_rows: int) -> list[int]:
     return [block_crc(data[a:b]) for a, b in chunk_row_ranges(len(data), chunk_rows)]
 
 
+def nonfinite_mask(block: np.ndarray) -> np.ndarray:
+    """Boolean mask of NaN/inf (all False for non-float data), from the exponent bits (all ones):
+    about twice as fast as `np.isfinite` on float16, the store's usual dtype."""
+    if block.dtype.kind != "f":
+        return np.zeros(block.shape, bool)
+    bits = {2: (np.uint16, 0x7C00), 4: (np.uint32, 0x7F800000), 8: (np.uint64, 0x7FF0000000000000)}
+    if block.dtype.itemsize not in bits:
+        return ~np.isfinite(block)
+    kind, exponent = bits[block.dtype.itemsize]
+    return (np.ascontiguousarray(block).view(kind) & kind(exponent)) == kind(exponent)
+
+
 def write_checked(group: zarr.Group, name: str, data: np.ndarray, chunk_rows: int | None = None) -> zarr.Array:
     """Create `name` in `group` holding `data`, with the per-chunk CRCs recorded in its attrs."""
     chunk_rows = chunk_rows or max(1, len(data))
