@@ -40,7 +40,8 @@ class VerifyReport:
 
 
 def verify_store(location: str, checksums: bool = True) -> VerifyReport:
-    """Verify the store at `location`; never raises for a damaged store, reports instead.
+    """Verify the store at `location`; never raises for a damaged or incomplete store, reports
+    instead (a location that holds no store, or one it cannot reach, raises `StoreError`).
     `checksums=False` skips reading the feature values (the bulk of the store)."""
     report = VerifyReport(str(location))
     try:
@@ -48,7 +49,7 @@ def verify_store(location: str, checksums: bool = True) -> VerifyReport:
     except StoreIncompleteError as err:
         report.incomplete.append(str(err))
         return report
-    except StoreError as err:
+    except StoreDamagedError as err:
         report.problems.append(str(err))
         return report
     report.notes += store.notes
