@@ -117,45 +117,50 @@ def verify(
 
 
 @app.command()
-@reports_errors
+@reports_errors(output="out")
 def pack(
     store: Annotated[Path, typer.Argument(help="A finished directory store.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Zip to write (default: STORE.zip).")] = None,
 ) -> None:
-    """Pack a finished directory store into one uncompressed .zarr.zip that cmarr reads directly."""
+    """Verify a finished directory store, then pack it into one uncompressed .zarr.zip that cmarr reads directly."""
     path = pack_store(store, out)
-    stdout_console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    stdout_console().print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 
 @app.command("import-mmin")
-@reports_errors
+@reports_errors(output="out")
 def import_mmin_cmd(
     root: Annotated[Path, typer.Argument(help="MMIN feature folder with A/, V/, L/ and target/<cv>/.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Store directory to create.")],
     classes: Annotated[
-        str, typer.Option(help="Class names in the one-hot order, comma-separated.")
+        str, typer.Option(help="Class names in label order (one-hot columns or class indices), comma-separated.")
     ] = "ang,hap,neu,sad",
-    audio: Annotated[str | None, typer.Option(help="Stem of the A/ file when there are several.")] = None,
-    video: Annotated[str | None, typer.Option(help="Stem of the V/ file when there are several.")] = None,
-    text: Annotated[str | None, typer.Option(help="Stem of the L/ file when there are several.")] = None,
+    audio: Annotated[str | None, typer.Option(help="Stem of the A/ feature file when there are several.")] = None,
+    video: Annotated[str | None, typer.Option(help="Stem of the V/ feature file when there are several.")] = None,
+    text: Annotated[str | None, typer.Option(help="Stem of the L/ feature file when there are several.")] = None,
     dtype: Annotated[str, typer.Option(help="float16 (half the bytes) or float32 (bit-exact).")] = "float16",
     corpus: Annotated[str, typer.Option(help="Corpus name recorded in the store.")] = "mmin",
 ) -> None:
-    """Import MMIN's published HDF5 features (one dataset per utterance id) into a new store."""
+    """Import MMIN's published HDF5 features (one dataset per utterance id) into a new store. Everything
+    is checked first; the store appears only when complete."""
     files = {k: v for k, v in {"A": audio, "V": video, "L": text}.items() if v}
     with ProgressReporter("utterances") as progress:
-        counts = import_mmin(root, out, tuple(classes.split(",")), files, dtype, corpus, progress=progress.update)
+        done = import_mmin(root, out, tuple(classes.split(",")), files, dtype, corpus, progress=progress.update)
+    _print_notes(done.notes)
     console = stdout_console()
-    for modality, c in counts.items():
-        console.print(f"{modality}: {c['ok']} ok, {c['missing_input']} missing")
-    console.print(f"wrote {out}")
+    for modality, c in done.counts.items():
+        console.print(f"{modality}: {c['ok']} ok, {c['missing_input']} missing", highlight=False)
+    console.print(f"wrote {escape(str(out))}", highlight=False)
 
 
 @app.command("export-h5")
-@reports_errors
+@reports_errors(output="out")
 def export_h5_cmd(
     store: StoreArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write A/, V/, L/ and target/ into.")],
 ) -> None:
-    """Export a store in MMIN's HDF5 layout (float32, one dataset per utterance id, target/<cv>/ files)."""
-    stdout_console().print(f"wrote {export_h5(store, out)}")
+    """Export a store in MMIN's HDF5 layout (float32, one dataset per utterance id, numbered target/<cv>/
+    folders), which MMIN's loaders and `import-mmin` read."""
+    done = export_h5(store, out)
+    _print_notes(done.notes)
+    stdout_console().print(f"wrote {escape(str(done.path))}", highlight=False)
