@@ -59,7 +59,7 @@ def info(
     prov = summary["provenance"]
     console.print(
         f"created {prov['created']}  cmarr {prov['software']['cmarr_version']} ({prov['software']['git_sha']})  "
-        f"config {str(prov['config_hash'])[:12]}  fingerprint {prov['fingerprint']}"
+        f"config {str(prov['config_hash'] or '-')[:12]}  fingerprint {prov['fingerprint']}"
     )
 
 

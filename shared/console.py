@@ -124,4 +124,4 @@ class ProgressReporter:
             self._progress.update(self._tasks[task], completed=done, total=total, rate=rate)
         elif done >= total or now - self._last.get(task, start) >= self.interval_s:
             self._last[task] = now
-            err_console.print(f"{task}: {done}/{total} {self.unit} ({rate})", highlight=False)
+            err_console.print(f"{task}: {done}/{total} {self.unit}" + (f" ({rate})" if rate else ""), highlight=False)

@@ -274,5 +274,8 @@ def _escape(name: str) -> str:
     return name.replace("%", "%25").replace("/", "%2F")
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "features"
+def _safe(encoder: str) -> str:
+    """A file stem from an encoder id or path: its last two components ('facebook/wav2vec2-base',
+    '/home/me/models/minilm/model' -> 'minilm_model'), so no machine's folders end up in the name."""
+    tail = "_".join(re.split(r"[/:\\]+", encoder.strip("/"))[-2:])
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", tail).strip("_") or "features"

@@ -99,7 +99,7 @@ class StoreWriter:
         leaves nothing at `path` (an import writes every modality inside the block)."""
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise StoreError(f"{path}: a store already exists here (resume with it, or remove it)")
+            raise StoreError(f"{path}: a store already exists here (remove it to write a new one, or write elsewhere)")
         with atomic_directory(path) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             root.attrs.update(
