@@ -66,7 +66,8 @@ def info(
 def _modality_cells(m: dict) -> list[str]:
     """The info table's cells after modality and encoder."""
     if not m["finalized"]:
-        return ["", "", f"unfinished ({m['staged_parts']} parts)"] + [""] * 6
+        parts = "?" if m["staged_parts"] is None else m["staged_parts"]
+        return ["", "", f"unfinished ({parts} parts)"] + [""] * 6
     s = m["status"]
     nonfinite = "not read" if m["nonfinite_values"] is None else str(m["nonfinite_values"])
     return [

@@ -78,3 +78,16 @@ def test_import_and_export_commands(tmp_path):
     r = runner.invoke(app, ["export-h5", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "h5")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "h5" / "A" / "comparE.h5").is_file()
+
+
+def test_pack_cut_short_leaves_no_zip(small_store, tmp_path, monkeypatch):
+    import errno
+    import zipfile
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "write", full)
+    result = runner.invoke(app, ["pack", str(small_store[0]), "--out", str(tmp_path / "x.zarr.zip")])
+    assert result.exit_code == 1 and f"while writing {tmp_path / 'x.zarr.zip'};" in result.stderr
+    assert list(tmp_path.iterdir()) == [small_store[0]]

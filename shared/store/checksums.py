@@ -99,13 +99,6 @@ class CheckedArray:
     def n_chunks(self) -> int:
         return len(self.crcs)
 
-    def __getitem__(self, key: slice) -> np.ndarray:
-        """Rows `key` (a slice with step 1), e.g. `values[a:b]` or `values[:]`."""
-        if not isinstance(key, slice) or key.step not in (None, 1):
-            raise TypeError("CheckedArray reads row slices only")
-        lo, hi, _ = key.indices(self.shape[0])
-        return self.read(lo, max(lo, hi))
-
     def read(self, lo: int, hi: int) -> np.ndarray:
         """Rows lo..hi-1, from the verified chunks that hold them."""
         if hi <= lo:

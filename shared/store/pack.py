@@ -28,11 +28,15 @@ def pack_store(directory: str | Path, out: str | Path | None = None) -> Path:
     tmp = out.with_name(out.name + ".partial")
     # Stored, not deflated: chunks are already compressed, and stored members can be read
     # in place by offset, which is what makes a zip usable as a Zarr store.
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for root, dirs, files in os.walk(directory):
-            dirs.sort()
-            for name in sorted(files):
-                path = Path(root) / name
-                zf.write(path, path.relative_to(directory).as_posix())
-    os.replace(tmp, out)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for root, dirs, files in os.walk(directory):
+                dirs.sort()
+                for name in sorted(files):
+                    path = Path(root) / name
+                    zf.write(path, path.relative_to(directory).as_posix())
+        os.replace(tmp, out)
+    except BaseException:  # a full disk or Ctrl-C: no half-written zip is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return out

@@ -38,9 +38,13 @@ from cmarr.shared.store.schema import (
 VOLATILE_ATTRS = ("created", "software")
 
 
-def staged_parts(group: zarr.Group) -> int:
-    """Parts a writer has staged in a modality group (zero once it is finalized)."""
-    return len(list(group[PARTS].group_keys())) if PARTS in group else 0
+def staged_parts(group: zarr.Group) -> int | None:
+    """Parts a writer has staged in a modality group (zero once it is finalized; None when the
+    parts' metadata is unreadable: a kill while staging, which the next writer cleans up)."""
+    try:
+        return len(list(group[PARTS].group_keys())) if PARTS in group else 0
+    except Exception:  # zarr raises JSON or validation errors for metadata cut short
+        return None
 
 
 def node(group: zarr.Group, key: str, location: str, where: str) -> Any:

@@ -96,8 +96,10 @@ def _verify_modality(store: FeatureStore, name: str, n: int, report: VerifyRepor
         report.problems.append(_detail(err))
         return
     if not group.attrs.get("finalized"):
+        parts = staged_parts(group)
         report.incomplete.append(
-            f"{name}: not finalized ({staged_parts(group)} staged parts); re-run extraction to complete it"
+            f"{name}: not finalized ({'unreadable' if parts is None else parts} staged parts); "
+            "re-run extraction to complete it"
         )
         return
     arrays = {a: _checked(store, f"{name}/{a}", report) for a in ("values", "offsets", "status")}
