@@ -202,19 +202,8 @@ def concerns_the_run(err: BaseException) -> bool:
     return isinstance(err, MemoryError) or (isinstance(err, OSError) and err.errno in RUN_ERRNOS)
 
 
-def _refuse_non_finite(result: EncodeResult) -> EncodeResult:
-    """TODO(store helper): the writer refuses non-finite features itself (same reason text);
-    remove this stand-in once that is on main."""
-    f = result.features
-    if f is None or np.isfinite(f).all():
-        return result
-    bad = f"{int((~np.isfinite(f)).sum())} of {f.size} encoder output values are not finite (NaN/inf)"
-    return EncodeResult(None, Status.FAILED, "; ".join(x for x in (result.reason, bad) if x))
-
-
 def _part_args(items: list[int], results: list[EncodeResult]) -> tuple:
     """`write_part`'s (items, features, status, reasons) for a batch of results."""
-    results = [_refuse_non_finite(r) for r in results]
     return (
         items,
         [r.features for r in results],

@@ -23,12 +23,13 @@ from cmarr.extract.batch_loop import encode_batches, loader_stream
 from cmarr.extract.batching import plan_batches
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders import Encoder, build_encoder, check_settings
-from cmarr.extract.store_sync import open_store, store_lock
+from cmarr.extract.store_sync import open_store
 from cmarr.shared.config import PipelineConfig, with_overrides
 from cmarr.shared.devices import cpu_threads, resolve_device
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.labels import LabelSet
 from cmarr.shared.store import ModalitySpec, Status, StoreWriter
+from cmarr.shared.store.lock import store_lock
 from cmarr.shared.store.writer import ModalityWriter
 
 Progress = Callable[[str, int, int], None]  # (modality, items done, items to do)

@@ -23,26 +23,6 @@ from cmarr.shared.store.schema import UTTERANCE_COLUMNS
 
 TIMES = ("start", "end")  # columns whose change makes the stored features stale
 
-try:
-    from cmarr.shared.store.writer import store_lock
-except ImportError:  # TODO(store helper): remove this stand-in once store_lock is on main
-    import contextlib
-    import fcntl
-
-    class StoreBusyError(StoreError):
-        """Another process holds the store's lock."""
-
-    @contextlib.contextmanager
-    def store_lock(path: Path):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".lock"), "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StoreBusyError(f"{path}: another process is writing this store; wait for it to finish") from None
-            yield
-
 
 def open_store(
     path: Path,
@@ -66,7 +46,7 @@ def open_store(
     if moved:
         _check_times_may_change(path, store, table["id"][moved].tolist(), overwrite, cfg.extract.modalities)
     if changed:
-        update_utterances(writer, {c: table[c] for c in changed})
+        writer.update_utterances({c: table[c] for c in changed})
     return writer, {c: len(rows) for c, rows in changed.items()}
 
 
@@ -105,16 +85,3 @@ def _differ(stored: np.ndarray, now: np.ndarray) -> np.ndarray:
     else:  # strings come back as numpy's StringDType, the table holds objects
         same = np.array([str(a) == str(b) for a, b in zip(stored.tolist(), now.tolist())], dtype=bool)
     return np.flatnonzero(~same)
-
-
-def update_utterances(writer: StoreWriter, columns: dict[str, np.ndarray]) -> list[str]:
-    """`StoreWriter.update_utterances`: the store helper's; a stand-in until it is on main."""
-    if hasattr(writer, "update_utterances"):
-        return writer.update_utterances(columns)
-    # TODO(store helper): remove this stand-in once StoreWriter.update_utterances is on main
-    from cmarr.shared.store.checksums import write_checked
-    from cmarr.shared.store.schema import UTTERANCES
-
-    for name, column in columns.items():
-        write_checked(writer.root[UTTERANCES], name, np.asarray(column))
-    return list(columns)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from cmarr.shared.console import ProgressReporter, err_console, reports_errors
+from cmarr.shared.console import ProgressReporter, err_console, reports_errors, stdout_console
 from cmarr.shared.errors import EXIT_FAILURE
 from cmarr.shared.store.mmin import export_h5, import_mmin
 from cmarr.shared.store.pack import pack_store
@@ -18,6 +18,7 @@ from cmarr.shared.store.reader import FeatureStore
 from cmarr.shared.store.summary import summarize
 from cmarr.shared.store.verify import verify_store
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -26,8 +27,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-
 StoreArg = Annotated[str, typer.Argument(help="Store: a directory, a .zarr.zip file, or an fsspec URL.")]
 
 
@@ -36,116 +35,133 @@ StoreArg = Annotated[str, typer.Argument(help="Store: a directory, a .zarr.zip f
 def info(
     store: StoreArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="Read no feature values: no non-finite count, no check of the values' chunks.")
+    ] = False,
 ) -> None:
-    """Describe a store: utterances per class and session, modalities (dim, frames, status), provenance."""
-    summary = summarize(FeatureStore.open(store, allow_incomplete=True))
+    """Describe a store: utterances per class and session, modalities (dim, frames, status, non-finite
+    values), provenance. Reads (and so checks) every chunk unless --quick."""
+    summary = summarize(FeatureStore.open(store, allow_incomplete=True), scan=not quick)
+    _print_notes(summary["notes"])
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    console.print(f"[bold]{summary['location']}[/]  corpus {summary['corpus']}, {summary['utterances']} utterances")
-    _print_counts("class", summary["per_class"])
-    _print_counts("session", summary["per_session"])
-    table = Table("modality", "encoder", "dim", "dtype", "frames", "mean frames", "ok", "missing", "failed", "pending")
+    console = stdout_console()
+    where = escape(summary["location"])
+    console.print(f"[bold]{where}[/]  corpus {summary['corpus']}, {summary['utterances']} utterances")
+    _print_counts(console, "class", summary["per_class"])
+    _print_counts(console, "session", summary["per_session"])
+    columns = ("dim", "dtype", "frames", "mean frames", "ok", "missing", "failed", "pending", "non-finite")
+    table = Table("modality", "encoder", *columns)
     for name, m in summary["modalities"].items():
-        if not m["finalized"]:
-            table.add_row(
-                name,
-                m["spec"].get("encoder", ""),
-                "",
-                "",
-                f"unfinished ({m['staged_parts']} parts)",
-                "",
-                "",
-                "",
-                "",
-                "",
-            )
-            continue
-        s = m["status"]
-        table.add_row(
-            name,
-            m["spec"]["encoder"],
-            str(m["dim"]),
-            m["dtype"],
-            str(m["frames"]),
-            f"{m['frames_per_utterance']['mean']:.1f}",
-            str(s["ok"]),
-            str(s["missing-input"] + s["no-face"]),
-            str(s["failed"]),
-            str(s["pending"]),
-        )
+        table.add_row(name, escape(m["spec"].get("encoder", "")), *_modality_cells(m))
     console.print(table)
     prov = summary["provenance"]
     console.print(
         f"created {prov['created']}  cmarr {prov['software']['cmarr_version']} ({prov['software']['git_sha']})  "
-        f"config {str(prov['config_hash'])[:12]}  fingerprint {prov['fingerprint']}"
+        f"config {str(prov['config_hash'] or '-')[:12]}  fingerprint {prov['fingerprint']}"
     )
 
 
-def _print_counts(title: str, counts: dict[str, int]) -> None:
+def _modality_cells(m: dict) -> list[str]:
+    """The info table's cells after modality and encoder."""
+    if not m["finalized"]:
+        parts = "?" if m["staged_parts"] is None else m["staged_parts"]
+        return ["", "", f"unfinished ({parts} parts)"] + [""] * 6
+    s = m["status"]
+    nonfinite = "not read" if m["nonfinite_values"] is None else str(m["nonfinite_values"])
+    return [
+        str(m["dim"]),
+        m["dtype"],
+        str(m["frames"]),
+        f"{m['frames_per_utterance']['mean']:.1f}",
+        str(s["ok"]),
+        str(s["missing-input"] + s["no-face"]),
+        str(s["failed"]),
+        str(s["pending"]),
+        nonfinite if nonfinite in ("0", "not read") else f"[red]{nonfinite}[/] (run cmarr-store verify)",
+    ]
+
+
+def _print_counts(console: Console, title: str, counts: dict[str, int]) -> None:
     table = Table(title, "utterances")
     for key, value in counts.items():
-        table.add_row(key, str(value))
+        table.add_row(escape(str(key)), str(value))
     console.print(table)
+
+
+def _print_notes(notes: list[str]) -> None:
+    for line in notes:
+        err_console.print(f"note: {escape(line)}", highlight=False)
 
 
 @app.command()
 @reports_errors
 def verify(
     store: StoreArg,
-    quick: Annotated[bool, typer.Option(help="Skip the per-chunk checksums (structure only).")] = False,
+    quick: Annotated[
+        bool, typer.Option(help="Read no feature values (structure, table, offsets and status only).")
+    ] = False,
 ) -> None:
-    """Check schema, offsets, status and every chunk's checksum; exit 1 on any damage or an unfinished write."""
+    """Check schema, table, offsets, status, every chunk's checksum and that no ok item holds NaN/inf;
+    exit 1 on any damage or an unfinished write."""
     report = verify_store(store, checksums=not quick)
+    _print_notes(report.notes)
     for line in report.problems:
-        err_console.print(f"[red]corrupt:[/] {line}", highlight=False)
+        err_console.print(f"[red]corrupt:[/] {escape(line)}", highlight=False)
     for line in report.incomplete:
-        err_console.print(f"[yellow]incomplete:[/] {line}", highlight=False)
+        err_console.print(f"[yellow]incomplete:[/] {escape(line)}", highlight=False)
     if not report.ok:
-        err_console.print(f"{store}: {report.state}")
+        err_console.print(f"{escape(store)}: {report.state}", highlight=False)
         raise typer.Exit(EXIT_FAILURE)
-    console.print(f"{store}: ok ({report.chunks_checked} chunks checked)")
+    stdout_console().print(f"{escape(store)}: ok ({report.chunks_checked} chunks checked)", highlight=False)
 
 
 @app.command()
-@reports_errors
+@reports_errors(output="out")
 def pack(
     store: Annotated[Path, typer.Argument(help="A finished directory store.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Zip to write (default: STORE.zip).")] = None,
 ) -> None:
-    """Pack a finished directory store into one uncompressed .zarr.zip that cmarr reads directly."""
+    """Verify a finished directory store, then pack it into one uncompressed .zarr.zip that cmarr reads directly."""
     path = pack_store(store, out)
-    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    stdout_console().print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 
 @app.command("import-mmin")
-@reports_errors
+@reports_errors(output="out")
 def import_mmin_cmd(
     root: Annotated[Path, typer.Argument(help="MMIN feature folder with A/, V/, L/ and target/<cv>/.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Store directory to create.")],
     classes: Annotated[
-        str, typer.Option(help="Class names in the one-hot order, comma-separated.")
+        str, typer.Option(help="Class names in label order (one-hot columns or class indices), comma-separated.")
     ] = "ang,hap,neu,sad",
-    audio: Annotated[str | None, typer.Option(help="Stem of the A/ file when there are several.")] = None,
-    video: Annotated[str | None, typer.Option(help="Stem of the V/ file when there are several.")] = None,
-    text: Annotated[str | None, typer.Option(help="Stem of the L/ file when there are several.")] = None,
+    audio: Annotated[str | None, typer.Option(help="Stem of the A/ feature file when there are several.")] = None,
+    video: Annotated[str | None, typer.Option(help="Stem of the V/ feature file when there are several.")] = None,
+    text: Annotated[str | None, typer.Option(help="Stem of the L/ feature file when there are several.")] = None,
     dtype: Annotated[str, typer.Option(help="float16 (half the bytes) or float32 (bit-exact).")] = "float16",
     corpus: Annotated[str, typer.Option(help="Corpus name recorded in the store.")] = "mmin",
 ) -> None:
-    """Import MMIN's published HDF5 features (one dataset per utterance id) into a new store."""
+    """Import MMIN's published HDF5 features (one dataset per utterance id) into a new store. Everything
+    is checked first; the store appears only when complete."""
     files = {k: v for k, v in {"A": audio, "V": video, "L": text}.items() if v}
     with ProgressReporter("utterances") as progress:
-        counts = import_mmin(root, out, tuple(classes.split(",")), files, dtype, corpus, progress=progress.update)
-    for modality, c in counts.items():
-        console.print(f"{modality}: {c['ok']} ok, {c['missing_input']} missing")
-    console.print(f"wrote {out}")
+        done = import_mmin(root, out, tuple(classes.split(",")), files, dtype, corpus, progress=progress.update)
+    _print_notes(done.notes)
+    console = stdout_console()
+    for modality, c in done.counts.items():
+        console.print(f"{modality}: {c['ok']} ok, {c['missing_input']} missing", highlight=False)
+    console.print(f"wrote {escape(str(out))}", highlight=False)
 
 
 @app.command("export-h5")
-@reports_errors
+@reports_errors(output="out")
 def export_h5_cmd(
     store: StoreArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write A/, V/, L/ and target/ into.")],
 ) -> None:
-    """Export a store in MMIN's HDF5 layout (float32, one dataset per utterance id, target/<cv>/ files)."""
-    console.print(f"wrote {export_h5(store, out)}")
+    """Export a store in MMIN's HDF5 layout (float32, one dataset per utterance id, numbered target/<cv>/
+    folders), which MMIN's loaders and `import-mmin` read."""
+    done = export_h5(store, out)
+    _print_notes(done.notes)
+    stdout_console().print(f"wrote {escape(str(done.path))}", highlight=False)

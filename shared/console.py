@@ -1,4 +1,4 @@
-"""Console helpers both stages use: error reporting with exit codes, and progress display.
+"""Console helpers every command uses: error reporting with exit codes, output and progress display.
 
 Progress is a rich bar on a terminal and a log line every few seconds elsewhere (CI logs,
 cluster job files), so long work is visible without flooding files with bar redraws.
@@ -6,6 +6,7 @@ cluster job files), so long work is visible without flooding files with bar redr
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 import time
@@ -13,26 +14,74 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from cmarr.shared.errors import CmarrError
+from cmarr.shared.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CmarrError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages stay one line in logs
 F = TypeVar("F", bound=Callable[..., Any])
+# Width of command output that goes to a pipe, a file or a CI log: wide enough that no table column
+# is cut to "moda…" (rich assumes 80 columns when stdout is not a terminal).
+PIPED_WIDTH = 400
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+RESUME = "finished work is kept: free some space and run the same command again to resume"
+INTERRUPTED = "interrupted: finished work is kept; run the same command again to resume"
 
 
-def reports_errors(fn: F) -> F:
-    """Turn expected failures (CmarrError) into a one-paragraph message and the error's exit code."""
+def reports_errors(fn: F | None = None, *, output: str | None = None) -> Any:
+    """Decorate a command so that expected failures end it with a message and an exit code, never a
+    traceback: a `CmarrError` prints `error: <message>` (its exit code); a full disk or quota
+    (ENOSPC, EDQUOT, also when wrapped in another exception) prints where and how to resume (exit 1);
+    Ctrl-C prints how to resume (exit 130). `output` names the command's parameter holding the path
+    it writes, named in the disk-full message when the error itself names no file.
+    Use as `@reports_errors` or `@reports_errors(output="out")`."""
+    if fn is None:
+        return functools.partial(reports_errors, output=output)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except CmarrError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+            print_error(str(err))
             raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print(INTERRUPTED, highlight=False, markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as err:
+            full = _disk_full(err)
+            if full is None:
+                raise
+            where = full.filename or (kwargs.get(output) if output else None)
+            print_error(f"no space left on the device{f' while writing {where}' if where else ''}; {RESUME}")
+            raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` on stderr; the message is printed as written (brackets are not markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _disk_full(err: BaseException) -> OSError | None:
+    """The disk-full OSError in `err`'s chain of causes, if any (zarr and thread pools re-raise)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def stdout_console() -> Console:
+    """The console for a command's output: the terminal's width on a terminal; elsewhere (pipe, file,
+    CI log) wide enough that tables print whole. Call it when printing: stdout may be swapped."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=PIPED_WIDTH, soft_wrap=True)
 
 
 class ProgressReporter:
@@ -75,4 +124,4 @@ class ProgressReporter:
             self._progress.update(self._tasks[task], completed=done, total=total, rate=rate)
         elif done >= total or now - self._last.get(task, start) >= self.interval_s:
             self._last[task] = now
-            err_console.print(f"{task}: {done}/{total} {self.unit} ({rate})", highlight=False)
+            err_console.print(f"{task}: {done}/{total} {self.unit}" + (f" ({rate})" if rate else ""), highlight=False)

@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran and found a problem (corrupt store, failed check)
 EXIT_USAGE = 2  # bad options or a bad config file
 EXIT_ITEMS_FAILED = 3  # extraction finished, but some items failed (see the summary)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class CmarrError(Exception):
@@ -30,6 +31,19 @@ class StoreError(CmarrError):
 
 class StoreIncompleteError(StoreError):
     """A store whose write was interrupted: re-run the writer to complete it."""
+
+
+class StoreDamagedError(StoreError):
+    """Stored data that differs from what was written (checksum mismatch, undecodable chunk or
+    metadata, missing file). `detail` is the message without the store's location."""
+
+    def __init__(self, location: str, detail: str, hint: str = "cmarr-store verify lists all damage"):
+        super().__init__(f"{location}: {detail}" + (f"; {hint}" if hint else ""))
+        self.location, self.detail = location, detail
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store's writer lock."""
 
 
 class InputDataError(CmarrError):

@@ -114,13 +114,20 @@ def _records(*texts):
     return [UtteranceRecord(id=f"u{k}", label="calm", session="A", speaker="p", text=t) for k, t in enumerate(texts)]
 
 
-def test_non_finite_encoder_output_is_never_staged_as_ok():
-    sink = _Sink()
+def test_non_finite_encoder_output_is_never_stored_as_ok(tmp_path):
+    from cmarr.shared.labels import FOUR_CLASS
+    from cmarr.shared.store import FeatureStore, ModalitySpec, StoreWriter
+    from cmarr.shared.store.synthetic import synthetic_table
+
+    mw = StoreWriter.create(tmp_path / "s.zarr", synthetic_table(2), "t", FOUR_CLASS).modality(
+        "text", ModalitySpec("fake", 4, dtype="float32")
+    )
     records = _records("fine", "nan")
-    encode_batches(_Fake(), records, [(0, np.array([0])), (1, np.array([1]))], np.ones(2, bool), sink, _stream)
-    [(_, ok, _), (_, bad, reasons)] = sink.parts
-    assert ok == [Status.OK] and bad == [Status.FAILED]
-    assert reasons == {1: "8 of 8 encoder output values are not finite (NaN/inf)"}
+    encode_batches(_Fake(), records, [(0, np.array([0])), (1, np.array([1]))], np.ones(2, bool), mw, _stream)
+    mw.finalize()
+    reader = FeatureStore.open(tmp_path / "s.zarr", allow_incomplete=True).modality("text")
+    assert reader.status.tolist() == [Status.OK, Status.FAILED]
+    assert list(reader.group.attrs["failures"].values()) == ["8 of 8 encoder output values are not finite (NaN/inf)"]
 
 
 def _stream(dataset):

@@ -67,7 +67,7 @@ def test_a_store_being_written_is_refused_to_a_second_writer(tmp_path):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from cmarr.extract.store_sync import store_lock\n"
+            "from cmarr.shared.store.lock import store_lock\n"
             f"with store_lock(__import__('pathlib').Path({str(store)!r})):\n"
             "    print('locked', flush=True)\n"
             "    time.sleep(60)\n",

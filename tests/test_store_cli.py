@@ -36,9 +36,15 @@ def test_info_json_reports_counts(small_store):
     assert len(info["provenance"]["fingerprint"]) == 16
 
 
-def test_info_table_runs(small_store):
+def test_info_piped_prints_whole_tables(small_store):
+    """Piped or in CI (stdout not a terminal), no header or encoder name is cut to fit 80 columns."""
     result = runner.invoke(app, ["info", str(small_store[0])])
-    assert result.exit_code == 0 and "audio" in result.stdout
+    assert result.exit_code == 0, result.output
+    for word in ("modality", "encoder", "mean frames", "missing", "failed", "pending", "fingerprint"):
+        assert word in result.stdout, word
+    for name in ("text", "audio", "video"):
+        assert f"synthetic-{name}" in result.stdout
+    assert "…" not in result.stdout
 
 
 def test_verify_exit_codes(small_store):
@@ -48,7 +54,7 @@ def test_verify_exit_codes(small_store):
     chunk.write_bytes(os.urandom(chunk.stat().st_size))
     result = runner.invoke(app, ["verify", str(path)])
     assert result.exit_code == 1
-    assert "video/values: chunk 1" in result.output
+    assert "video/values chunk 1 (rows 32-63)" in result.output
 
 
 def test_missing_store_is_a_message_not_a_traceback(tmp_path):
@@ -72,3 +78,16 @@ def test_import_and_export_commands(tmp_path):
     r = runner.invoke(app, ["export-h5", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "h5")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "h5" / "A" / "comparE.h5").is_file()
+
+
+def test_pack_cut_short_leaves_no_zip(small_store, tmp_path, monkeypatch):
+    import errno
+    import zipfile
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "write", full)
+    result = runner.invoke(app, ["pack", str(small_store[0]), "--out", str(tmp_path / "x.zarr.zip")])
+    assert result.exit_code == 1 and f"while writing {tmp_path / 'x.zarr.zip'};" in result.stderr
+    assert list(tmp_path.iterdir()) == [small_store[0]]

@@ -30,7 +30,7 @@ def test_garbage_chunk_is_named(small_store):
     chunk.write_bytes(os.urandom(chunk.stat().st_size))
     report = verify_store(str(path))
     assert report.state == "corrupt"
-    assert any(p.startswith("audio/values: chunk 3") for p in report.problems), report.problems
+    assert any(p.startswith("audio/values chunk 3 (rows") for p in report.problems), report.problems
 
 
 def test_same_size_valid_but_wrong_chunk_fails_checksum(small_store):
@@ -39,7 +39,7 @@ def test_same_size_valid_but_wrong_chunk_fails_checksum(small_store):
     c2, c3 = (path / "audio" / "values" / "c" / k / "0" for k in ("2", "3"))
     c3.write_bytes(c2.read_bytes())
     report = verify_store(str(path))
-    assert any("audio/values: chunk 3" in p and "checksum mismatch" in p for p in report.problems)
+    assert any("audio/values chunk 3 " in p and "checksum mismatch" in p for p in report.problems)
 
 
 def test_offsets_tampering_is_found(small_store):
@@ -49,8 +49,7 @@ def test_offsets_tampering_is_found(small_store):
     offsets[5], offsets[6] = offsets[6], offsets[5]
     group["offsets"][:] = offsets
     report = verify_store(str(path))
-    assert any("video/offsets: not monotone" in p for p in report.problems)
-    assert any("video/offsets: chunk 0" in p for p in report.problems)
+    assert any("video/offsets chunk 0 " in p for p in report.problems)
 
 
 def test_missing_array_is_named(small_store):
@@ -198,28 +197,6 @@ def _empty_store(path):
 SPEC = ModalitySpec("enc", 4, dtype="float32")
 
 
-def test_parts_staged_with_the_index_as_arrays_still_finalize(tmp_path):
-    """cmarr until this change staged each part's index as three arrays; a store it left half-written
-    resumes: its parts merge with new ones."""
-    mw = _empty_store(tmp_path / "s.zarr").modality("text", SPEC)
-    old = mw.group.require_group("_parts").create_group("00000000000000000001-1234-abcd0000")
-    first, third = np.ones((2, 4), np.float32), np.full((3, 4), 2, np.float32)
-    old.create_array("values", data=np.concatenate([first, third]))
-    old.create_array("items", data=np.array([0, 2, 4]))
-    old.create_array("lengths", data=np.array([2, 3, 0]))
-    old.create_array("status", data=np.array([Status.OK, Status.OK, Status.MISSING_INPUT], np.int8))
-    old.attrs.update({"reasons": {"4": "empty transcript"}, "complete": True})
-    mw = StoreWriter.open(tmp_path / "s.zarr").modality("text", SPEC)
-    assert mw.settled()[[0, 2, 4]].all() and not mw.settled()[1]
-    second = np.full((1, 4), 5, np.float32)
-    mw.write_part([1], [second])
-    counts = mw.finalize(4)
-    reader = FeatureStore.open(tmp_path / "s.zarr", allow_incomplete=True).modality("text")
-    for i, want in ((0, first), (1, second), (2, third)):
-        assert_same(want, reader.get(i))
-    assert counts["ok"] == 3 and counts["missing_input"] == 1 and counts["pending"] == 4
-
-
 def test_finalize_from_memory_equals_finalize_from_disk(tmp_path):
     """Three ways to the same store: finalize reading every part back (a fresh writer), from the
     values this writer staged, and with the last batch handed to finalize unstaged."""
@@ -264,3 +241,40 @@ def test_an_unstaged_last_batch_merges_with_a_finalized_modality(small_store):
     assert_same(fresh, reader.get(4))
     assert_same(written["audio"][3], reader.get(3))
     assert verify_store(str(path)).ok
+
+
+CONFIG = '[extract]\nmodalities = ["text", "audio"]\n'
+
+
+@pytest.mark.parametrize("finalized", [[], ["text"], ["text", "audio"]])
+def test_verify_calls_a_store_missing_asked_for_modalities_incomplete(tmp_path, finalized):
+    """An extraction killed before (or between) modalities leaves a store that reads fine but lacks
+    what its config asked for: verify says incomplete, exit 1."""
+    from cmarr.shared.cli import app
+    from cmarr.shared.labels import FOUR_CLASS
+    from cmarr.shared.store.synthetic import synthetic_table
+    from typer.testing import CliRunner
+
+    writer = StoreWriter.create(tmp_path / "s.zarr", synthetic_table(4), "t", FOUR_CLASS, config_toml=CONFIG)
+    for name in finalized:
+        mw = writer.modality(name, SPEC)
+        mw.write_part(range(4), [np.ones((2, 4), np.float32)] * 4)
+        mw.finalize()
+    report = verify_store(str(tmp_path / "s.zarr"))
+    missing = [m for m in ("text", "audio") if m not in finalized]
+    assert report.state == ("incomplete" if missing else "ok"), report
+    for m in missing:
+        assert any(line.startswith(f"{m}: asked for by the store's config") for line in report.incomplete)
+    assert CliRunner().invoke(app, ["verify", str(tmp_path / "s.zarr")]).exit_code == (1 if missing else 0)
+
+
+def test_a_store_without_a_config_needs_one_modality(tmp_path):
+    """Stores made otherwise (an MMIN import) record no config: any finalized modality is complete."""
+    writer = _empty_store(tmp_path / "s.zarr")
+    assert verify_store(str(tmp_path / "s.zarr")).incomplete == [
+        "no modality has been written yet; re-run the extraction to complete the store"
+    ]
+    mw = writer.modality("video", SPEC)
+    mw.write_part(range(8), [np.ones((1, 4), np.float32)] * 8)
+    mw.finalize()
+    assert verify_store(str(tmp_path / "s.zarr")).ok

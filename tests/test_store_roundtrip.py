@@ -14,13 +14,15 @@ from tests.conftest import assert_same
 
 
 def _ragged(rng, n, dim, dtype):
-    """Random sequences of 0..40 frames, with NaN/inf/extremes to prove bit-exactness."""
+    """Random sequences of 0..40 frames, with extremes (largest, smallest subnormal, -0.0) to prove
+    bit-exactness. (NaN/inf are refused as ok values: see test_store_writer.py.)"""
+    info = np.finfo(dtype)
     out = []
     for i in range(n):
         length = 0 if i % 5 == 0 else int(rng.integers(1, 41))
         x = (rng.standard_normal((length, dim)) * 10.0 ** rng.integers(-3, 4)).astype(dtype)
         if length > 2:
-            x[0, 0], x[1, 0], x[2, 0] = np.nan, np.inf, np.finfo(dtype).max
+            x[0, 0], x[1, 0], x[2, 0] = info.max, info.smallest_subnormal, -0.0
         out.append(x if length else None)
     return out
 

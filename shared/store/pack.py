@@ -11,24 +11,32 @@ import zipfile
 from pathlib import Path
 
 from cmarr.shared.errors import StoreError
-from cmarr.shared.store.reader import FeatureStore
+from cmarr.shared.store.verify import verify_store
 
 
 def pack_store(directory: str | Path, out: str | Path | None = None) -> Path:
-    """Zip `directory` (a complete store) into `out` (default: `<directory>.zip`)."""
+    """Zip `directory` into `out` (default: `<directory>.zip`) once `verify` finds it complete and sound."""
     directory = Path(directory)
     if not directory.is_dir():
         raise StoreError(f"{directory}: pack takes a directory store")
-    FeatureStore.open(directory)  # refuses incomplete or foreign stores with a clear message
+    report = verify_store(str(directory))  # a shared store is a proven one: damage is not copied on
+    if not report.ok:
+        lines = report.problems + report.incomplete
+        more = f" (and {len(lines) - 1} more; cmarr-store verify lists them)" if len(lines) > 1 else ""
+        raise StoreError(f"{directory}: not packed: the store is {report.state}: {lines[0]}{more}")
     out = Path(out) if out else directory.with_name(directory.name + ".zip")
     tmp = out.with_name(out.name + ".partial")
     # Stored, not deflated: chunks are already compressed, and stored members can be read
     # in place by offset, which is what makes a zip usable as a Zarr store.
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for root, dirs, files in os.walk(directory):
-            dirs.sort()
-            for name in sorted(files):
-                path = Path(root) / name
-                zf.write(path, path.relative_to(directory).as_posix())
-    os.replace(tmp, out)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for root, dirs, files in os.walk(directory):
+                dirs.sort()
+                for name in sorted(files):
+                    path = Path(root) / name
+                    zf.write(path, path.relative_to(directory).as_posix())
+        os.replace(tmp, out)
+    except BaseException:  # a full disk or Ctrl-C: no half-written zip is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return out

@@ -1,25 +1,29 @@
 """The only code that reads feature stores: lazily, from a directory, a `.zarr.zip` or a URL.
 
 Opening a store reads its metadata and the (small) utterance table; feature frames are read on
-demand. Random access to single utterances decodes a whole chunk each time, so epoch reading goes
-through `iter_blocks`: contiguous runs of utterances, visited in a fresh random order every epoch,
-each chunk decoded about once.
+demand. Every chunk read is checked against the CRC32 recorded when it was written, and the
+offsets and status against each other, so damaged data raises `StoreDamagedError` naming the
+array and chunk instead of reaching a model. Random access to single utterances decodes a whole
+chunk (the last few are kept), so epoch reading goes through `iter_blocks`: contiguous runs of
+utterances, visited in a fresh random order every epoch, each chunk decoded about once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from cmarr.shared.errors import StoreError, StoreIncompleteError
+from cmarr.shared.errors import StoreDamagedError, StoreError, StoreIncompleteError
+from cmarr.shared.store.checksums import CheckedArray, nonfinite_mask
+from cmarr.shared.store.locations import open_root
 from cmarr.shared.store.schema import (
+    CRC_ATTR,
     PARTS,
     SCHEMA_ATTR,
     SCHEMA_VERSION,
@@ -28,44 +32,40 @@ from cmarr.shared.store.schema import (
     ModalitySpec,
     Status,
 )
-from zarr.storage import FsspecStore, LocalStore, ZipStore
+
+# Root attributes that say when and by which build a store was written, not what it holds:
+# left out of the fingerprint, so two extractions of the same data with the same config match.
+VOLATILE_ATTRS = ("created", "software")
 
 
-def open_root(location: str | Path) -> zarr.Group:
-    """Open the root group read-only from a directory, a zip file or an fsspec URL."""
-    loc = str(location)
+def staged_parts(group: zarr.Group) -> int | None:
+    """Parts a writer has staged in a modality group (zero once it is finalized; None when the
+    parts' metadata is unreadable: a kill while staging, which the next writer cleans up)."""
     try:
-        if "://" in loc and not loc.startswith("file://"):
-            store = FsspecStore.from_url(loc, read_only=True)
-        elif loc.startswith("file://") or Path(loc).is_dir():
-            path = loc.removeprefix("file://")
-            if not (Path(path) / "zarr.json").is_file():
-                raise StoreError(f"{path}: not a feature store (no zarr.json)")
-            store = LocalStore(path, read_only=True)
-        elif Path(loc).is_file():
-            if not zipfile.is_zipfile(loc):
-                raise StoreError(f"{loc}: not a readable zip file (truncated or not a .zarr.zip?)")
-            store = ZipStore(loc, mode="r")
-        else:
-            raise StoreError(f"{loc}: no such store")
-        return zarr.open_group(store, mode="r")
-    except StoreError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, FileNotFoundError) as err:
-        raise StoreError(f"{loc}: cannot open store: {err}") from None
+        return len(list(group[PARTS].group_keys())) if PARTS in group else 0
+    except Exception:  # zarr raises JSON or validation errors for metadata cut short
+        return None
 
 
-def staged_parts(group: zarr.Group) -> int:
-    """Parts a writer has staged in a modality group (zero once it is finalized)."""
-    return len(list(group[PARTS].group_keys())) if PARTS in group else 0
+def node(group: zarr.Group, key: str, location: str, where: str) -> Any:
+    """`group[key]` (an array or group), with a missing or unreadable node as a `StoreError`
+    naming it (`where`: its path in the store)."""
+    try:
+        return group[key]
+    except KeyError:
+        raise StoreDamagedError(location, f"{where} is missing") from None
+    except Exception as err:  # garbage zarr.json: zarr raises JSON, validation or type errors
+        raise StoreDamagedError(location, f"{where}/zarr.json is unreadable ({type(err).__name__}: {err})") from None
 
 
 class FeatureStore:
     """Read access to a schema-v1 store. `allow_incomplete` is for `verify` and `info` only."""
 
-    def __init__(self, root: zarr.Group, location: str, allow_incomplete: bool = False):
+    def __init__(self, root: zarr.Group, location: str, allow_incomplete: bool = False, notes: Sequence[str] = ()):
         self.root = root
         self.location = location
+        self.notes = list(notes)  # things a user should know about this copy (e.g. a deflated zip)
+        self._groups: dict[str, zarr.Group] = {}
         self.attrs: dict[str, Any] = dict(root.attrs)
         version = self.attrs.get(SCHEMA_ATTR)
         if version is None:
@@ -78,7 +78,7 @@ class FeatureStore:
         if not self.attrs.get("table_complete"):
             raise StoreIncompleteError(f"{location}: incomplete store (its utterance table was never finished)")
         if not allow_incomplete:
-            unfinished = [m for m in self.modality_names if not self._group(m).attrs.get("finalized")]
+            unfinished = [m for m in self.modality_names if not self.group(m).attrs.get("finalized")]
             if unfinished:
                 raise StoreIncompleteError(
                     f"{location}: incomplete store: modality {', '.join(unfinished)} not finalized "
@@ -87,7 +87,8 @@ class FeatureStore:
 
     @classmethod
     def open(cls, location: str | Path, allow_incomplete: bool = False) -> FeatureStore:
-        return cls(open_root(location), str(location), allow_incomplete)
+        root, notes = open_root(location)
+        return cls(root, str(location), allow_incomplete, notes)
 
     # ------------------------------------------------------------------ metadata
 
@@ -105,14 +106,23 @@ class FeatureStore:
 
     @cached_property
     def utterances(self) -> dict[str, np.ndarray]:
-        """The utterance table as numpy columns (small: read once)."""
-        group = self._group(UTTERANCES)
-        cols = {}
-        for name in UTTERANCE_COLUMNS:
-            if name not in group:
-                raise StoreError(f"{self.location}: missing array {UTTERANCES}/{name}")
-            cols[name] = np.asarray(group[name][:])
+        """The utterance table as numpy columns (small: read once, verified)."""
+        cols = {name: self._column(name) for name in UTTERANCE_COLUMNS}
+        lengths = {name: len(col) for name, col in cols.items()}
+        if len(set(lengths.values())) > 1:
+            raise StoreDamagedError(self.location, f"{UTTERANCES} columns differ in length: {lengths}")
         return cols
+
+    def _column(self, name: str) -> np.ndarray:
+        try:
+            return self.array(f"{UTTERANCES}/{name}").read_all()
+        except StoreDamagedError:
+            if f"{name}.new" in self.group(UTTERANCES):  # see table.py: a kill between two renames
+                raise StoreIncompleteError(
+                    f"{self.location}: an update of the utterance column {name!r} was interrupted; "
+                    "re-run the command that made it (opening the store for writing completes it)"
+                ) from None
+            raise
 
     def __len__(self) -> int:
         return len(self.utterances["id"])
@@ -120,28 +130,45 @@ class FeatureStore:
     def modality(self, name: str) -> ModalityReader:
         if name not in self.modality_names:
             raise StoreError(f"{self.location}: no modality {name!r} (has {self.modality_names})")
-        return ModalityReader(self._group(name), name, f"{self.location}/{name}")
+        return ModalityReader(self, name)
+
+    def group(self, name: str) -> zarr.Group:
+        """The group `name` (a modality or the utterance table), its metadata read once."""
+        if name not in self._groups:
+            self._groups[name] = node(self.root, name, self.location, name)
+        return self._groups[name]
+
+    def array(self, path: str) -> CheckedArray:
+        """The array at `path` (e.g. `audio/values`), read through its recorded checksums; its group's
+        metadata is read (and so checked) on the way."""
+        group, _, name = path.rpartition("/")
+        return CheckedArray(node(self.group(group), name, self.location, path), path, self.location)
 
     def fingerprint(self) -> str:
-        """A hash of the provenance and every recorded chunk checksum: equal stores, equal prints."""
-        digest = hashlib.sha256(json.dumps(self.attrs, sort_keys=True, default=str).encode())
-        for path in [f"{UTTERANCES}/{c}" for c in UTTERANCE_COLUMNS] + [
-            f"{m}/{a}" for m in self.modality_names for a in ("values", "offsets", "status")
-        ]:
-            if path in self.root:
-                digest.update(json.dumps(self.root[path].attrs.get("cmarr_crc32", [])).encode())
+        """A hash of what the store holds: every array's recorded per-chunk CRC32s (which every read
+        checks the data against), shape and dtype, the root attributes except when and by which
+        build it was written (`VOLATILE_ATTRS`), and each modality's attributes (encoder spec,
+        failure reasons). Equal data and provenance give equal prints; any changed value, label
+        or setting gives another. Reads metadata only."""
+        root = {k: v for k, v in self.attrs.items() if k not in VOLATILE_ATTRS}
+        digest = hashlib.sha256(json.dumps(root, sort_keys=True, default=str).encode())
+        paths = [f"{UTTERANCES}/{c}" for c in UTTERANCE_COLUMNS]
+        for m in self.modality_names:
+            attrs = dict(self.group(m).attrs)
+            digest.update(json.dumps([m, attrs], sort_keys=True, default=str).encode())
+            if attrs.get("finalized"):
+                paths += [f"{m}/{a}" for a in ("values", "offsets", "status")]
+        for path in paths:
+            group, _, name = path.rpartition("/")
+            arr = node(self.group(group), name, self.location, path)
+            record = [path, list(arr.shape), str(arr.dtype), list(arr.chunks), arr.attrs.get(CRC_ATTR)]
+            digest.update(json.dumps(record).encode())
         return digest.hexdigest()[:16]
 
     def provenance(self) -> dict[str, Any]:
         """Root attributes without the bulky config text, plus the fingerprint."""
         keep = {k: v for k, v in self.attrs.items() if k != "config_toml"}
         return {**keep, "fingerprint": self.fingerprint(), "location": self.location}
-
-    def _group(self, name: str) -> zarr.Group:
-        try:
-            return self.root[name]
-        except KeyError:
-            raise StoreError(f"{self.location}: missing group {name!r}") from None
 
     # ------------------------------------------------------------------ epochs
 
@@ -176,19 +203,79 @@ def _block_bounds(readers: list[ModalityReader], block_frames: int) -> np.ndarra
     return np.unique(np.concatenate([[0], np.clip(cuts, 0, n), [n]]))
 
 
-class ModalityReader:
-    """One modality: offsets and status in memory, values read lazily."""
+def layout_problems(
+    name: str, spec: dict, values: CheckedArray, offsets: np.ndarray, status: np.ndarray, n: int
+) -> list[str]:
+    """What is wrong with a finalized modality's layout (empty when it is sound): values shaped and
+    typed as the spec says, offsets that fit them, monotone offsets, known status codes, and frames
+    exactly for ok items."""
+    problems = []
+    values_shape = values.shape
+    if len(values_shape) != 2 or values_shape[1] != spec.get("dim"):
+        problems.append(f"{name}/values: shape {values_shape} disagrees with dim {spec.get('dim')}")
+    if str(values.dtype) != spec.get("dtype"):
+        problems.append(f"{name}/values: dtype {values.dtype} disagrees with spec {spec.get('dtype')}")
+    if offsets.shape != (n + 1,) or status.shape != (n,):
+        return problems + [f"{name}: offsets {offsets.shape} / status {status.shape} do not fit {n} utterances"]
+    if offsets[0] != 0 or offsets[-1] != values_shape[0]:
+        problems.append(f"{name}/offsets: run from {offsets[0]} to {offsets[-1]}, values have {values_shape[0]} rows")
+    if np.any(np.diff(offsets) < 0):
+        problems.append(
+            f"{name}/offsets: not monotone (first drop at utterance {int(np.argmax(np.diff(offsets) < 0))})"
+        )
+    if not np.isin(status, [int(s) for s in Status]).all():
+        problems.append(
+            f"{name}/status: unknown status codes {sorted(set(status.tolist()) - {int(s) for s in Status})}"
+        )
+    bad = np.flatnonzero((status == Status.OK) != (np.diff(offsets) > 0))
+    if len(bad):
+        problems.append(
+            f"{name}/status: {len(bad)} utterances whose status disagrees with their frame count "
+            f"(first: index {bad[0]})"
+        )
+    return problems
 
-    def __init__(self, group: zarr.Group, name: str, where: str):
-        self.group = group
+
+def nonfinite_per_utterance(
+    values: CheckedArray, offsets: np.ndarray | None, on_damage: Callable[[str], None] | None = None
+) -> np.ndarray:
+    """Counts of non-finite values (NaN/inf) per utterance, [n] (or [1], a total, when `offsets` is
+    None), reading every chunk of `values` once, verified. A damaged chunk raises, or with
+    `on_damage` is handed to it (the damage, without the store's location) and skipped."""
+    counts = np.zeros(1 if offsets is None else len(offsets) - 1, np.int64)
+    for k in range(values.n_chunks):
+        try:
+            block = values.chunk(k)
+        except StoreError as err:
+            if on_damage is None:
+                raise
+            on_damage(err.detail if isinstance(err, StoreDamagedError) else str(err))
+            continue
+        per_row = np.count_nonzero(nonfinite_mask(block), axis=1)
+        rows = np.flatnonzero(per_row)
+        if len(rows) and offsets is not None:
+            rows_in_store = values.chunk_rows_of(k)[0] + rows
+            np.add.at(counts, np.searchsorted(offsets, rows_in_store, side="right") - 1, per_row[rows])
+        elif len(rows):
+            counts[0] += per_row.sum()
+    return counts
+
+
+class ModalityReader:
+    """One modality: offsets and status in memory (checked against each other), values read lazily
+    through their checksums."""
+
+    def __init__(self, store: FeatureStore, name: str):
         self.name = name
-        self.where = where
-        for array in ("values", "offsets", "status"):
-            if array not in group:
-                raise StoreError(f"{where}: missing array {array!r}")
-        self.values = group["values"]
-        self.offsets = np.asarray(group["offsets"][:], dtype=np.int64)
-        self.status = np.asarray(group["status"][:], dtype=np.int8)
+        self.where = f"{store.location}/{name}"
+        self.group = store.group(name)
+        self.values = store.array(f"{name}/values")
+        self.offsets = store.array(f"{name}/offsets").read_all().astype(np.int64)
+        self.status = store.array(f"{name}/status").read_all().astype(np.int8)
+        spec = self.group.attrs.get("spec", {})
+        problems = layout_problems(name, spec, self.values, self.offsets, self.status, len(store))
+        if problems:
+            raise StoreDamagedError(store.location, "; ".join(problems))
 
     @property
     def spec(self) -> ModalitySpec:
@@ -209,12 +296,12 @@ class ModalityReader:
 
     def get(self, i: int) -> np.ndarray:
         """Frames of utterance `i` as [frames, dim] (zero frames when the modality is missing)."""
-        return self.values[int(self.offsets[i]) : int(self.offsets[i + 1])]
+        return self.values.read(int(self.offsets[i]), int(self.offsets[i + 1]))
 
     def read_range(self, lo: int, hi: int, members: np.ndarray | None = None) -> list[np.ndarray]:
         """Frames of utterances lo..hi-1 (or of `members` among them) in one contiguous read."""
         base = int(self.offsets[lo])
-        block = self.values[base : int(self.offsets[hi])]
+        block = self.values.read(base, int(self.offsets[hi]))
         members = np.arange(lo, hi) if members is None else members
         return [block[self.offsets[i] - base : self.offsets[i + 1] - base] for i in members]
 
@@ -236,10 +323,8 @@ class ModalityReader:
 
     def load_all(self) -> np.ndarray:
         """All frames in memory (for stores small enough to hold once per run)."""
-        return self.values[:]
+        return self.values.read_all()
 
-    def to_dask(self):
-        """The values as a dask array (for distributed jobs over a shared store)."""
-        import dask.array as da
-
-        return da.from_zarr(self.values)
+    def nonfinite_counts(self) -> np.ndarray:
+        """[n] counts of NaN/inf values per utterance (reads every chunk; cmarr never writes any)."""
+        return nonfinite_per_utterance(self.values, self.offsets)

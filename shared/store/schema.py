@@ -13,7 +13,6 @@ SCHEMA_ATTR = "cmarr_schema"  # root attribute holding the schema version
 CRC_ATTR = "cmarr_crc32"  # per-array attribute: CRC32 of every chunk, recorded at write time
 UTTERANCES = "utterances"
 PARTS = "_parts"
-KNOWN_MODALITIES = ("text", "audio", "video")
 
 
 class Status(enum.IntEnum):

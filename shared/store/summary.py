@@ -9,8 +9,10 @@ from cmarr.shared.store.reader import FeatureStore, staged_parts
 from cmarr.shared.store.schema import Status
 
 
-def summarize(store: FeatureStore) -> dict[str, Any]:
-    """A JSON-ready description of the store (works on incomplete stores too)."""
+def summarize(store: FeatureStore, scan: bool = True) -> dict[str, Any]:
+    """A JSON-ready description of the store (works on incomplete stores too). `scan` reads every
+    feature value (verified) to count non-finite ones; without it only metadata, the utterance
+    table, offsets and status are read. Damage met on the way raises `StoreDamagedError`."""
     utt = store.utterances
     classes = store.classes
     labels = utt["label"]
@@ -24,14 +26,15 @@ def summarize(store: FeatureStore) -> dict[str, Any]:
         "label_set": store.attrs.get("label_set"),
         "per_class": per_class,
         "per_session": dict(sorted(Counter(utt["session"].tolist()).items())),
-        "modalities": {m: _modality(store, m) for m in store.modality_names},
+        "modalities": {m: _modality(store, m, scan) for m in store.modality_names},
         "provenance": {k: store.attrs.get(k) for k in ("created", "software", "config_hash")}
         | {"fingerprint": store.fingerprint()},
+        "notes": store.notes,
     }
 
 
-def _modality(store: FeatureStore, name: str) -> dict[str, Any]:
-    group = store.root[name]
+def _modality(store: FeatureStore, name: str, scan: bool) -> dict[str, Any]:
+    group = store.group(name)
     spec = dict(group.attrs.get("spec", {}))
     if not group.attrs.get("finalized"):
         return {"finalized": False, "staged_parts": staged_parts(group), "spec": spec}
@@ -49,6 +52,7 @@ def _modality(store: FeatureStore, name: str) -> dict[str, Any]:
         },
         "status": {Status(s).name.lower().replace("_", "-"): int((reader.status == s).sum()) for s in Status},
         "failures": len(group.attrs.get("failures", {})),
+        "nonfinite_values": int(reader.nonfinite_counts().sum()) if scan else None,
         "bytes_stored": _stored_bytes(store, name),
         "spec": spec,
     }

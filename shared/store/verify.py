@@ -1,20 +1,25 @@
 """`verify`: prove a store is complete and reads back exactly what was written.
 
-Checks, in order: the schema version and the utterance table; per modality the finalized flag,
-array shapes and dtypes, offsets (start at 0, monotone, end at the frame count), status codes
-consistent with lengths; and every chunk of every array against the CRC32 recorded at write time.
+Checks, in order: the store opens (root metadata, schema version); every column of the utterance
+table; per modality the finalized flag, the layout (values shape and dtype against the spec,
+offsets and status against each other, see `layout_problems`) and every chunk of every array
+against the CRC32 recorded at write time, counting non-finite values in ok items' frames; last,
+that every modality the store's config asked for was written. It goes on past damage, so one run
+lists all of it; readers stop at the first damaged chunk they meet.
 """
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 
 import numpy as np
-import zarr
-from cmarr.shared.errors import StoreError
-from cmarr.shared.store.checksums import block_crc, chunk_row_ranges
-from cmarr.shared.store.reader import FeatureStore, staged_parts
-from cmarr.shared.store.schema import CRC_ATTR, UTTERANCE_COLUMNS, UTTERANCES, Status
+from cmarr.shared.errors import StoreDamagedError, StoreError, StoreIncompleteError
+from cmarr.shared.store.checksums import CheckedArray
+from cmarr.shared.store.reader import FeatureStore, layout_problems, nonfinite_per_utterance, staged_parts
+from cmarr.shared.store.schema import UTTERANCE_COLUMNS, UTTERANCES, Status
+
+MAX_LISTED = 10  # utterances named per kind of problem; the rest are counted
 
 
 @dataclass
@@ -22,6 +27,7 @@ class VerifyReport:
     location: str
     problems: list[str] = field(default_factory=list)  # corruption: reads would be wrong
     incomplete: list[str] = field(default_factory=list)  # an interrupted write: re-run to finish
+    notes: list[str] = field(default_factory=list)  # neither: things worth knowing (a slow zip)
     chunks_checked: int = 0
 
     @property
@@ -34,114 +40,129 @@ class VerifyReport:
 
 
 def verify_store(location: str, checksums: bool = True) -> VerifyReport:
-    """Verify the store at `location`; never raises for a damaged store, reports instead."""
+    """Verify the store at `location`; never raises for a damaged or incomplete store, reports
+    instead (a location that holds no store, or one it cannot reach, raises `StoreError`).
+    `checksums=False` skips reading the feature values (the bulk of the store)."""
     report = VerifyReport(str(location))
     try:
         store = FeatureStore.open(location, allow_incomplete=True)
-    except StoreError as err:
-        (report.incomplete if "incomplete" in str(err) else report.problems).append(str(err))
+    except StoreIncompleteError as err:
+        report.incomplete.append(str(err))
         return report
-    n = _verify_table(store, report, checksums)
+    except StoreDamagedError as err:
+        report.problems.append(str(err))
+        return report
+    report.notes += store.notes
+    n = _verify_table(store, report)
     for name in store.modality_names:
         _verify_modality(store, name, n, report, checksums)
+    report.incomplete += [
+        f"{m}: asked for by the store's config (extract.modalities) but never written; "
+        "re-run the extraction to complete the store"
+        for m in expected_modalities(store)
+        if m not in store.modality_names
+    ]
+    if not store.modality_names and not report.incomplete:
+        report.incomplete.append("no modality has been written yet; re-run the extraction to complete the store")
     return report
 
 
-def _verify_table(store: FeatureStore, report: VerifyReport, checksums: bool) -> int:
+def expected_modalities(store: FeatureStore) -> list[str]:
+    """The modalities the extraction that made the store was asked for (its recorded config's
+    `extract.modalities`); none for stores made otherwise (an MMIN import)."""
+    try:
+        config = tomllib.loads(store.attrs.get("config_toml") or "")
+    except tomllib.TOMLDecodeError:
+        return []
+    return list(config.get("extract", {}).get("modalities", []))
+
+
+def _verify_table(store: FeatureStore, report: VerifyReport) -> int:
     lengths = set()
     for column in UTTERANCE_COLUMNS:
-        path = f"{UTTERANCES}/{column}"
-        arr = _array(store.root, path, report)
-        if arr is None:
-            continue
-        lengths.add(arr.shape[0])
-        if checksums:
-            _check_chunks(arr, path, report)
+        arr = _checked(store, f"{UTTERANCES}/{column}", report)
+        if arr is not None:
+            lengths.add(arr.shape[0])
+            _scan(arr, report)
     if len(lengths) > 1:
         report.problems.append(f"{UTTERANCES}: columns differ in length {sorted(lengths)}")
     return min(lengths) if lengths else 0
 
 
 def _verify_modality(store: FeatureStore, name: str, n: int, report: VerifyReport, checksums: bool) -> None:
-    if name not in store.root:
-        report.problems.append(f"{name}: listed in the store's modalities but its group is missing")
+    try:
+        group = store.group(name)
+    except StoreError as err:
+        report.problems.append(_detail(err))
         return
-    group = store.root[name]
     if not group.attrs.get("finalized"):
+        parts = staged_parts(group)
         report.incomplete.append(
-            f"{name}: not finalized ({staged_parts(group)} staged parts); re-run extraction to complete it"
+            f"{name}: not finalized ({'unreadable' if parts is None else parts} staged parts); "
+            "re-run extraction to complete it"
         )
         return
-    arrays = {a: _array(store.root, f"{name}/{a}", report) for a in ("values", "offsets", "status")}
+    arrays = {a: _checked(store, f"{name}/{a}", report) for a in ("values", "offsets", "status")}
     if any(a is None for a in arrays.values()):
         return
-    values, offsets_arr, status_arr = arrays["values"], arrays["offsets"], arrays["status"]
-    spec = group.attrs.get("spec", {})
-    if values.ndim != 2 or values.shape[1] != spec.get("dim"):
-        report.problems.append(f"{name}/values: shape {values.shape} disagrees with dim {spec.get('dim')}")
-    if str(values.dtype) != spec.get("dtype"):
-        report.problems.append(f"{name}/values: dtype {values.dtype} disagrees with spec {spec.get('dtype')}")
-    try:
-        offsets, status = offsets_arr[:], status_arr[:]
-    except Exception as err:  # a damaged chunk of a small array; the checksum pass names it
-        report.problems.append(f"{name}: cannot read offsets/status: {err}")
-        offsets = status = None
-    if offsets is not None:
-        _check_offsets(name, offsets, status, n, values.shape[0], report)
+    values, offsets, status = arrays["values"], _read(arrays["offsets"], report), _read(arrays["status"], report)
+    layout_ok = offsets is not None and status is not None
+    if layout_ok:
+        problems = layout_problems(name, group.attrs.get("spec", {}), values, offsets, status, n)
+        report.problems += problems
+        layout_ok = not problems
+        if pending := int((status == Status.PENDING).sum()):
+            report.incomplete.append(f"{name}: {pending} utterances still pending")
     if checksums:
-        for a, arr in arrays.items():
-            _check_chunks(arr, f"{name}/{a}", report)
+        report.chunks_checked += values.n_chunks
+        counts = nonfinite_per_utterance(values, offsets if layout_ok else None, report.problems.append)
+        _report_nonfinite(store, name, counts, report)
 
 
-def _check_offsets(name, offsets, status, n, frames, report) -> None:
-    if offsets.shape != (n + 1,) or status.shape != (n,):
-        report.problems.append(f"{name}: offsets {offsets.shape} / status {status.shape} do not fit {n} utterances")
+def _report_nonfinite(store: FeatureStore, name: str, counts: np.ndarray, report: VerifyReport) -> None:
+    """One line per utterance whose (ok) frames hold NaN/inf, up to MAX_LISTED, then a total."""
+    bad = np.flatnonzero(counts)
+    if not len(bad):
         return
-    if offsets[0] != 0 or offsets[-1] != frames:
-        report.problems.append(f"{name}/offsets: run from {offsets[0]} to {offsets[-1]}, values have {frames} rows")
-    if np.any(np.diff(offsets) < 0):
-        report.problems.append(
-            f"{name}/offsets: not monotone (first drop at utterance {int(np.argmax(np.diff(offsets) < 0))})"
-        )
-    if not np.isin(status, [int(s) for s in Status]).all():
-        report.problems.append(
-            f"{name}/status: unknown status codes {sorted(set(status.tolist()) - {int(s) for s in Status})}"
-        )
-    lengths = np.diff(offsets)
-    bad = np.flatnonzero((status == Status.OK) != (lengths > 0))
-    if len(bad):
-        report.problems.append(
-            f"{name}/status: {len(bad)} utterances whose status disagrees with their frame count "
-            f"(first: index {bad[0]})"
-        )
-    pending = int((status == Status.PENDING).sum())
-    if pending:
-        report.incomplete.append(f"{name}: {pending} utterances still pending")
-
-
-def _array(root: zarr.Group, path: str, report: VerifyReport) -> zarr.Array | None:
     try:
-        return root[path]
-    except Exception as err:  # missing or unreadable metadata
-        report.problems.append(f"{path}: missing or unreadable array ({type(err).__name__})")
+        ids = store.utterances["id"]
+    except StoreError:  # damaged table, reported already: name utterances by index
+        ids = [f"#{i}" for i in range(len(counts))]
+    if len(counts) != len(ids):  # the offsets were unusable: only a total is known
+        report.problems.append(f"{name}/values: {int(counts.sum())} non-finite values (NaN/inf)")
+        return
+    for i in bad[:MAX_LISTED]:
+        report.problems.append(f"{name}: utterance {ids[i]} (status ok) holds {counts[i]} non-finite values (NaN/inf)")
+    if len(bad) > MAX_LISTED:
+        report.problems.append(f"{name}: {len(bad) - MAX_LISTED} more utterances hold non-finite values")
+
+
+def _checked(store: FeatureStore, path: str, report: VerifyReport) -> CheckedArray | None:
+    try:
+        return store.array(path)
+    except StoreError as err:
+        report.problems.append(_detail(err))
         return None
 
 
-def _check_chunks(arr: zarr.Array, path: str, report: VerifyReport) -> None:
-    recorded = arr.attrs.get(CRC_ATTR)
-    if recorded is None:
-        report.problems.append(f"{path}: no checksums recorded")
-        return
-    ranges = list(chunk_row_ranges(arr.shape[0], arr.chunks[0]))
-    if len(ranges) != len(recorded):
-        report.problems.append(f"{path}: {len(ranges)} chunks but {len(recorded)} checksums recorded")
-        return
-    for k, ((a, b), crc) in enumerate(zip(ranges, recorded)):
+def _read(arr: CheckedArray, report: VerifyReport) -> np.ndarray | None:
+    """A small array whole (every chunk verified), or None with the damage reported."""
+    report.chunks_checked += arr.n_chunks
+    try:
+        return arr.read_all()
+    except StoreError as err:
+        report.problems.append(_detail(err))
+        return None
+
+
+def _scan(arr: CheckedArray, report: VerifyReport) -> None:
+    for k in range(arr.n_chunks):
         report.chunks_checked += 1
         try:
-            block = arr[a:b]
-        except Exception as err:
-            report.problems.append(f"{path}: chunk {k} (rows {a}-{b - 1}) cannot be decoded: {err}")
-            continue
-        if block_crc(np.asarray(block)) != crc:
-            report.problems.append(f"{path}: chunk {k} (rows {a}-{b - 1}) checksum mismatch")
+            arr.chunk(k)
+        except StoreError as err:
+            report.problems.append(_detail(err))
+
+
+def _detail(err: StoreError) -> str:
+    return err.detail if isinstance(err, StoreDamagedError) else str(err)

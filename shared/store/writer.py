@@ -1,26 +1,26 @@
 """The only code that writes feature stores.
 
-Crash safety rests on two rules:
-1. Extracted frames land in *staged parts* (`<modality>/_parts/<part>/`): a values array, then
-   the part's index (items, lengths, status) and its completion mark in one metadata write.
-   A part without the mark is debris from a kill and is discarded; its items are simply
+Crash safety rests on three rules:
+1. A new store is built under a temporary name and renamed into place (`atomic_directory`), so a
+   store at its final path always has its whole utterance table.
+2. Extracted frames land in *staged parts* (`<modality>/_parts/<part>/`, see `parts.py`): a part
+   without its completion mark is debris from a kill and is discarded; its items are simply
    extracted again.
-2. `finalize` lays the parts out in utterance order (values, offsets, status, checksums) and sets
+3. `finalize` lays the parts out in utterance order (values, offsets, status, checksums) and sets
    the modality's `finalized` flag *last*. A store whose flag is unset reads as incomplete and
    `finalize` can always be re-run from the parts.
 Concurrent writers (one per process or worker) each write their own parts, so no two writers
-ever touch the same chunk.
+ever touch the same chunk; `store_lock` keeps two *runs* off one store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,21 @@ import zarr
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet
 from cmarr.shared.provenance import now_utc, software
-from cmarr.shared.store.checksums import block_crc, chunk_row_ranges, write_checked
+from cmarr.shared.store.checksums import nonfinite_mask, write_checked
+from cmarr.shared.store.lock import atomic_directory, store_lock
+from cmarr.shared.store.parts import (
+    FINALIZE_CACHE_BYTES,
+    STAGED_CACHE_BYTES,
+    MemoryPart,
+    PartCache,
+    index_attrs,
+    is_complete,
+    part_index,
+    plan_layout,
+    remove,
+    write_layout,
+)
 from cmarr.shared.store.schema import (
-    CRC_ATTR,
     PARTS,
     SCHEMA_ATTR,
     SCHEMA_VERSION,
@@ -40,13 +52,9 @@ from cmarr.shared.store.schema import (
     Status,
     UtteranceTable,
 )
+from cmarr.shared.store.table import finish_column_swaps, update_columns
 
-# Decoded parts kept in memory while finalizing; parts come from length-sorted batches, so
-# utterance order visits them in random order and a cache that holds them all reads each once.
-FINALIZE_CACHE_BYTES = 4 << 30
-# Values of the parts this writer staged, kept for finalize so that it need not read them back
-# (a small corpus's finalize is otherwise mostly re-reading what was just written).
-STAGED_CACHE_BYTES = 256 << 20
+__all__ = ["ModalityWriter", "StoreWriter", "store_lock"]
 
 
 class StoreWriter:
@@ -67,34 +75,55 @@ class StoreWriter:
         config_hash: str = "",
         extra_attrs: dict[str, Any] | None = None,
     ) -> StoreWriter:
-        """Write a new store; an existing store at `path` is an error (use `open` to resume)."""
+        """Write a new store: the utterance table and provenance, no modality yet. It appears at
+        `path` complete or not at all (see `building`). An existing store there is an error (use
+        `open` to resume); an empty directory is fine."""
+        with cls.building(path, table, corpus, label_set, config_toml, config_hash, extra_attrs):
+            pass
+        return cls.open(path)
+
+    @classmethod
+    @contextlib.contextmanager
+    def building(
+        cls,
+        path: str | Path,
+        table: UtteranceTable,
+        corpus: str,
+        label_set: LabelSet,
+        config_toml: str = "",
+        config_hash: str = "",
+        extra_attrs: dict[str, Any] | None = None,
+    ) -> Iterator[StoreWriter]:
+        """A writer for a new store that is built under a temporary sibling name and renamed to
+        `path` when the `with` block completes: an error, Ctrl-C, a full disk or a kill inside it
+        leaves nothing at `path` (an import writes every modality inside the block)."""
         path = Path(path)
-        if path.exists():
-            raise StoreError(f"{path}: a store already exists here (resume with it, or remove it)")
-        root = zarr.open_group(str(path), mode="w", zarr_format=3)
-        root.attrs.update(
-            {
-                SCHEMA_ATTR: SCHEMA_VERSION,
-                "corpus": corpus,
-                "label_set": {"name": label_set.name, "classes": list(label_set.classes)},
-                "created": now_utc(),
-                "software": software(),
-                "config_toml": config_toml,
-                "config_hash": config_hash,
-                "modalities": {},
-                "table_complete": False,
-                **(extra_attrs or {}),
-            }
-        )
-        group = root.create_group(UTTERANCES)
-        for name, column in table.columns.items():
-            write_checked(group, name, column)
-        root.attrs["table_complete"] = True  # last: an interrupted create reads as incomplete
-        return cls(path, root)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise StoreError(f"{path}: a store already exists here (remove it to write a new one, or write elsewhere)")
+        with atomic_directory(path) as tmp:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            root.attrs.update(
+                {
+                    SCHEMA_ATTR: SCHEMA_VERSION,
+                    "corpus": corpus,
+                    "label_set": {"name": label_set.name, "classes": list(label_set.classes)},
+                    "created": now_utc(),
+                    "software": software(),
+                    "config_toml": config_toml,
+                    "config_hash": config_hash,
+                    "modalities": {},
+                    **(extra_attrs or {}),
+                }
+            )
+            group = root.create_group(UTTERANCES)
+            for name, column in table.columns.items():
+                write_checked(group, name, column)
+            root.attrs["table_complete"] = True  # read by stores' older readers; creation is atomic now
+            yield cls(tmp, root)
 
     @classmethod
     def open(cls, path: str | Path) -> StoreWriter:
-        """Reopen an existing directory store for writing (resume, add a modality)."""
+        """Reopen an existing directory store for writing (resume, add a modality, update labels)."""
         path = Path(path)
         if not (path / "zarr.json").is_file():
             raise StoreError(f"{path}: no feature store here")
@@ -102,13 +131,22 @@ class StoreWriter:
         version = root.attrs.get(SCHEMA_ATTR)
         if version != SCHEMA_VERSION:
             raise StoreError(f"{path}: store schema v{version}; this cmarr writes v{SCHEMA_VERSION}")
-        if not root.attrs.get("table_complete"):
+        if not root.attrs.get("table_complete"):  # left by cmarr before creation was atomic
             raise StoreError(f"{path}: the utterance table was never completed; remove the store and re-create it")
+        finish_column_swaps(path / UTTERANCES)
         return cls(path, root)
 
     @property
     def n_utterances(self) -> int:
         return self.root[f"{UTTERANCES}/id"].shape[0]
+
+    def update_utterances(self, columns: dict[str, np.ndarray]) -> list[str]:
+        """Replace metadata columns of the utterance table (any but `id`; one value per utterance,
+        e.g. labels corrected in a manifest) and return the names of those that changed; unchanged
+        ones are not rewritten. A kill leaves each column old or new (see `table.py`). Labels must
+        index the store's label set (or be -1)."""
+        n_classes = len(self.root.attrs["label_set"]["classes"])
+        return update_columns(self.root[UTTERANCES], self.path / UTTERANCES, columns, n_classes)
 
     def modality(self, name: str, spec: ModalitySpec, overwrite: bool = False) -> ModalityWriter:
         """Start or resume writing `name`. A different encoder spec is refused unless `overwrite`,
@@ -123,7 +161,7 @@ class StoreWriter:
                 "  pass --overwrite to replace its features"
             )
         if overwrite and name in self.root:
-            _remove(self.path / name)
+            remove(self.path / name)
         if name not in self.root:
             group = self.root.create_group(name)
             group.attrs.update({"finalized": False, "spec": spec.to_attrs()})
@@ -150,7 +188,7 @@ class ModalityWriter:
         self.spec = spec
         self.group: zarr.Group = store.root[name]
         self.dir = store.path / name
-        self._staged = _PartCache(0 if attached else STAGED_CACHE_BYTES)  # attached writers never finalize
+        self._staged = PartCache(0 if attached else STAGED_CACHE_BYTES)  # attached writers never finalize
         if not attached:
             self._discard_debris()
 
@@ -168,7 +206,7 @@ class ModalityWriter:
         if self.group.attrs.get("finalized"):
             status[:] = self.group["status"][:]
         for part in self._complete_parts():
-            items, _, part_status = _part_index(part)
+            items, _, part_status = part_index(part)
             better = (part_status == Status.OK) | (status[items] != Status.OK)
             status[items[better]] = part_status[better]
         return status
@@ -180,7 +218,7 @@ class ModalityWriter:
         found = set()
         for entry in parts_dir.iterdir() if parts_dir.is_dir() else ():
             tag = entry.name.split("-")[1] if entry.name.count("-") >= 2 else None
-            if tag in tags and _is_complete(entry):
+            if tag in tags and is_complete(entry):
                 found.add(tag)
         return found
 
@@ -202,8 +240,10 @@ class ModalityWriter:
         writer_id: str = "",
     ) -> str:
         """Stage a batch of results. `features[k]` is [frames, dim] for item `items[k]`, or None
-        (zero frames) with a non-ok status. `writer_id` (no dashes) names the writer in the
-        part's name; it defaults to the process id. Returns the part's name."""
+        (zero frames) with a non-ok status. An ok item whose frames hold NaN/inf (after conversion
+        to the store's dtype) is staged as failed, its count in the reason. `writer_id` (no
+        dashes) names the writer in the part's name; it defaults to the process id. Returns the
+        part's name."""
         if "-" in writer_id:
             raise ValueError(f"writer_id {writer_id!r} must not contain '-'")
         values, index = self._batch(items, features, status, reasons)
@@ -225,11 +265,11 @@ class ModalityWriter:
         extra = None
         if last_batch is not None and len(last_batch[0]):
             values, index = self._batch(*last_batch)
-            extra = _MemoryPart(f"{self.name}/{PARTS}/unstaged", index, values)
+            extra = MemoryPart(f"{self.name}/{PARTS}/unstaged", index, values)
             self._unfinalize()
         if self.group.attrs.get("finalized"):
             return dict(self.group.attrs["status_counts"])  # nothing staged since (write_part unfinalizes)
-        plan = self._plan(extra)
+        plan = plan_layout(self._complete_parts() + ([extra] if extra else []))
         n = self.store.n_utterances
         lengths = np.zeros(n, dtype=np.int64)
         status = np.full(n, Status.PENDING, dtype=np.int8)
@@ -239,7 +279,8 @@ class ModalityWriter:
             if reason:
                 reasons[str(i)] = reason
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self._write_values(plan, offsets, chunk_frames)
+        cache = PartCache(FINALIZE_CACHE_BYTES, seed=self._staged)
+        write_layout(self.group, plan, offsets, self.spec.dim, self.spec.dtype, chunk_frames, cache)
         write_checked(self.group, "offsets", offsets)
         write_checked(self.group, "status", status)
         ids = self.store.root[f"{UTTERANCES}/id"][:] if reasons else []
@@ -253,8 +294,8 @@ class ModalityWriter:
                 "finalized": True,  # last: everything above is in place
             }
         )
-        _remove(self.dir / PARTS)
-        self._staged = _PartCache(STAGED_CACHE_BYTES)
+        remove(self.dir / PARTS)
+        self._staged = PartCache(STAGED_CACHE_BYTES)
         return counts
 
     # ------------------------------------------------------------------ internals
@@ -262,13 +303,24 @@ class ModalityWriter:
     def _batch(self, items, features, status=None, reasons=None) -> tuple[np.ndarray, dict[str, Any]]:
         """A checked batch as (values in the store's dtype, the part's index attributes)."""
         items = np.asarray(items, dtype=np.int64)
-        if status is None:
-            status = [Status.OK] * len(items)
+        status = list(status) if status is not None else [Status.OK] * len(items)
+        reasons = dict(reasons or {})
         lengths = np.array([0 if f is None else len(f) for f in features], dtype=np.int64)
         self._check_batch(items, features, status, lengths)
-        rows = [f.astype(self.spec.dtype, copy=False) for f in features if f is not None and len(f)]
+        rows = []
+        for k, f in enumerate(features):
+            if not lengths[k]:
+                continue
+            with np.errstate(over="ignore"):  # values beyond the dtype's range become inf: refused below
+                frames = f.astype(self.spec.dtype, copy=False)
+            if problem := _nonfinite_reason(f, frames):
+                given = reasons.get(int(items[k]))
+                reasons[int(items[k])] = f"{given}; {problem}" if given else problem
+                status[k], lengths[k] = Status.FAILED, 0
+                continue
+            rows.append(frames)
         values = np.concatenate(rows) if rows else np.zeros((0, self.spec.dim), self.spec.dtype)
-        return values, _index_attrs(items, lengths, np.asarray(status, dtype=np.int8), reasons or {})
+        return values, index_attrs(items, lengths, np.asarray(status, dtype=np.int8), reasons, values)
 
     def _check_batch(self, items, features, status, lengths) -> None:
         n = self.store.n_utterances
@@ -296,8 +348,8 @@ class ModalityWriter:
         for entry in parts_dir.iterdir():
             if not entry.is_dir():
                 continue  # the `_parts` group's own zarr.json
-            if not _is_complete(entry) or self.group.attrs.get("finalized"):
-                _remove(entry)
+            if not is_complete(entry) or self.group.attrs.get("finalized"):
+                remove(entry)
 
     def _unfinalize(self) -> None:
         """Turn a finalized modality back into one staged part, so that new parts merge with it."""
@@ -313,130 +365,20 @@ class ModalityWriter:
         os.replace(self.dir / "values", self.dir / PARTS / base.basename / "values")
         base.attrs.update(
             {
-                **_index_attrs(keep, np.diff(offsets)[keep], status[keep], {index[u]: r for u, r in notes.items()}),
+                **index_attrs(keep, np.diff(offsets)[keep], status[keep], {index[u]: r for u, r in notes.items()}),
                 "complete": True,
             }
         )
         for name in ("offsets", "status"):
-            _remove(self.dir / name)
-
-    def _plan(self, extra: _MemoryPart | None = None) -> dict[int, tuple[zarr.Group, int, int, int, str]]:
-        """Item -> (part, first row, frames, status, reason); a later part wins, except that a
-        failure never replaces an earlier success. `extra` is newest."""
-        plan: dict[int, tuple[zarr.Group, int, int, int, str]] = {}
-        for part in self._complete_parts() + ([extra] if extra else []):
-            items, lengths, status = _part_index(part)
-            rows = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
-            reasons = part.attrs.get("reasons", {})
-            for item, row, length, st in zip(items, rows, lengths, status):
-                prev = plan.get(int(item))
-                if prev is not None and prev[3] == Status.OK and st != Status.OK:
-                    continue
-                plan[int(item)] = (part, int(row), int(length), int(st), reasons.get(str(item), ""))
-        return plan
-
-    def _write_values(self, plan, offsets: np.ndarray, chunk_frames: int) -> None:
-        total, dim = int(offsets[-1]), self.spec.dim
-        values = self.group.create_array(
-            "values", shape=(total, dim), dtype=self.spec.dtype, chunks=(chunk_frames, dim), overwrite=True
-        )
-        cache = _PartCache(FINALIZE_CACHE_BYTES, seed=self._staged)
-        order = sorted(plan)
-        cursor = 0  # index into `order` of the next utterance to copy
-        crcs = []
-        for start, stop in chunk_row_ranges(total, chunk_frames):
-            block = np.empty((stop - start, dim), dtype=self.spec.dtype)
-            filled = 0
-            while filled < len(block):
-                item = order[cursor]
-                part, row, length, _, _ = plan[item]
-                lo = max(offsets[item], start) - offsets[item]  # rows of this item inside the block
-                hi = min(offsets[item + 1], stop) - offsets[item]
-                block[filled : filled + hi - lo] = cache.get(part)[row + lo : row + hi]
-                filled += hi - lo
-                if offsets[item + 1] <= stop:
-                    cursor += 1
-            while cursor < len(order) and offsets[order[cursor] + 1] == offsets[order[cursor]]:
-                cursor += 1  # zero-length items occupy no rows
-            values[start:stop] = block
-            crcs.append(block_crc(block))
-        values.attrs[CRC_ATTR] = crcs
+            remove(self.dir / name)
 
 
-class _PartCache:
-    """LRU of decoded part values under a byte budget."""
-
-    def __init__(self, budget: int, seed: _PartCache | None = None):
-        self.budget, self.used = budget, 0
-        self.items: OrderedDict[str, np.ndarray] = OrderedDict()
-        for key, data in seed.items.items() if seed else ():
-            self.put(key, data)
-
-    def get(self, part: zarr.Group | _MemoryPart) -> np.ndarray:
-        if isinstance(part, _MemoryPart):
-            return part.values
-        key = part.path
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
-        data = part["values"][:]
-        self.put(key, data)
-        return data
-
-    def put(self, key: str, data: np.ndarray) -> None:
-        if self.budget == 0:
-            return
-        self.items[key] = data
-        self.used += data.nbytes
-        while self.used > self.budget and len(self.items) > 1:
-            _, old = self.items.popitem(last=False)
-            self.used -= old.nbytes
-
-
-def _index_attrs(items, lengths, status, reasons: dict) -> dict[str, Any]:
-    """A part's index, kept in its metadata: written together with the completion mark in one
-    small write after the values, instead of three more arrays (each array is a round trip
-    through zarr's event loop, and staging is on the critical path of every extraction)."""
-    return {
-        "items": np.asarray(items, np.int64).tolist(),
-        "lengths": np.asarray(lengths, np.int64).tolist(),
-        "status": np.asarray(status, np.int8).tolist(),
-        "reasons": {str(k): v for k, v in reasons.items()},
-    }
-
-
-@dataclass
-class _MemoryPart:
-    """A batch handed to finalize directly, in the shape of a staged part."""
-
-    path: str
-    attrs: dict[str, Any]
-    values: np.ndarray
-
-
-def _part_index(part: zarr.Group | _MemoryPart) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(items, lengths, status) of a complete part. Parts staged by cmarr before the index moved
-    into the metadata hold it as arrays; a store left half-written by that version resumes."""
-    attrs = part.attrs
-    if "items" in attrs:
-        return (
-            np.asarray(attrs["items"], np.int64),
-            np.asarray(attrs["lengths"], np.int64),
-            np.asarray(attrs["status"], np.int8),
-        )
-    return part["items"][:], part["lengths"][:], part["status"][:]
-
-
-def _is_complete(part_dir: Path) -> bool:
-    meta = part_dir / "zarr.json"
-    try:
-        return bool(meta.is_file() and json.loads(meta.read_text()).get("attributes", {}).get("complete"))
-    except json.JSONDecodeError:  # metadata cut short by a kill
-        return False
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+def _nonfinite_reason(given: np.ndarray, stored: np.ndarray) -> str:
+    """Why frames cannot be stored as ok ('' when they can): NaN/inf after conversion to the
+    store's dtype, which also catches finite values beyond its range (float16: 65504)."""
+    bad = int(np.count_nonzero(nonfinite_mask(stored)))
+    if not bad:
+        return ""
+    reason = f"{bad} of {stored.size} encoder output values are not finite (NaN/inf)"
+    overflow = bad - int(np.count_nonzero(nonfinite_mask(np.asarray(given))))
+    return reason + (f", {overflow} of them beyond the range of {stored.dtype}" if overflow else "")
