@@ -36,6 +36,7 @@ _NOT_PROTOCOL = {
     "mmin",
     "if_mmin",
     "cif_mmin",
+    "dicmor",
 }
 
 
