@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from cmarr.shared.sections import Section
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 SYSTEM_NAMES = (
     "cm-arr",
@@ -235,13 +235,28 @@ class DiCMoRModel(Section):
     res_dropout: float = Field(0.0, ge=0, lt=1)
     output_dropout: float = Field(0.5, ge=0, lt=1)
 
-    @model_validator(mode="after")
-    def _shapes_fit(self) -> DiCMoRModel:
-        if self.width % 2 or self.width % self.heads:
-            raise ValueError(f"width {self.width} must be even (the couplings split it) and a multiple of heads")
-        if self.kernel_size > self.seq_len:
-            raise ValueError(f"kernel_size {self.kernel_size} is longer than seq_len {self.seq_len}")
-        return self
+    @field_validator("width")
+    @classmethod
+    def _even(cls, width: int) -> int:
+        if width % 2:
+            raise ValueError("must be even (each coupling splits the channels in half)")
+        return width
+
+    @field_validator("heads")
+    @classmethod
+    def _divides_width(cls, heads: int, info: ValidationInfo) -> int:
+        width = info.data.get("width")
+        if width is not None and width % heads:
+            raise ValueError(f"must divide width {width}")
+        return heads
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _fits_length(cls, kernel: int, info: ValidationInfo) -> int:
+        length = info.data.get("seq_len")
+        if length is not None and kernel > length:
+            raise ValueError(f"must not exceed seq_len {length}")
+        return kernel
 
 
 class DiCMoRLoss(Section):

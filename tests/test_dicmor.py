@@ -8,6 +8,8 @@ import json
 
 import pytest
 import torch
+from cmarr.shared.config import load_config
+from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 from cmarr.shared.train_config import DiCMoRModel, TrainConfig
@@ -73,6 +75,16 @@ def test_parameter_count_is_the_published_models_at_cmarrs_dims():
     block_priors, weight_linears = 3 * (d * 2 * d + 2 * d + 2 * d), 3 * (2 * d * 2 * d + 2 * d)
     glow = describe_system(get_system("dicmor", TrainConfig()), CMARR_DIMS, 4)["stages"][1]["parameters"]
     assert glow["total"] == 3_692_468 - block_priors - weight_linears and glow["frozen"] == 300_480
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("width", 7, "width: .*must be even"), ("width", 30, "heads: .*must divide width 30"),
+     ("kernel_size", 60, "kernel_size: .*must not exceed seq_len 50")],
+)  # fmt: skip
+def test_shapes_that_cannot_be_built_are_refused_naming_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=rf"train\.dicmor\.model\.{message}"):
+        load_config(None, {f"train.dicmor.model.{key}": value})
 
 
 # ---------------------------------------------------------------- flows
