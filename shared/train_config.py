@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from cmarr.shared.sections import Section
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 SYSTEM_NAMES = (
     "cm-arr",
@@ -25,6 +25,7 @@ SYSTEM_NAMES = (
     "mmin",
     "if-mmin",
     "cif-mmin",
+    "dicmor",
 )
 SystemName = Literal[SYSTEM_NAMES]
 
@@ -208,6 +209,77 @@ class CIFMMINConfig(Section):
     loss: CIFMMINLoss = CIFMMINLoss()
 
 
+# --------------------------------------------------------------------------- DiCMoR
+
+
+class DiCMoRModel(Section):
+    """DiCMoR's modules (mdswyz/DiCMoR dicmor.py, MOSI's config: d = 32, 4 crossmodal layers)."""
+
+    width: int = Field(32, gt=0)  # common width d (MOSI 32, MOSEI 64); even, and a multiple of `heads`
+    heads: int = Field(8, gt=0)
+    layers: int = Field(4, gt=0)  # crossmodal layers (nlevels; MOSEI 6); self-attention: max(layers, 3)
+    seq_len: int = Field(50, gt=0)  # common length after masked adaptive pooling (DiCMoR's word-aligned 50)
+    kernel_size: int = Field(5, gt=0)  # projection kernel, no padding: seq_len - kernel_size + 1 steps
+    flow: Literal["glow", "dicmor-exact"] = "glow"  # glow: whole Glow steps; dicmor-exact: coupling-only steps
+    flow_steps: int = Field(32, gt=0)
+    flow_hidden: int = Field(64, gt=0)  # channels of each coupling subnet
+    rcab_blocks: int = Field(20, gt=0)  # residual channel-attention blocks per reconstructor
+    rcab_reduction: int = Field(16, gt=0)  # channel-attention squeeze ratio
+    attention: Literal["causal-last", "full-mean"] = "causal-last"  # MulT's causal mask + last step, or neither
+    text_dropout: float = Field(0.5, ge=0, lt=1)  # on the text input
+    attn_dropout: float = Field(0.3, ge=0, lt=1)  # attention dropout with text as source, and in self-attention
+    attn_dropout_audio: float = Field(0.2, ge=0, lt=1)  # attention dropout with audio as source
+    attn_dropout_video: float = Field(0.0, ge=0, lt=1)  # attention dropout with video as source
+    embed_dropout: float = Field(0.2, ge=0, lt=1)
+    relu_dropout: float = Field(0.0, ge=0, lt=1)
+    res_dropout: float = Field(0.0, ge=0, lt=1)
+    output_dropout: float = Field(0.5, ge=0, lt=1)
+
+    @field_validator("width")
+    @classmethod
+    def _even(cls, width: int) -> int:
+        if width % 2:
+            raise ValueError("must be even (each coupling splits the channels in half)")
+        return width
+
+    @field_validator("heads")
+    @classmethod
+    def _divides_width(cls, heads: int, info: ValidationInfo) -> int:
+        width = info.data.get("width")
+        if width is not None and width % heads:
+            raise ValueError(f"must divide width {width}")
+        return heads
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _fits_length(cls, kernel: int, info: ValidationInfo) -> int:
+        length = info.data.get("seq_len")
+        if length is not None and kernel > length:
+            raise ValueError(f"must not exceed seq_len {length}")
+        return kernel
+
+
+class DiCMoRLoss(Section):
+    task: float = Field(1.0, ge=0)  # cross-entropy (the published code's L1 regression loss, made K-way)
+    nll: float = Field(0.1, ge=0)  # each modality's flow likelihood (bits per dimension)
+    rec: float = Field(0.1, ge=0)  # MSE of the recovered missing modality to its projected true features
+
+
+_DICMOR_OPTIM = StageOptim(lr=1e-4, batch_size=32, epochs=100, patience=10, clip=0.6, clip_mode="value")
+
+
+class DiCMoRConfig(Section):
+    """DiCMoR (Wang et al., ICCV 2023), "DiCMoR+" on wav2vec2 features: a full-data stage, then the
+    missing-modality stage starting from it with its projections frozen."""
+
+    pretrain: StageOptim = _DICMOR_OPTIM  # stage 1, complete data (the authors' pretrained-<dataset>.pth)
+    optim: StageOptim = _DICMOR_OPTIM  # stage 2, with missingness
+    missingness: Literal["batch-schedule", "six"] = "batch-schedule"  # DiCMoR's schedule or cmarr's six conditions
+    missing_rate: Literal[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7] = 0.5  # batch-schedule's MR (0.5: the test grid's mean)
+    model: DiCMoRModel = DiCMoRModel()
+    loss: DiCMoRLoss = DiCMoRLoss()
+
+
 # --------------------------------------------------------------------------- the protocol
 
 
@@ -229,3 +301,4 @@ class TrainConfig(Section):
     mmin: MMINConfig = MMINConfig()
     if_mmin: IFMMINConfig = IFMMINConfig()
     cif_mmin: CIFMMINConfig = CIFMMINConfig()
+    dicmor: DiCMoRConfig = DiCMoRConfig()

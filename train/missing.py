@@ -92,7 +92,13 @@ class ConditionSampler(Sampler):
 class BatchScheduleSampler(Sampler):
     """DiCMoR's missing schedule at rate `rate` (its `miss_2`/`miss_1` tables, DICMOR.py): the first
     share of an epoch's batches keeps one modality, the next share keeps two, the rest all three;
-    which modalities is drawn per batch. 2a + b = 3 * rate (the author, DiCMoR issue #1)."""
+    which modalities is drawn per batch. 2a + b = 3 * rate (the author, DiCMoR issue #1).
+
+    The shares are counted as the published code counts them: batch k of the first group is one
+    while k / N' < share, N' the epoch's batch count rounded to tens (`np.round`, half to even), so
+    37 batches at rate 0.5 give 28 + 4 + 5, not 25 + 3 + 9. Up to 5 batches N' is 0 there and every
+    batch would be complete; here N' is at least 10. A row that lacks every modality its batch keeps
+    (a really missing face) keeps one it has, drawn, so that no row is left with nothing."""
 
     TWO_MISSING = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.5, 5: 0.7, 6: 0.9, 7: 1.0}
     ONE_MISSING = {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.2, 5: 0.1, 6: 0.0, 7: 0.0}
@@ -103,14 +109,25 @@ class BatchScheduleSampler(Sampler):
             raise ValueError(f"DiCMoR's schedule is defined for rates 0.1-0.7, got {rate}")
         self.two, self.one = self.TWO_MISSING[key], self.ONE_MISSING[key]
 
+    def counts(self, n: int) -> tuple[int, int]:
+        """(batches keeping one modality, batches keeping two) of an epoch of `n` batches."""
+        scale = max(10, 10 * round(n / 10))
+        n_two = sum(1 for k in range(n) if k / scale < self.two)
+        n_one = sum(1 for k in range(n - n_two) if k / scale < self.one)
+        return n_two, n_one
+
     def draw(self, present, batches, rng):
-        n = len(batches)
-        n_two, n_one = int(n * self.two), int(n * self.one)
+        n_two, n_one = self.counts(len(batches))
         out = []
         for k, b in enumerate(batches):
             keep = 1 if k < n_two else 2 if k < n_two + n_one else 3
             given = set(rng.choice(len(MODALITIES), size=keep, replace=False).tolist())
-            out.append({m: np.array([j in given and present[m][i] for i in b]) for j, m in enumerate(MODALITIES)})
+            rows = {m: np.array([j in given and present[m][i] for i in b], bool) for j, m in enumerate(MODALITIES)}
+            for r in np.flatnonzero(~np.any([rows[m] for m in MODALITIES], 0)):
+                has = [m for m in MODALITIES if present[m][b[r]]]
+                if has:
+                    rows[has[rng.integers(len(has))]][r] = True
+            out.append(rows)
         return out
 
 

@@ -26,6 +26,12 @@ FAST = {
     "train.cif_mmin.pretrain.decay_epochs": 2,
     "train.cif_mmin.optim.epochs": 4,
     "train.cif_mmin.optim.decay_epochs": 4,
+    "train.dicmor.pretrain.epochs": 4,
+    "train.dicmor.pretrain.patience": 2,
+    "train.dicmor.optim.epochs": 6,
+    "train.dicmor.optim.patience": 3,
+    "train.dicmor.model.flow_steps": 4,
+    "train.dicmor.model.rcab_blocks": 2,
 }
 
 

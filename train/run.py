@@ -37,6 +37,7 @@ _NOT_PROTOCOL = {
     "mmin",
     "if_mmin",
     "cif_mmin",
+    "dicmor",
 }
 
 

@@ -11,7 +11,7 @@ from functools import partial
 
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.train_config import SYSTEM_NAMES, TrainConfig
-from cmarr.train.systems import cif_mmin, cmarr, cra, if_mmin, mmin, utt_fusion
+from cmarr.train.systems import cif_mmin, cmarr, cra, dicmor, if_mmin, mmin, utt_fusion
 from cmarr.train.systems.base import Link, Stage, System, count_parameters
 
 SYSTEMS: dict[str, Callable[[TrainConfig], System]] = {
@@ -23,8 +23,9 @@ SYSTEMS: dict[str, Callable[[TrainConfig], System]] = {
     "mmin": mmin.mmin,
     "if-mmin": if_mmin.if_mmin,
     "cif-mmin": cif_mmin.cif_mmin,
+    "dicmor": dicmor.dicmor,
 }
-TABLE2 = ("cm-arr", "baseline", "utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin")  # --systems all
+TABLE2 = ("cm-arr", "baseline", "utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin", "dicmor")  # --systems all
 ABLATIONS = ("baseline", *cmarr.ABLATIONS)  # --ablations all: Table 3's columns
 
 
