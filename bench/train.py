@@ -31,9 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import cmarr  # noqa: F401  - first: its OpenMP settings must precede torch's import
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, md_table, write_report  # noqa: E402
 
+IEMOCAP_TRAIN = 3982  # utterances in the training part of a 5-fold IEMOCAP split (4 sessions, less 10% validation)
 LONGEST = {"text": 110, "audio": 1700, "video": 340}  # frames: the long tail of IEMOCAP's utterances
 
 
@@ -114,6 +117,8 @@ def step_worker(args) -> dict:
         for batch in batches:
             _model_step(model, stage, opt, batch)
     flops = counter.get_total_flops() / len(batches)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        _model_step(model, stage, opt, batches[0])
     roof = matmul_roof()
     return {
         "n": len(data),
@@ -126,7 +131,72 @@ def step_worker(args) -> dict:
         "gflop": flops / 1e9,
         "roof_gflops": roof,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "time_by_op": _op_shares(prof),
     }
+
+
+OP_FAMILIES = {
+    "convolution (forward, backward)": ("convolution", "conv1d", "conv2d"),
+    "matmul (mm, bmm, addmm, linear)": ("aten::mm", "aten::bmm", "aten::addmm", "aten::linear", "aten::matmul"),
+    "attention (SDPA)": ("scaled_dot_product",),
+    "invertible 1x1 (LU solve, slogdet)": ("linalg_", "slogdet"),
+    "dropout (bernoulli)": ("bernoulli",),
+}
+
+
+def _op_shares(prof) -> dict[str, float]:
+    """Share of one model step's self CPU time per op family (the rest: small elementwise ops,
+    copies, the optimizer's updates)."""
+    events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in events) or 1.0
+    shares = {
+        family: sum(t for key, t in events if any(p in key for p in patterns)) / total
+        for family, patterns in OP_FAMILIES.items()
+    }
+    shares["everything else (elementwise, copies, optimizer)"] = 1 - sum(shares.values())
+    return shares
+
+
+def systems_worker(args) -> dict:
+    """Seconds per training step of every stage of every Table 2 system at its published sizes and
+    batch size, and the epoch that makes at IEMOCAP's training part of a fold."""
+    import numpy as np
+    import torch
+    from cmarr.train.missing import build_sampler
+    from cmarr.train.stage import make_optimizer, train_epoch
+    from cmarr.train.systems import TABLE2, count_parameters, get_system
+
+    _, data, rows, _, _, ctx, _ = _setup(args.store, True)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    out = {}
+    for name in TABLE2:
+        for stage in get_system(name, _cfg()).stages:
+            torch.manual_seed(0)
+            model = stage.build(data.dims, 4)
+            opt = make_optimizer(stage.optim, model)
+            sampler = build_sampler(stage.sampler, False, stage.sampler_rate, 0)
+            bs = stage.optim.batch_size
+            order = data.epoch_order(rows, np.random.default_rng(0))
+            train_epoch(model, stage, sampler, ctx, order[:bs], opt, scaler, np.random.default_rng(1))  # warm-up
+            timing: dict = {}
+            timed = order[bs : (1 + args.steps) * bs]
+            train_epoch(model, stage, sampler, ctx, timed, opt, scaler, np.random.default_rng(2), timing)
+            step = timing["total"] / timing["steps"]
+            out[f"{name}/{stage.name}"] = {
+                "batch": bs,
+                "step_s": step,
+                "epoch_s": step * int(np.ceil(IEMOCAP_TRAIN / bs)),
+                "epochs": stage.optim.epochs,
+                "trainable": count_parameters(model)["trainable"],
+            }
+            print(name, stage.name, out[f"{name}/{stage.name}"], file=sys.stderr, flush=True)
+    return out
+
+
+def _cfg():
+    from cmarr.shared.config import PipelineConfig
+
+    return PipelineConfig().train
 
 
 def longest_worker(args) -> dict:
@@ -197,14 +267,15 @@ def main() -> None:
     ap.add_argument("--scales", default="1,2,4")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.md")
-    ap.add_argument("--worker", choices=["step", "longest", "epoch"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["step", "longest", "epoch", "systems"], help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
     ap.add_argument("--run-out", help=argparse.SUPPRESS)
     ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         args.out = args.run_out
-        fn = {"step": step_worker, "longest": longest_worker, "epoch": epoch_worker}[args.worker]
+        fn = {"step": step_worker, "longest": longest_worker, "epoch": epoch_worker, "systems": systems_worker}
+        fn = fn[args.worker]
         print(json.dumps(fn(args)))
         return
     from cmarr.shared.store.synthetic import IEMOCAP_LIKE, write_synthetic_store
@@ -228,6 +299,8 @@ def main() -> None:
                              f"{100 * res['wait_share']:.1f}%", f"{res['epoch_s']:.0f}",
                              f"{res['peak_rss_gb']:.2f}"])  # fmt: skip
                 print(rows[-1], flush=True)
+        per_system = _run("systems", "--store", str(Path(tmp) / "x1.zarr"), "--steps", str(max(2, args.steps // 2)))
+        print("systems:", per_system, flush=True)
         longest = _run("longest")
         print("longest:", longest, flush=True)
         small = Path(tmp) / "small.zarr"
@@ -242,6 +315,9 @@ def main() -> None:
         print("idle", idle, "loaded", loaded, flush=True)
 
     lazy, mem = summary.get((1, "lazy")), summary.get((1, "memory"))
+    first = summary[min(summary)]
+    where = md_table(["op family", "share of a model step's CPU time"],
+                     [[k, f"{100 * v:.0f}%"] for k, v in first["time_by_op"].items()])  # fmt: skip
     verdicts = []
     if lazy and mem:
         verdicts.append(f"- lazy vs in-memory step time at 1x: {lazy['step_s'] / mem['step_s']:.2f}x (target <= 1.10)")
@@ -257,6 +333,11 @@ def main() -> None:
         f"{idle['seconds']:.1f} s idle, {loaded['seconds']:.1f} s beside {os.cpu_count()} busy processes: "
         f"{loaded['seconds'] / idle['seconds']:.2f}x (target <= 2.5x)"
     )
+    system_rows = [
+        [key, v["batch"], f"{v['trainable']:,}", f"{v['step_s']:.2f}", f"{v['epoch_s']:.0f}", v["epochs"],
+         f"{v['epoch_s'] * v['epochs'] / 60:.0f}"]
+        for key, v in per_system.items()
+    ]  # fmt: skip
     report = (
         "# Training benchmark\n\n"
         f"Command: `python bench/train.py --n {args.n} --scales {args.scales} --steps {args.steps}`\n\n"
@@ -283,6 +364,23 @@ def main() -> None:
         )  # fmt: skip
         + "\n"
         + "\n".join(verdicts)
+        + "\n\n## Every Table 2 system, per stage (in memory, 1x store)\n\n"
+        + md_table(
+            [
+                "system/stage",
+                "batch",
+                "trainable params",
+                "s / step",
+                f"s / epoch at {IEMOCAP_TRAIN} utterances",
+                "epochs (paper preset, at most)",
+                "minutes per fold (at most, CPU)",
+            ],
+            system_rows,
+        )  # fmt: skip
+        + "\nEpoch time excludes the validation scoring after each epoch; early stopping usually ends a stage "
+        "before its last epoch.\n"
+        + "\nWhere a model step's time goes (torch.profiler, self CPU time, one step of the first row):\n\n"
+        + where
         + f"\n\nEach row times {args.steps} steps after a 2-step warm-up, in its own process (peak memory is per "
         "row). 'Model only' is forward + losses + backward + AdamW on the same batches already built; the "
         "difference to the step is batching, normalisation and the prefetch thread. FLOPs are counted by "

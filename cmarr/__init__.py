@@ -9,7 +9,16 @@ models and reports) and `cmarr.shared` (config, store schema, labels) used by bo
     predictor.predict(audio="clip.wav", text="I can't believe you did that")
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# OpenMP threads that wait for each other spin for a while before sleeping (libgomp: 300,000
+# spins). When another process keeps the cores busy, a spinning thread burns the time slice its
+# partner needs, and every small parallel op waits a scheduler tick: an epoch of the demo took
+# 10x longer beside two busy processes, and 2x with a short spin (bench/train.py: 2x the idle
+# time for about 6% more when idle). Set before torch loads OpenMP; a user's own value wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # GNU OpenMP (torch's pip wheels)
+os.environ.setdefault("KMP_BLOCKTIME", "1")  # Intel OpenMP (builds linked to it), milliseconds
 
 try:
     __version__ = version("cmarr")

@@ -259,10 +259,9 @@ def test_a_missing_modality_is_never_read_at_evaluation(data, name, dropped):
         assert torch.equal(model(clean).logits, model(noisy).logits)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin"])
-def test_each_system_trains_and_writes_the_table(data, name, tmp_path):
-    args = ["--store", str(data.store.location), "--folds", "5", "--out", str(tmp_path), "--system", name,
+def _family_args(data, name: str, out) -> list[str]:
+    """cmarr-train arguments for a tiny, one-epoch run of an MMIN-family system."""
+    args = ["--store", str(data.store.location), "--folds", "5", "--out", str(out), "--system", name,
             "--set", "train.device=cpu", "--set", "train.amp=none"]  # fmt: skip
     for key, value in TINY_FAMILY.items():
         args += ["--set", f"train.mmin_family.{key}={json.dumps(value)}"]
@@ -271,6 +270,13 @@ def test_each_system_trains_and_writes_the_table(data, name, tmp_path):
         for part in ("optim", "pretrain") if s in ("if_mmin", "cif_mmin") else ("optim",):
             args += ["--set", f"train.{s}.{part}.epochs=1", "--set", f"train.{s}.{part}.decay_epochs=0",
                      "--set", f"train.{s}.{part}.batch_size=16"]  # fmt: skip
+    return args
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin"])
+def test_each_system_trains_and_writes_the_table(data, name, tmp_path):
+    args = _family_args(data, name, tmp_path)
     r = runner.invoke(train_app, args)
     assert r.exit_code == 0, r.output
     [run] = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -282,3 +288,41 @@ def test_each_system_trains_and_writes_the_table(data, name, tmp_path):
     assert described["system"] == name and described["stages"]
     for stage in described["stages"]:
         assert (run / "seed0/fold1/split0" / stage["name"] / "checkpoint.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cm-arr", "baseline", "utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin"])
+def test_each_system_trains_and_predicts_under_cpu_autocast(data, name, tmp_path, monkeypatch):
+    """The default GPU path (bf16 autocast) on the CPU, through the real training and evaluation
+    loops: every stage's forward, losses, backward and step, selection and test predictions."""
+    from cmarr.train import evaluation
+
+    used = []
+
+    def bf16(device, amp):
+        used.append(amp)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    monkeypatch.setattr(stage_module, "autocast", bf16)
+    monkeypatch.setattr(evaluation, "autocast", bf16)
+    if name in ("cm-arr", "baseline"):
+        from test_train_protocol import TINY
+
+        args = ["--store", str(data.store.location), "--folds", "5", "--out", str(tmp_path), "--system", name,
+                "--set", "train.cm_arr.optim.epochs=1", "--set", "train.device=cpu", *TINY]  # fmt: skip
+    else:
+        args = _family_args(data, name, tmp_path)
+    r = runner.invoke(train_app, args)
+    assert r.exit_code == 0, r.output
+    assert used  # the loops did run under autocast
+    [run] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    table = json.loads((run / "results.json").read_text())["table"]
+    assert all(np.isfinite(v) for cells in table.values() for cell in cells.values() for v in _numbers(cell))
+
+
+def _numbers(cell):
+    return (
+        [cell]
+        if isinstance(cell, float | int)
+        else [x for v in (cell.values() if isinstance(cell, dict) else cell) for x in _numbers(v)]
+    )

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import torch
 from cmarr.train.batch import Batch
+from cmarr.train.precision import full_precision
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -52,6 +53,13 @@ class LSTMEncoder(nn.Module):
         self.pooling, self.masked = pooling, masked
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # fp32 even under autocast: oneDNN has no bf16 kernel for a packed LSTM's inference on
+        # many CPUs ("could not create a primitive descriptor"), and reduced-precision RNN support
+        # differs between GPUs; the LSTMs are small, so fp32 costs little and runs everywhere.
+        with full_precision(x.device):
+            return self._forward(x.float(), mask)
+
+    def _forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if not self.masked:  # as published: the padding is read
             out, (h_n, _) = self.rnn(x)
             return out.max(1).values if self.pooling == "maxpool" else h_n[0]

@@ -75,7 +75,7 @@ class CRA(SystemModel):
                 parts = [(out.recon.float()[:, k * e : (k + 1) * e], target[:, k * e : (k + 1) * e], missing[m])
                          for k, m in enumerate(ORDER)]  # fmt: skip
             else:
-                parts = [(self.decoders[m](out.recon)[0].float(), full[m].float(), missing[m]) for m in ORDER]
+                parts = [(self.decoders[m](out.recon.float())[0].float(), full[m].float(), missing[m]) for m in ORDER]
             terms["recon"] = sum(self._error(pred, target, rows) for pred, target, rows in parts)
         return terms
 
