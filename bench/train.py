@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -130,7 +129,7 @@ def step_worker(args) -> dict:
         "epoch_s": step_s * int(np.ceil(len(data) / bs)),
         "gflop": flops / 1e9,
         "roof_gflops": roof,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": _peak_rss_gb(),
         "time_by_op": _op_shares(prof),
     }
 
@@ -223,7 +222,7 @@ def longest_worker(args) -> dict:
     model.train()
     for _ in range(2):
         _model_step(model, stage, opt, batch)
-    return {"before_gb": before, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {"before_gb": before, "peak_rss_gb": _peak_rss_gb()}
 
 
 def epoch_worker(args) -> dict:
@@ -241,6 +240,14 @@ def epoch_worker(args) -> dict:
     if r.exit_code:
         raise SystemExit(r.output)
     return {"seconds": time.perf_counter() - t0}
+
+
+def _peak_rss_gb() -> float:
+    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss, which Linux carries
+    over from the parent across fork and exec: a worker started by a parent that had written a large
+    store would report the parent's peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
 
 
 def _rss_now_gb() -> float:

@@ -101,3 +101,24 @@ def test_a_kill_during_a_save_leaves_the_previous_file(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / "c.pt", {"w": torch.zeros(3)}, {})
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(tmp_path / "c.pt")[0]["w"], torch.ones(3))
+
+
+def test_every_cuda_devices_random_state_is_saved_and_restored(tmp_path, monkeypatch):
+    """A resumed CUDA run is the uninterrupted run only if each device's generator is restored: the
+    state file holds them (CUDA simulated: two devices, as torch.cuda reports them)."""
+    from cmarr.train.checkpoint import restore_rng, rng_state
+
+    devices = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [d.clone() for d in devices])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    save_state(tmp_path / "s.pt", {"model": {}, "optimizer": {}, "schedule": {}, "rng": rng_state(), "progress": {}})
+    saved = load_state(tmp_path / "s.pt")["rng"]
+    assert [torch.equal(a, b) for a, b in zip(saved["cuda"], devices)] == [True, True]
+    restore_rng(saved)
+    assert len(restored) == 2 and all(torch.equal(a, b) for a, b in zip(restored, devices))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(CheckpointError, match="saved with 2 CUDA devices, this machine has 1"):
+        restore_rng(saved)

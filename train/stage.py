@@ -189,7 +189,11 @@ def train_epoch(model, stage: Stage, sampler: Sampler, ctx: SplitContext, rows, 
     params = model.trainable_parameters()
     sums: dict[str, float] = {}
     steps, waited, start = 0, 0.0, time.perf_counter()
-    stream = prefetch(build(k) for k in range(len(batches)))
+    batches_built = (build(k) for k in range(len(batches)))
+    # On a GPU, the next batch is built on a thread while the device computes. On a CPU, such a
+    # thread takes cores from torch's own threads, whose every parallel op then waits for it:
+    # building in the loop is faster there (bench/train.py: lazy vs in-memory, step vs model).
+    stream = prefetch(batches_built) if device.type == "cuda" else batches_built
     while True:
         t0 = time.perf_counter()
         batch = next(stream, None)
