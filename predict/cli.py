@@ -59,6 +59,8 @@ def predict(
         raise ConfigError("give both --start and --end, or neither")
     if video_half not in (None, "left", "right"):
         raise ConfigError(f"--video-half {video_half!r}: use left or right")
+    if out and not out.parent.is_dir():  # found before any work, not after it
+        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
     predictor = load_predictor(run, device, dict(parse_override(s) for s in set_ or []))
     if store:
         preds = predictor.predict_store(store, parse_modalities(modalities))

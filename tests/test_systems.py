@@ -117,10 +117,13 @@ def test_a_checkpoint_from_another_fold_is_refused(data, tmp_path):
         run_stage(system, 1, _ctx(data, 0), mine)
 
 
-@pytest.mark.parametrize("where", ["after the stopping epoch's state", "inside the state save"])
+@pytest.mark.parametrize(
+    "where", ["after the stopping epoch's state", "inside the state save", "inside the first state save"]
+)
 def test_resume_at_every_boundary_is_the_uninterrupted_run(data, tmp_path, monkeypatch, where):
     """A stage that stops early, killed after it saved the stopping epoch's state (before its
-    checkpoint) or in the middle of a state save, resumes to the same weights and metrics log."""
+    checkpoint) or in the middle of a state save (the first one: no state yet, but epoch 1's metrics
+    line written), resumes to the same weights and metrics log."""
     optim = StageOptim(lr=1e-2, batch_size=8, epochs=6, patience=1)
     system = System("t", "t", (Stage("only", lambda d, k: Toy(d, k), optim, {"cls": 1.0}),))
     reference = run_stage(system, 0, _ctx(data, 0), {"only": tmp_path / "ref"})
@@ -136,7 +139,7 @@ def test_resume_at_every_boundary_is_the_uninterrupted_run(data, tmp_path, monke
 
     def save_state(path, state):
         calls["n"] += 1
-        if where == "inside the state save" and calls["n"] == 2:
+        if calls["n"] == {"inside the state save": 2, "inside the first state save": 1}.get(where):
             Path(str(path) + ".partial").write_bytes(b"half a file")
             raise Killed
         real_save(path, state)

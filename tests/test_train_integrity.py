@@ -137,3 +137,8 @@ def test_resume_never_runs_a_state_file(tmp_path):
     r = _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=2", "--resume")
     assert r.exit_code == 1 and not marker.exists()
     assert "state.pt: refused" in r.output
+
+
+def test_predict_checks_the_output_folder_before_any_work(tmp_path):
+    r = runner.invoke(predict_app, [str(tmp_path), "--store", "x.zarr", "--out", str(tmp_path / "nodir/p.csv")])
+    assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output

@@ -94,6 +94,8 @@ def run_stage(system: System, index: int, ctx: SplitContext, folders: dict[str, 
         progress, best_state = saved["progress"], saved.get("best_model")
         _truncate(folder / "metrics.jsonl", progress["metrics_bytes"])  # lines of epochs the state does not hold
         ctx.log(f"{ctx.meta.get('split', '')} {stage.name}: resuming after epoch {progress['epoch']}")
+    else:  # from scratch: a kill before the first state was saved may have left epoch 1's line
+        _truncate(folder / "metrics.jsonl", 0)
     rows = training_rows(sampler, ctx.data.present, ctx.train)
     total = stage.optim.epochs + stage.optim.decay_epochs
     while not progress["done"]:
