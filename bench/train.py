@@ -9,6 +9,9 @@ denominator together:
   has to be done; elementwise ops are not counted);
 - achieved = FLOPs / seconds, as a fraction of the roof, for the whole training step (data,
   losses, optimizer) and for the model alone (forward + backward + AdamW on ready batches);
+- the kernels' own rate per op family (convolution, matmul, attention): the profiled step's FLOPs
+  of each family over the self time of its kernels, and from them the most a step could reach were
+  no time spent between kernels;
 - data wait: the share of step time the loop waited for its next batch; lazy vs in-memory reading;
 - peak memory: resident set of a process that trained one step on batch 16 whose speech is the
   longest IEMOCAP-like length (1700 frames, 34 s), and per corpus scale (1x, 2x, 4x) reading lazily;
@@ -89,8 +92,7 @@ def step_worker(args) -> dict:
     """Time `args.steps` training steps (after 2 of warm-up), count their FLOPs, measure the roof."""
     import numpy as np
     import torch
-    from cmarr.train.stage import train_epoch
-    from torch.utils.flop_counter import FlopCounterMode
+    from cmarr.train.stage import train_epoch, training_batch
 
     stage, data, rows, model, opt, ctx, sampler = _setup(args.store, args.memory)
     bs = stage.optim.batch_size
@@ -105,18 +107,21 @@ def step_worker(args) -> dict:
     # the same batches again, ready in memory: the model's share, and the FLOPs they hold
     batches_idx = [np.sort(timed[lo : lo + bs]) for lo in range(0, len(timed), bs)]
     avail = sampler.draw(data.present, batches_idx, np.random.default_rng(2))
-    batches = [data.batch(b, a, ctx.norm, ctx.device) for b, a in zip(batches_idx, avail)]
+    batches = [training_batch(model, ctx, b, a) for b, a in zip(batches_idx, avail)]  # as train_epoch builds them
     model.train()
     t0 = time.perf_counter()
     for batch in batches:
         _model_step(model, stage, opt, batch)
     model_s = (time.perf_counter() - t0) / len(batches)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         for batch in batches:
             _model_step(model, stage, opt, batch)
     flops = counter.get_total_flops() / len(batches)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        _model_step(model, stage, opt, batches[0])
+    one = flop_counter()  # the profiled step's own FLOPs, per op
+    with one:
         _model_step(model, stage, opt, batches[0])
     roof = matmul_roof()
     return {
@@ -131,7 +136,60 @@ def step_worker(args) -> dict:
         "roof_gflops": roof,
         "peak_rss_gb": _peak_rss_gb(),
         "time_by_op": _op_shares(prof),
+        "rate_by_op": _op_rates(prof, one),
     }
+
+
+def flop_counter():
+    """FlopCounterMode that also counts the CPU's fused attention kernel, which torch's registry
+    leaves out (it counts the CUDA kernels only): without it, the UMC's attention over speech frames
+    (a few GFLOP per step) would be missing from every rate."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def forward(q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(q, k, v)
+
+    def backward(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_backward_flop_count(grad_out, q, k, v)
+
+    return FlopCounterMode(
+        display=False,
+        custom_mapping={
+            aten._scaled_dot_product_flash_attention_for_cpu: forward,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+        },
+    )
+
+
+# per family: profiler op names (self time) and the FlopCounterMode ops (without "aten.") of its work
+MATMULS = ("mm", "bmm", "addmm", "baddbmm")
+RATE_FAMILIES = {
+    "convolution": (("convolution", "conv1d", "conv2d"), lambda op: op.startswith("convolution")),
+    "matmul": (tuple(f"aten::{op}" for op in MATMULS), lambda op: op in MATMULS),
+    "attention (SDPA)": (("scaled_dot_product",), lambda op: "scaled_dot_product" in op),
+}  # fmt: skip
+
+
+def _op_rates(prof, counter) -> dict[str, dict[str, float]]:
+    """Per family: GFLOP in one model step and the seconds its kernels took (self CPU time), so
+    GFLOP/s is what the kernels reach at the model's shapes, apart from the time between them."""
+    events = [(e.key, e.self_cpu_time_total / 1e6) for e in prof.key_averages()]
+    flops = {str(op).removeprefix("aten."): n for op, n in counter.get_flop_counts()["Global"].items()}
+    rates = {
+        family: {
+            "gflop": sum(n for op, n in flops.items() if counts(op)) / 1e9,
+            "seconds": sum(t for key, t in events if any(p in key for p in names)),
+        }
+        for family, (names, counts) in RATE_FAMILIES.items()
+    }
+    rates["everything else"] = {
+        "gflop": sum(flops.values()) / 1e9 - sum(r["gflop"] for r in rates.values()),
+        "seconds": sum(t for _, t in events) - sum(r["seconds"] for r in rates.values()),
+    }
+    return rates
 
 
 OP_FAMILIES = {
@@ -325,7 +383,18 @@ def main() -> None:
     first = summary[min(summary)]
     where = md_table(["op family", "share of a model step's CPU time"],
                      [[k, f"{100 * v:.0f}%"] for k, v in first["time_by_op"].items()])  # fmt: skip
-    verdicts = []
+    roof = first["roof_gflops"]
+    rates = md_table(
+        ["op family", "GFLOP in the step", "seconds in its kernels", "GFLOP/s", "of the roof"],
+        [[k, f"{max(v['gflop'], 0):.1f}", f"{v['seconds']:.2f}", f"{max(v['gflop'], 0) / v['seconds']:.0f}",
+          f"{100 * max(v['gflop'], 0) / v['seconds'] / roof:.0f}%"] for k, v in first["rate_by_op"].items()],
+    )  # fmt: skip
+    counted = [v for k, v in first["rate_by_op"].items() if k != "everything else"]
+    kernel_rate = sum(v["gflop"] for v in counted) / sum(v["seconds"] for v in counted)
+    verdicts = [
+        f"- the most a step could reach with these kernels at these shapes, were no time spent between "
+        f"them: {kernel_rate:.0f} GFLOP/s, {100 * kernel_rate / roof:.0f}% of the roof (target >= 40%)"
+    ]
     if lazy and mem:
         verdicts.append(f"- lazy vs in-memory step time at 1x: {lazy['step_s'] / mem['step_s']:.2f}x (target <= 1.10)")
     peaks = [summary[k]["peak_rss_gb"] for k in sorted(summary) if k[1] == "lazy"]
@@ -388,10 +457,16 @@ def main() -> None:
         "before its last epoch.\n"
         + "\nWhere a model step's time goes (torch.profiler, self CPU time, one step of the first row):\n\n"
         + where
+        + "\n\nWhat the kernels reach at the model's shapes (the same profiled step; FLOPs counted per op, "
+        "time is the kernels' own, so the gap to the roof here is the kernels', not the time between them; "
+        "profiling slows small ops, so these rates are a lower bound):\n\n"
+        + rates
         + f"\n\nEach row times {args.steps} steps after a 2-step warm-up, in its own process (peak memory is per "
-        "row). 'Model only' is forward + losses + backward + AdamW on the same batches already built; the "
-        "difference to the step is batching, normalisation and the prefetch thread. FLOPs are counted by "
-        "FlopCounterMode on those batches (forward and backward; padding included, as the step computes it). "
+        "row). 'Model only' is forward + losses + backward + AdamW on the same batches already built (as "
+        "training builds them: the true features of every present modality, for the reconstruction targets); "
+        "the difference to the step is reading, batching and normalisation. FLOPs are counted by "
+        "FlopCounterMode on those batches (forward and backward; padding included, as the step computes it; "
+        "the CPU's fused attention kernel counted too). "
         "The roof is the best of 5 fp32 2048^3 matmuls in the same process. Seconds per epoch multiply the step "
         "time by the steps in an epoch.\n"
     )
