@@ -100,15 +100,32 @@ def _run(read: Callable[[], CorpusScan], corpus, out, label_set, settings, overw
     from cmarr.shared.cluster import dask_client, local_gpus
 
     cfg = apply_profile(settings.cfg, settings.explicit)
+    made = _missing_folders(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        dask_client(scheduler, cluster, local_gpus(cfg.extract.device)) as client,
-        ProgressReporter("utterances") as progress,
-    ):
-        report = extract_corpus(
-            scan.records, path, corpus, label_set, cfg, overwrite=overwrite, progress=progress.update, executor=client
-        )
+    try:
+        with (
+            dask_client(scheduler, cluster, local_gpus(cfg.extract.device)) as client,
+            ProgressReporter("utterances") as progress,
+        ):
+            report = extract_corpus(
+                scan.records, path, corpus, label_set, cfg, overwrite=overwrite, progress=progress.update,
+                executor=client,
+            )  # fmt: skip
+    except BaseException:
+        for folder in made:  # a refusal before anything was written leaves no empty --out behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     _print_report(report)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders `folder.mkdir(parents=True)` would create, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def store_path(out: Path, corpus: str) -> Path:

@@ -111,15 +111,15 @@ class PipelineConfig(Section):
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read `path` (default: ./pipeline.toml if present, else built-in defaults), apply
-    dotted-key overrides, validate. Raises ConfigError naming the file and the key."""
+    """Read `path` (default: ./pipeline.toml if present, else built-in defaults), validate it, then
+    apply the dotted-key `overrides` (`--set`) and validate again. Raises ConfigError naming the
+    file (or `--set`) and the key: a fault is blamed on where it was written."""
     source, raw = _read_raw(path)
-    for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value, source)
     try:
-        return PipelineConfig.model_validate(raw)
+        config = PipelineConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_validation(err, source)) from None
+    return with_overrides(config, overrides, "--set") if overrides else config
 
 
 def with_overrides(config: PipelineConfig, overrides: dict[str, Any], source: str = "<overrides>") -> PipelineConfig:

@@ -57,6 +57,16 @@ def test_batched_token_counts_equal_one_at_a_time_counts():
     assert enc.costs(records).tolist()[1:5] == [0, 0, 0, 12]
 
 
+def test_a_cut_transcript_is_noted_on_its_item():
+    """Truncation to max_length is kept as a note with the item (field case text-maxlen): 40 word
+    pieces, max_length 12 -> the first 10 (12 less [CLS] and [SEP])."""
+    enc = TextEncoder(TextEncoderConfig(model=str(minilm_path()), max_length=12), CPU, "none")
+    long, short = enc.encode(["word " * 40, "I am so happy for you."])
+    assert long.status == Status.OK and long.features.shape[0] == 10
+    assert long.reason == "transcript cut to its first 10 of 40 word pieces (extract.text.max_length = 12)"
+    assert short.status == Status.OK and short.reason == ""
+
+
 def test_tiny_random_bert_from_a_local_directory_and_layer_choice(tmp_path):
     from transformers import BertConfig, BertModel
 

@@ -54,6 +54,19 @@ def test_store_dir_is_the_default_out(tmp_path, monkeypatch):
     assert (tmp_path / "features" / "c.zarr" / "zarr.json").is_file()
 
 
+def test_a_refused_setting_leaves_no_empty_out_folder(tmp_path):
+    """The encoder refuses max_length after --out's folders were made: they go again (field case
+    text-maxlen); a folder that existed before stays."""
+    manifest = small_manifest(tmp_path)
+    out = tmp_path / "new" / "deeper"
+    result = extract(manifest, out, "--modalities", "text", "--set", "extract.text.max_length=1024")
+    assert result.exit_code == 2 and "max_length" in result.output, result.output
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    result = extract(manifest, tmp_path / "kept", "--modalities", "text", "--set", "extract.text.max_length=1024")
+    assert result.exit_code == 2 and (tmp_path / "kept").is_dir()
+
+
 def test_explicit_set_wins_over_the_demo_profile(tmp_path):
     manifest = small_manifest(tmp_path)
     result = extract(

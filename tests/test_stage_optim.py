@@ -44,3 +44,33 @@ def test_not_fused_where_torch_has_no_fused_kernel(monkeypatch):
     opt = make_optimizer(StageOptim(), _Tiny())
     assert not opt.defaults["fused"]
     assert opt.defaults["foreach"] is None  # torch's own default path
+
+
+def test_fused_step_under_a_grad_scaler_skips_inf_and_unscales():
+    """The CUDA fp16 path (GradScaler, unscale_ before clipping, then step) with the fused update,
+    run on the CPU: an inf gradient skips the step, a finite one equals the unscaled update."""
+    torch.manual_seed(0)
+    model, reference = _Tiny(), _Tiny()
+    reference.load_state_dict(model.state_dict())
+    opt = make_optimizer(StageOptim(lr=1e-2), model)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-2, foreach=False)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    x = torch.randn(4, 6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    scaler.scale(model.a(x).sum() * float("inf")).backward()
+    scaler.unscale_(opt)
+    scaler.step(opt)
+    scaler.update()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # skipped
+    assert scaler.get_scale() == 512.0
+
+    opt.zero_grad()
+    scaler.scale(model.a(x).square().mean()).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1e6)  # clipping sees unscaled gradients
+    scaler.step(opt)
+    scaler.update()
+    reference.a(x).square().mean().backward()
+    ref_opt.step()
+    torch.testing.assert_close(model.a.weight, reference.a.weight, rtol=1e-6, atol=1e-7)

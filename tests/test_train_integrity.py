@@ -85,6 +85,7 @@ def test_conditions_without_test_utterances_read_n_a(tmp_path):
     for row in ("{v}", "{v,t}", "{s,v}", "{s,v,t}"):
         assert np.isnan(table[row]["uar_mean"]) and f"| {row} | n/a |" in md
     assert not np.isnan(table["{s,t}"]["uar_mean"]) and not np.isnan(table["Avg."]["uar_mean"])
+    assert "nan" not in r.output and "n/a" in r.output  # the console's table says it as results.md does
 
 
 def test_require_names_the_session_it_removes(tmp_path):
@@ -142,3 +143,23 @@ def test_resume_never_runs_a_state_file(tmp_path):
 def test_predict_checks_the_output_folder_before_any_work(tmp_path):
     r = runner.invoke(predict_app, [str(tmp_path), "--store", "x.zarr", "--out", str(tmp_path / "nodir/p.csv")])
     assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
+
+
+def test_weights_that_do_not_fit_are_named(tmp_path):
+    """A checkpoint whose weights lack a key, hold an extra one and one of another shape: the
+    message names each (field case predict-inputs, missing_weights), exit 2, no traceback."""
+    from cmarr.train.checkpoint import load_checkpoint, save_checkpoint
+
+    store = make_store(tmp_path / "s.zarr", ["A", "B"] * 6, np.arange(12) % 2)
+    assert _train(store, tmp_path / "r").exit_code == 0
+    [ckpt] = (tmp_path / "r").glob("*/seed0/fold1/split0/cm-arr/checkpoint.pt")
+    state, meta = load_checkpoint(ckpt)
+    state.pop("prior")
+    state["extra.weight"] = torch.zeros(1)
+    state["classifier.0.bias"] = torch.zeros(3)
+    save_checkpoint(ckpt, state, meta)
+    r = runner.invoke(predict_app, [str(ckpt.parent.parent), "--store", str(store), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    message = " ".join(r.output.split())
+    assert "1 missing (prior)" in message and "1 unexpected (extra.weight)" in message
+    assert "classifier.0.bias is (3,), expected (128,)" in message

@@ -111,4 +111,6 @@ def _safe_load(path: Path, fmt: str, keys: tuple[str, ...]) -> dict[str, Any]:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
+    if not text:
+        return type(err).__name__
+    return text[0] if len(text[0]) <= 200 else text[0][:197] + "..."

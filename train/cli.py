@@ -91,6 +91,7 @@ def train(
     if jobs > 1 and scheduler:
         raise ConfigError("give either --jobs (a local cluster) or --scheduler (a running one), not both")
     from cmarr.shared.cluster import cluster_device, dask_client, local_gpus
+    from cmarr.train.report import mean_std
     from cmarr.train.run import run_training
 
     names = selected_systems(cfg.train.system, systems, ablations)  # checked before any cluster starts
@@ -122,7 +123,7 @@ def train(
     for run in runs:
         view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}")
         for row, t in run.table.items():
-            view.add_row(row, f"{t['war_mean']:.2f} ± {t['war_std']:.2f}", f"{t['uar_mean']:.2f} ± {t['uar_std']:.2f}")
+            view.add_row(row, mean_std(t, "war", " ± "), mean_std(t, "uar", " ± "))
         console.print(view)
         console.print(f"run directory: {run.run_dir}", markup=False, soft_wrap=True)
 

@@ -40,12 +40,29 @@ def load_model(path: Path) -> tuple[SystemModel, dict, Normaliser]:
     cfg = TrainConfig.model_validate(meta["train_config"])
     stage = get_system(meta["system"], cfg).stage(meta["stage"])
     model = stage.build(meta["dims"], len(meta["classes"]))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ConfigError(f"{path}: weights do not fit {meta['system']} ({str(err).splitlines()[0]})") from None
+    if problem := state_mismatch(model.state_dict(), state):
+        raise ConfigError(f"{path}: weights do not fit {meta['system']}: {problem}")
+    model.load_state_dict(state)
     norm = Normaliser(
         {m: np.array(v, np.float32) for m, v in meta["norm"]["mean"].items()},
         {m: np.array(v, np.float32) for m, v in meta["norm"]["std"].items()},
     )
     return model.eval(), meta, norm
+
+
+def state_mismatch(expected: dict, found: dict, shown: int = 3) -> str | None:
+    """What keeps the weights `found` from loading into a model whose state dict is `expected`:
+    missing and unexpected names and shape differences, the first `shown` of each; None if they fit."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} is {tuple(found[k].shape)}, expected {tuple(expected[k].shape)}"
+        for k in expected
+        if k in found and tuple(found[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = [
+        f"{len(items)} {what} ({'; '.join(items[:shown])}{', ...' if len(items) > shown else ''})"
+        for what, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+        if items
+    ]
+    return ", ".join(parts) or None

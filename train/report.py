@@ -54,10 +54,18 @@ def summarize(per_fold: list[dict]) -> dict[str, dict]:
     return table
 
 
+def mean_std(t: dict, metric: str, plus: str = " +- ") -> str:
+    """'mean +- std' of `metric` ('war' or 'uar', %) of a table cell; 'n/a' for a condition with no
+    test utterance in any fold."""
+    if math.isnan(t[f"{metric}_mean"]):
+        return "n/a"
+    return f"{t[f'{metric}_mean']:.2f}{plus}{t[f'{metric}_std']:.2f}"
+
+
 def format_cell(t: dict) -> str:
     if math.isnan(t["war_mean"]):
         return "n/a"
-    return f"{t['war_mean']:.2f} +- {t['war_std']:.2f} / {t['uar_mean']:.2f} +- {t['uar_std']:.2f}"
+    return f"{mean_std(t, 'war')} / {mean_std(t, 'uar')}"
 
 
 def markdown(table: dict, title: str, n_runs: int, paper: dict, corpus: str = "", notes: list[str] = ()) -> str:

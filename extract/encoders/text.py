@@ -124,10 +124,19 @@ class TextEncoder(Encoder):
             hidden = self.model(**batch, output_hidden_states=True).hidden_states[self.cfg.layer]  # (B, T, D)
         hidden = hidden.float().cpu().numpy()
         results = list(results)
+        # word pieces before truncation, for a note on each cut item (verbose=False: transformers
+        # would warn of "indexing errors" that truncation prevents)
+        full = self.tokenizer([inputs[k] for k in present], add_special_tokens=False, verbose=False)["input_ids"]
         for row, k in enumerate(present):
             tokens = hidden[row][keep[row].numpy()]
+            cut = (
+                f"transcript cut to its first {len(tokens)} of {len(full[row])} word pieces "
+                f"(extract.text.max_length = {self.cfg.max_length})"
+                if len(full[row]) > len(tokens)
+                else ""
+            )
             results[k] = (
-                EncodeResult(tokens, Status.OK)
+                EncodeResult(tokens, Status.OK, cut)
                 if len(tokens)
                 else EncodeResult(None, Status.MISSING_INPUT, "no tokens")
             )

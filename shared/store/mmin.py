@@ -25,7 +25,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from cmarr.shared.errors import InputDataError
+from cmarr.shared.errors import ConfigError, InputDataError
 from cmarr.shared.labels import LabelSet
 from cmarr.shared.provenance import file_sha256
 from cmarr.shared.store.lock import store_lock
@@ -153,7 +153,7 @@ def _pick_h5(root: Path, letter: str, stem: str | None, notes: list[str]) -> Pat
     if stem:
         if not (folder / f"{stem}.h5").is_file():
             have = ", ".join(p.stem for p in found) or "no .h5 file"
-            raise InputDataError(f"{folder / f'{stem}.h5'}: not found ({option} {stem}; {folder} has {have})")
+            raise ConfigError(f"{folder / f'{stem}.h5'}: not found ({option} {stem}; {folder} has {have})")
         return folder / f"{stem}.h5"
     for p in found:
         if p.stem.endswith(NORMALISATION):
@@ -164,7 +164,7 @@ def _pick_h5(root: Path, letter: str, stem: str | None, notes: list[str]) -> Pat
     features = [p for p in found if not p.stem.endswith(NORMALISATION)]
     if len(features) > 1:
         names = [p.stem for p in features]
-        raise InputDataError(
+        raise ConfigError(  # the command must choose: a usage error (exit 2), not bad data
             f"{folder}: several feature files ({', '.join(names)}); choose one with {option} {names[0]}"
             + "".join(f" or {option} {n}" for n in names[1:])
         )
