@@ -119,20 +119,25 @@ class TextEncoder(Encoder):
             return_special_tokens_mask=True,
         )
         keep = (batch.pop("special_tokens_mask") == 0) & (batch["attention_mask"] == 1)  # (B, T)
+        at_limit = [row for row, n in enumerate(batch["attention_mask"].sum(1).tolist()) if n == self.cfg.max_length]
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with self.timed(), self.autocast():
             hidden = self.model(**batch, output_hidden_states=True).hidden_states[self.cfg.layer]  # (B, T, D)
         hidden = hidden.float().cpu().numpy()
         results = list(results)
-        # word pieces before truncation, for a note on each cut item (verbose=False: transformers
-        # would warn of "indexing errors" that truncation prevents)
-        full = self.tokenizer([inputs[k] for k in present], add_special_tokens=False, verbose=False)["input_ids"]
+        # word pieces before truncation of the rows that reached max_length, for a note on each cut
+        # item (verbose=False: transformers would warn of "indexing errors" that truncation prevents)
+        full = {}
+        if at_limit:
+            texts = [inputs[present[row]] for row in at_limit]
+            ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+            full = {row: len(pieces) for row, pieces in zip(at_limit, ids)}
         for row, k in enumerate(present):
             tokens = hidden[row][keep[row].numpy()]
             cut = (
-                f"transcript cut to its first {len(tokens)} of {len(full[row])} word pieces "
+                f"transcript cut to its first {len(tokens)} of {full[row]} word pieces "
                 f"(extract.text.max_length = {self.cfg.max_length})"
-                if len(full[row]) > len(tokens)
+                if full.get(row, 0) > len(tokens)
                 else ""
             )
             results[k] = (
