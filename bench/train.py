@@ -200,12 +200,22 @@ def flop_counter():
     )
 
 
-# per family: profiler op names (self time) and the FlopCounterMode ops (without "aten.") of its work
+OP_FAMILIES = {
+    "convolution (forward, backward)": ("convolution", "conv1d", "conv2d"),
+    "matmul (mm, bmm, addmm, linear)": ("aten::mm", "aten::bmm", "aten::addmm", "aten::linear", "aten::matmul"),
+    "attention (SDPA)": ("scaled_dot_product",),
+    "invertible 1x1 (LU solve, slogdet)": ("linalg_", "slogdet"),
+    "dropout (bernoulli)": ("bernoulli",),
+}
+
+
+# per family: profiler op names (self time: the kernels only, so not the composite linear/matmul
+# that OP_FAMILIES' time shares also list) and the FlopCounterMode ops (without "aten.") of its work
 MATMULS = ("mm", "bmm", "addmm", "baddbmm")
 RATE_FAMILIES = {
-    "convolution": (("convolution", "conv1d", "conv2d"), lambda op: op.startswith("convolution")),
+    "convolution": (OP_FAMILIES["convolution (forward, backward)"], lambda op: op.startswith("convolution")),
     "matmul": (tuple(f"aten::{op}" for op in MATMULS), lambda op: op in MATMULS),
-    "attention (SDPA)": (("scaled_dot_product",), lambda op: "scaled_dot_product" in op),
+    "attention (SDPA)": (OP_FAMILIES["attention (SDPA)"], lambda op: "scaled_dot_product" in op),
 }  # fmt: skip
 
 
@@ -226,15 +236,6 @@ def _op_rates(prof, counter) -> dict[str, dict[str, float]]:
         "seconds": sum(t for _, t in events) - sum(r["seconds"] for r in rates.values()),
     }
     return rates
-
-
-OP_FAMILIES = {
-    "convolution (forward, backward)": ("convolution", "conv1d", "conv2d"),
-    "matmul (mm, bmm, addmm, linear)": ("aten::mm", "aten::bmm", "aten::addmm", "aten::linear", "aten::matmul"),
-    "attention (SDPA)": ("scaled_dot_product",),
-    "invertible 1x1 (LU solve, slogdet)": ("linalg_", "slogdet"),
-    "dropout (bernoulli)": ("bernoulli",),
-}
 
 
 def _op_shares(prof) -> dict[str, float]:
@@ -445,7 +446,7 @@ def main() -> None:
     if len(lazy_rows) > 1:
         setup = [r["setup_rss_gb"] for r in lazy_rows]
         verdicts.append(
-            f"- memory reading lazily, from {args.scales.split(',')[0]}x to {args.scales.split(',')[-1]}x the corpus: "
+            f"- memory reading lazily, from {scales[0]}x to {scales[-1]}x the corpus: "
             f"resident once the store is open and its statistics computed {setup[0]:.2f} -> {setup[-1]:.2f} GB "
             f"({setup[-1] / setup[0]:.2f}x; flat: ~1); the peak with training "
             + " -> ".join(f"{r['peak_rss_gb']:.2f}" for r in lazy_rows)
