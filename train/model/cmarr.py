@@ -20,6 +20,7 @@ from cmarr.train.model.flow import ModalityFlow, gaussian_nll
 from cmarr.train.model.fusion import build_fusion
 from cmarr.train.model.projection import Projection
 from cmarr.train.model.reconstruction import ReconstructionModule
+from cmarr.train.model.stacked import RowStack, flows_forward, flows_inverse, reconstruct
 from cmarr.train.model.uncertainty import Gaussians, UncertaintyModule
 from cmarr.train.precision import full_precision, scatter_rows
 from torch import nn
@@ -73,25 +74,34 @@ class CMARR(SystemModel):
         out = Outputs(logits=torch.empty(0))
         B = batch.size
         ones = torch.ones(B, self.cfg.latent_len, dtype=torch.bool, device=self.prior.device)
+        flows, recs = [self.flow[m] for m in self.modalities], [self.rec[m] for m in self.modalities]
         for m in self.modalities:
-            rows = batch.known[m]
-            out.computed[m] = rows
-            out.gaussians[m], out.projected[m], out.rec_target[m] = self._encode(m, batch.x[m], batch.mask[m], rows)
-            z, logdet = self.flow[m](out.projected[m][rows], None)  # fp32; no padding at the common length
-            out.z[m], out.logdet[m] = scatter_rows(rows, z, B), scatter_rows(rows, logdet, B)
+            out.computed[m] = batch.known[m]
+            out.gaussians[m], out.projected[m], out.rec_target[m] = self._encode(
+                m, batch.x[m], batch.mask[m], batch.known[m]
+            )
+        # every modality's flow at once (stacked.py), each on its own rows; fp32, no padding at the common length
+        encoded = RowStack(list(out.computed.values()))
+        z, logdet = flows_forward(flows, encoded.gather(list(out.projected.values())))
+        out.z, out.logdet = (
+            dict(zip(self.modalities, encoded.scatter(z))),
+            dict(zip(self.modalities, encoded.scatter(logdet))),
+        )
         # the missing latent (Eq. 7): mean of the latents of the modalities given in this condition
         given = torch.stack([batch.avail[m] for m in self.modalities], 1).float()  # (B, M)
         z_stack = torch.stack([out.z[m] for m in self.modalities], 1)  # (B, M, D, T)
         z_miss = (z_stack * given[..., None, None]).sum(1) / given.sum(1).clamp(min=1)[:, None, None]
-        final = {}
-        for m in self.modalities:
-            missing = ~batch.avail[m]
-            x_hat = torch.zeros_like(out.projected[m])
-            if missing.any():
-                x_tilde = self.flow[m].inverse(z_miss[missing], None)  # Eq. 8, fp32
-                x_hat = scatter_rows(missing, self.rec[m](x_tilde, None), B)
-            out.reconstructed[m] = x_hat
-            final[m] = torch.where(batch.avail[m][:, None, None], out.projected[m], x_hat)  # (B, D, T)
+        # Eq. 8 and the RCAN, for every modality at once on the rows that miss it
+        missing = RowStack([~batch.avail[m] for m in self.modalities])
+        if missing.size:
+            x_tilde = flows_inverse(flows, missing.gather([z_miss] * len(self.modalities)))  # fp32
+            out.reconstructed = dict(zip(self.modalities, missing.scatter(reconstruct(recs, x_tilde))))
+        else:  # every modality given on every row
+            out.reconstructed = {m: torch.zeros_like(out.projected[m]) for m in self.modalities}
+        final = {  # (B, D, T)
+            m: torch.where(batch.avail[m][:, None, None], out.projected[m], out.reconstructed[m])
+            for m in self.modalities
+        }
         seqs = {m: final[m].transpose(1, 2) for m in self.modalities}  # (B, T, D)
         out.logits = self.classifier(self.fusion(seqs, {m: ones for m in self.modalities}))
         views = [F.normalize(self.spcl_head(final[m].mean(-1)), dim=-1) for m in self.modalities]
