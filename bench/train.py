@@ -202,7 +202,14 @@ def flop_counter():
 
 OP_FAMILIES = {
     "convolution (forward, backward)": ("convolution", "conv1d", "conv2d"),
-    "matmul (mm, bmm, addmm, linear)": ("aten::mm", "aten::bmm", "aten::addmm", "aten::linear", "aten::matmul"),
+    "matmul (mm, bmm, addmm, baddbmm, linear)": (
+        "aten::mm",
+        "aten::bmm",
+        "aten::addmm",
+        "aten::baddbmm",
+        "aten::linear",
+        "aten::matmul",
+    ),
     "attention (SDPA)": ("scaled_dot_product",),
     "invertible 1x1 (LU solve, slogdet)": ("linalg_", "slogdet"),
     "dropout (bernoulli)": ("bernoulli",),
