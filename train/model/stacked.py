@@ -80,9 +80,9 @@ def _stack(tensors) -> torch.Tensor:
 def _stacked_conv(convs: Sequence[nn.Conv1d]) -> tuple[torch.Tensor, torch.Tensor, int]:
     """M Conv1d of the same shape (stride 1, padding k // 2, odd k) -> weight (M, k Cin, Cout), bias
     (M, 1, Cout) and k. Row j Cin + c of the weight multiplies input channel c at offset j - k // 2."""
-    k = convs[0].kernel_size[0]
-    weight = _stack(c.weight.permute(2, 1, 0).reshape(-1, c.out_channels) for c in convs)
-    return weight, _stack(c.bias for c in convs).unsqueeze(1), k
+    weight = _stack(c.weight for c in convs)  # (M, Cout, Cin, k)
+    M, c_out, c_in, k = weight.shape
+    return weight.permute(0, 3, 2, 1).reshape(M, k * c_in, c_out), _stack(c.bias for c in convs).unsqueeze(1), k
 
 
 def _im2col(x: torch.Tensor, k: int) -> torch.Tensor:
