@@ -98,10 +98,10 @@ def test_row_stack_keeps_each_modality_s_rows_apart():
     rows = [torch.tensor([1, 0, 1, 1, 0], dtype=torch.bool), torch.tensor([0, 1, 0, 0, 0], dtype=torch.bool),
             torch.zeros(B, dtype=torch.bool)]  # fmt: skip
     stack = RowStack(rows)
-    assert stack.size == 3
+    assert stack.size == 3 and stack.active == [0, 1]  # the modality without rows is not computed on
     values = [torch.randn(B, C, T, dtype=torch.float64) for _ in range(M)]
     flows = _flows()
-    z, _ = flows_forward(flows, stack.gather(values))
+    z, _ = flows_forward(stack.pick(flows), stack.gather(values))
     for m, (flow, z_m) in enumerate(zip(flows, stack.scatter(z))):
         own = rows[m]
         if own.any():

@@ -82,7 +82,7 @@ class CMARR(SystemModel):
             )
         # every modality's flow at once (stacked.py), each on its own rows; fp32, no padding at the common length
         encoded = RowStack(list(out.computed.values()))
-        z, logdet = flows_forward(flows, encoded.gather(list(out.projected.values())))
+        z, logdet = flows_forward(encoded.pick(flows), encoded.gather(list(out.projected.values())))
         out.z, out.logdet = (
             dict(zip(self.modalities, encoded.scatter(z))),
             dict(zip(self.modalities, encoded.scatter(logdet))),
@@ -94,8 +94,8 @@ class CMARR(SystemModel):
         # Eq. 8 and the RCAN, for every modality at once on the rows that miss it
         missing = RowStack([~batch.avail[m] for m in self.modalities])
         if missing.size:
-            x_tilde = flows_inverse(flows, missing.gather([z_miss] * len(self.modalities)))  # fp32
-            out.reconstructed = dict(zip(self.modalities, missing.scatter(reconstruct(recs, x_tilde))))
+            x_tilde = flows_inverse(missing.pick(flows), missing.gather([z_miss] * len(self.modalities)))  # fp32
+            out.reconstructed = dict(zip(self.modalities, missing.scatter(reconstruct(missing.pick(recs), x_tilde))))
         else:  # every modality given on every row
             out.reconstructed = {m: torch.zeros_like(out.projected[m]) for m in self.modalities}
         final = {  # (B, D, T)

@@ -33,30 +33,36 @@ from torch.nn import functional as F
 
 class RowStack:
     """Each modality's rows of a batch, gathered to a common count R (the largest of the
-    modalities' counts). A modality with fewer rows fills its remaining slots with row 0, computed
-    on and dropped again by `scatter`: no slot of one row ever mixes with another's (every op here
-    is row-wise), so the rows kept are exactly what computing each modality alone would give.
+    modalities' counts). Only the modalities with rows are computed on (`active`, `pick`); a
+    modality with fewer rows than R fills its remaining slots with row 0, computed on and dropped
+    again by `scatter`: no slot of one row ever mixes with another's (every op here is row-wise),
+    so the rows kept are exactly what computing each modality alone would give.
 
     `rows`: M tensors (B,) bool. `size` is R (0: nothing to compute)."""
 
     def __init__(self, rows: Sequence[torch.Tensor]):
         self.batch = rows[0].shape[0]
-        self.index = [r.nonzero().squeeze(1) for r in rows]  # each (count_m,)
-        self.counts = [len(i) for i in self.index]
-        self.size = max(self.counts)
-        self._padded = torch.stack([F.pad(i, (0, self.size - len(i))) for i in self.index])  # (M, R)
+        index = [r.nonzero().squeeze(1) for r in rows]  # each (count_m,)
+        self.active = [m for m, i in enumerate(index) if len(i)] or [0]  # one at least: shapes for `scatter`
+        self.index = [index[m] for m in self.active]
+        self.size = max(len(i) for i in index)
+        self._modalities = len(rows)
+        self._padded = torch.stack([F.pad(i, (0, self.size - len(i))) for i in self.index])  # (A, R)
+
+    def pick(self, items: Sequence) -> list:
+        """The items (one per modality) of the active modalities, in order."""
+        return [items[m] for m in self.active]
 
     def gather(self, values: Sequence[torch.Tensor]) -> torch.Tensor:
-        """M tensors (B, ...) -> (M, R, ...)."""
-        return torch.stack([v[i] for v, i in zip(values, self._padded)])
+        """M tensors (B, ...) -> (A, R, ...), A the active modalities."""
+        return torch.stack([v[i] for v, i in zip(self.pick(values), self._padded)])
 
     def scatter(self, stacked: torch.Tensor) -> list[torch.Tensor]:
-        """(M, R, ...) -> M tensors (B, ...): each modality's own rows in place, zeros elsewhere,
-        in `stacked`'s dtype."""
-        out = []
-        for m, (index, count) in enumerate(zip(self.index, self.counts)):
-            full = stacked.new_zeros((self.batch, *stacked.shape[2:]))
-            out.append(full.index_put((index,), stacked[m, :count]))
+        """(A, R, ...) -> M tensors (B, ...): each active modality's own rows in place, zeros elsewhere
+        and for the modalities without rows, in `stacked`'s dtype."""
+        out = [stacked.new_zeros((self.batch, *stacked.shape[2:])) for _ in range(self._modalities)]
+        for a, (m, index) in enumerate(zip(self.active, self.index)):
+            out[m] = out[m].index_put((index,), stacked[a, : len(index)])
         return out
 
 
