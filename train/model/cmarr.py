@@ -81,8 +81,8 @@ class CMARR(SystemModel):
                 m, batch.x[m], batch.mask[m], batch.known[m]
             )
         # every modality's flow at once (stacked.py), each on its own rows; fp32, no padding at the common length
-        encoded = RowStack(list(out.computed.values()))
-        z, logdet = flows_forward(encoded.pick(flows), encoded.gather(list(out.projected.values())))
+        encoded = RowStack([out.computed[m] for m in self.modalities])
+        z, logdet = flows_forward(encoded.pick(flows), encoded.gather([out.projected[m] for m in self.modalities]))
         out.z, out.logdet = (
             dict(zip(self.modalities, encoded.scatter(z))),
             dict(zip(self.modalities, encoded.scatter(logdet))),
