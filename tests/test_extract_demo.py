@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import random
 import shutil
 import signal
 import subprocess
@@ -63,7 +63,7 @@ def _damage(corpus):
     wav = next((corpus / "Session1/sentences/wav").rglob("*.wav"))
     wav.write_bytes(wav.read_bytes()[: wav.stat().st_size // 2])
     avi = next((corpus / "Session2/dialog/avi/DivX").glob("*.avi"))
-    avi.write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + os.urandom(4096))
+    avi.write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + random.Random(0).randbytes(4096))
     tr = next((corpus / "Session3/dialog/transcriptions").glob("*.txt"))
     lines = tr.read_text().splitlines(keepends=True)
     head, _, _ = lines[0].partition("]: ")
