@@ -11,8 +11,10 @@ laid out channels-last (M, R, T, C), and every convolution is one batched matmul
 an im2col of its input: a third of the kernels, each three times larger. ActNorm is folded into
 the invertible 1x1 convolution that follows it (one matmul instead of two elementwise ops and one
 matmul). Measured: each part 1.3-1.8x faster (bench/results/stacked.md), a training step about 1.4x;
-the im2col keeps about 80 MB more for backward at batch 16. tests/test_stacked.py checks parity
-with the modules' own forward (values, log-determinants, gradients, padding, rows).
+the longest batch's peak memory 1.82 GB (1.71 before; bench/results/train.md). A convolution as one
+matmul to every tap's output plus shifted adds (no im2col) was 1.09x slower and saved 0.02 GB.
+tests/test_stacked.py checks parity with the modules' own forward (values, log-determinants,
+gradients, padding, rows).
 
 Legend: M modalities (those with rows: `RowStack.active`), B batch, R rows per modality (each
 modality's rows gathered to a common count by `RowStack`), T steps, C channels, D the common
