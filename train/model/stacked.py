@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from cmarr.train.model.flow import ActNorm, AffineCoupling, InvConv1x1, ModalityFlow
 from cmarr.train.model.reconstruction import ChannelAttention, ReconstructionModule, ResidualChannelAttentionBlock
-from cmarr.train.precision import at_least_fp32, full_precision
+from cmarr.train.precision import at_least_fp32, full_precision, scatter_rows
 from torch import nn
 from torch.nn import functional as F
 
@@ -46,13 +46,12 @@ class RowStack:
     `rows`: M tensors (B,) bool. `size` is R (0: nothing to compute)."""
 
     def __init__(self, rows: Sequence[torch.Tensor]):
-        self.batch = rows[0].shape[0]
+        self.rows = rows
         index = [r.nonzero().squeeze(1) for r in rows]  # each (count_m,)
         self.active = [m for m, i in enumerate(index) if len(i)] or [0]  # one at least: shapes for `scatter`
-        self.index = [index[m] for m in self.active]
-        self.size = max(len(i) for i in index)
-        self._modalities = len(rows)
-        self._padded = torch.stack([F.pad(i, (0, self.size - len(i))) for i in self.index])  # (A, R)
+        self.counts = [len(i) for i in index]
+        self.size = max(self.counts)
+        self._padded = torch.stack([F.pad(i, (0, self.size - len(i))) for i in self.pick(index)])  # (A, R)
 
     def pick(self, items: Sequence) -> list:
         """The items (one per modality) of the active modalities, in order."""
@@ -65,9 +64,10 @@ class RowStack:
     def scatter(self, stacked: torch.Tensor) -> list[torch.Tensor]:
         """(A, R, ...) -> M tensors (B, ...): each active modality's own rows in place, zeros elsewhere
         and for the modalities without rows, in `stacked`'s dtype."""
-        out = [stacked.new_zeros((self.batch, *stacked.shape[2:])) for _ in range(self._modalities)]
-        for a, (m, index) in enumerate(zip(self.active, self.index)):
-            out[m] = out[m].index_put((index,), stacked[a, : len(index)])
+        batch = self.rows[0].shape[0]
+        out = [stacked.new_zeros((batch, *stacked.shape[2:])) for _ in self.rows]
+        for a, m in enumerate(self.active):
+            out[m] = scatter_rows(self.rows[m], stacked[a, : self.counts[m]], batch)
         return out
 
 
@@ -116,12 +116,16 @@ def _conv(x: torch.Tensor, conv: tuple[torch.Tensor, torch.Tensor, int]) -> torc
 # ------------------------------------------------------------------ flows
 
 
+def _actnorm(actnorms: Sequence[ActNorm]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The M ActNorms' log-scales s and shifts b, each (M, C)."""
+    return _stack(a.logs.view(-1) for a in actnorms), _stack(a.bias.view(-1) for a in actnorms)
+
+
 def _actnorm_invconv(actnorms: Sequence[ActNorm], invconvs: Sequence[InvConv1x1]):
     """ActNorm then the 1x1 convolution, folded: W((x + b) e^s) = (W diag(e^s)) x + W diag(e^s) b.
     Returns the folded weight (M, C, C) (applied as x @ weight^T), the bias (M, 1, C) and
     log|det| per step (M,)."""
-    logs = _stack(a.logs.view(-1) for a in actnorms)  # (M, C)
-    shift = _stack(a.bias.view(-1) for a in actnorms)
+    logs, shift = _actnorm(actnorms)
     w = _stack(i.weight for i in invconvs)  # (M, C, C)
     folded = w * logs.exp().unsqueeze(1)  # scales column c by e^{s_c}
     bias = torch.bmm(shift.unsqueeze(1), folded.transpose(1, 2))  # (M, 1, C)
@@ -178,10 +182,9 @@ def flows_inverse(flows: Sequence[ModalityFlow], z: torch.Tensor, mask: torch.Te
             scale, t = _coupling_scale_shift(couplings, ya, mask)
             h = torch.cat([ya, _zero_padded(yb / scale - t, mask)], -1)
             # x = e^{-s} W^{-1} y - b: W^{-1}'s rows scaled by e^{-s}
-            logs = _stack(a.logs.view(-1) for a in actnorms)
-            shift = _stack(a.bias.view(-1) for a in actnorms).unsqueeze(1)  # (M, 1, C)
+            logs, shift = _actnorm(actnorms)
             unmix = torch.linalg.inv(_stack(i.weight for i in invconvs)) * (-logs).exp().unsqueeze(-1)
-            h = torch.baddbmm(-shift, h.view(M, R * T, C), unmix.transpose(1, 2)).view(M, R, T, C)
+            h = torch.baddbmm(-shift.unsqueeze(1), h.view(M, R * T, C), unmix.transpose(1, 2)).view(M, R, T, C)
             h = _zero_padded(h, mask)
         return h.transpose(2, 3)
 
