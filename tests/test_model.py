@@ -13,6 +13,8 @@ from cmarr.train.model.pooling import masked_adaptive_pool
 from cmarr.train.systems import get_system
 from scipy.linalg import sqrtm
 
+from tests.random_modules import randomised
+
 TINY = ModelConfig(
     width=16,
     heads=2,
@@ -46,15 +48,7 @@ def training(full: Batch, avail: dict) -> Batch:
 
 
 def _randomised_flow(channels=6, steps=3, seed=0) -> ModalityFlow:
-    """A flow whose every parameter is random (the identity start would make the tests vacuous)."""
-    torch.manual_seed(seed)
-    flow = ModalityFlow(channels, steps, hidden=8).double()
-    with torch.no_grad():
-        for name, p in flow.named_parameters():
-            if "weight" in name and p.dim() == 2:
-                continue  # keep the 1x1 convs invertible (random rotations)
-            p.add_(0.3 * torch.randn_like(p))
-    return flow
+    return randomised(lambda: ModalityFlow(channels, steps, hidden=8), seed)
 
 
 def test_flow_inverse_roundtrip():
