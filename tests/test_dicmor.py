@@ -181,6 +181,25 @@ def test_a_missing_modality_is_never_read_for_the_prediction(variant, attention)
             assert model.losses(clean, a)["rec"] != model.losses(noisy, b)["rec"]
 
 
+def test_reconstruct_gives_the_true_projection_and_the_recovery_from_the_other_two():
+    """Fig. 5's sets: `true` follows the dropped modality's features, the recovery never reads them."""
+    torch.manual_seed(0)
+    model = DiCMoR(DIMS, 4, _cfg()).eval()
+    for m in MODALITIES:
+        avail = {n: [int(n != m)] * 4 for n in DIMS}
+        batch = _batch(avail)  # every modality's features known, m not given
+        true, recovered = model.reconstruct(batch, m)
+        assert true.shape == recovered.shape == (4, TINY["width"])
+        with torch.no_grad():
+            out = model(batch)
+        assert torch.equal(recovered, out.recovered[m].mean(-1)) and recovered.abs().sum() > 0
+        assert torch.equal(true, out.projected[m].mean(-1))
+        noisy = Batch({**batch.x, m: 50 * torch.randn_like(batch.x[m])}, batch.mask, batch.avail, batch.known,
+                      batch.labels)  # fmt: skip
+        true_noisy, recovered_noisy = model.reconstruct(noisy, m)
+        assert torch.equal(recovered_noisy, recovered) and not torch.allclose(true_noisy, true)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bf16_autocast_forward_losses_and_backward_on_cpu(variant):
     torch.manual_seed(0)

@@ -154,6 +154,15 @@ class DiCMoR(SystemModel):
             x_tilde = torch.where(both[:, None, None], scatter_rows(both, merged, B), x_tilde)
         return scatter_rows(rows, self.rec[m](x_tilde[rows]), B), rows
 
+    @torch.no_grad()
+    def reconstruct(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(true, recovered) time-averaged X_m (B, D) of modality m, which `batch` drops while
+        knowing its true features: the projection of those features (the `rec` loss's target) and
+        the recovery from the flows of the modalities given (for Fig. 5; zeros on a row that gives
+        nothing to recover from)."""
+        out = self(batch)
+        return out.projected[m].mean(-1), out.recovered[m].mean(-1)
+
     def losses(self, batch: Batch, out: DiCMoROutputs) -> dict[str, torch.Tensor]:
         """{'task', 'nll_t', 'nll_s', 'nll_v', 'rec'} in fp32 (DICMOR.py's combine_loss, unweighted)."""
         labels = batch.labels
