@@ -38,6 +38,10 @@ TINY = [
     "--set=train.cm_arr.optim.lr=0.01",
     "--set=train.utt_fusion.optim.batch_size=16",
 ]
+TINY_DICMOR = [
+    f"--set=train.dicmor.model.{k}"
+    for k in ("width=4", "heads=2", "layers=1", "seq_len=6", "flow_steps=1", "flow_hidden=4", "rcab_blocks=1")
+] + [f"--set=train.dicmor.{part}.{k}" for part in ("pretrain", "optim") for k in ("epochs=1", "batch_size=16")]
 
 
 def test_holm_matches_its_definition():
@@ -73,25 +77,29 @@ def store(tmp_path_factory):
 
 @pytest.mark.slow
 def test_several_systems_write_table2_with_significance_and_the_selection_gap(store, tmp_path):
-    args = ["--store", str(store), "--folds", "5", "--out", str(tmp_path), "--systems", "cm-arr,baseline,utt-fusion",
-            "--seeds", "2", "--selection-gap", "--set=train.cm_arr.optim.epochs=2",
-            "--set=train.utt_fusion.optim.epochs=2", "--set=train.utt_fusion.optim.decay_epochs=0", *TINY]  # fmt: skip
+    args = ["--store", str(store), "--folds", "5", "--out", str(tmp_path), "--systems",
+            "cm-arr,baseline,utt-fusion,dicmor", "--seeds", "2", "--selection-gap", "--set=train.cm_arr.optim.epochs=2",
+            "--set=train.utt_fusion.optim.epochs=2", "--set=train.utt_fusion.optim.decay_epochs=0", *TINY,
+            *TINY_DICMOR]  # fmt: skip
     r = runner.invoke(train_app, args)
     assert r.exit_code == 0, r.output
     [folder] = list(tmp_path.glob("synthetic-comparison-*"))
     for ext in ("md", "csv", "json", "tex"):
         assert (folder / f"table2.{ext}").is_file()
     table = json.loads((folder / "table2.json").read_text())
-    assert table["systems"] == ["cm-arr", "baseline", "utt-fusion"] and table["n_pairs"]["cm-arr"] == 10
-    assert set(table["significance"]) == {"baseline", "utt-fusion"}
+    assert table["systems"] == ["cm-arr", "baseline", "utt-fusion", "dicmor"] and table["n_pairs"]["cm-arr"] == 10
+    assert set(table["significance"]) == {"baseline", "utt-fusion", "dicmor"}
     assert table["significance"]["baseline"]["{t}"]["pairs"] == 10
     gap = table["selection_gap"]["cm-arr"]
     # choosing on test can only look better: the honest epoch is one of those it chooses among
     assert gap["splits"] == 10 and gap["test_selected_uar"] >= gap["honest_uar"] - 1e-9 and gap["gap_uar"] >= -1e-9
     md = (folder / "table2.md").read_text()
-    assert "| Avail. | cm-arr | baseline | utt-fusion |" in md and "Test-selection gap" in md
+    assert "| Avail. | cm-arr | baseline | utt-fusion | dicmor |" in md and "Test-selection gap" in md
     assert "\\toprule" in (folder / "table2.tex").read_text()
-    assert (folder / "reconstructions_tsne.png").is_file() and set(table["distances"]) == {"cm-arr"}
+    assert (folder / "reconstructions_tsne.png").is_file() and set(table["distances"]) == {
+        "cm-arr",
+        "dicmor",
+    }  # the systems that reconstruct
     lines = (next(tmp_path.glob("synthetic-cm-arr-*")) / "seed0/fold1/split0/cm-arr/metrics.jsonl").read_text()
     assert all("test" in json.loads(line) for line in lines.splitlines())
 
