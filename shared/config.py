@@ -8,6 +8,7 @@ config: file + overrides, dumped back to TOML.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from cmarr.shared.modalities import MODALITIES, Modality
 from cmarr.shared.provenance import text_sha256
 from cmarr.shared.sections import Section
 from cmarr.shared.train_config import TrainConfig
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 DEFAULT_CONFIG_NAME = "pipeline.toml"
 
@@ -186,7 +187,32 @@ def _format_validation(err: ValidationError, source: str) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            lines.append(f"  {key}: unknown key{_suggestion(key)}")
         else:
             lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
     return "\n".join(lines)
+
+
+def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[str]:
+    """Every dotted key of the config schema, in declaration order."""
+    keys = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys += config_keys(field.annotation, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _suggestion(key: str) -> str:
+    """' (did you mean ...?)' for an unknown key: the keys of the same name in its section (a key that
+    moved, e.g. train.patience, now one per system: train.cm_arr.optim.patience, ...), else anywhere,
+    else the closest spellings; '' when nothing is close."""
+    keys, name, section = config_keys(), key.rsplit(".", 1)[-1], key.split(".", 1)[0]
+    named = [k for k in keys if k.rsplit(".", 1)[-1] == name]
+    found = [k for k in named if k.split(".", 1)[0] == section] or named
+    found = found or difflib.get_close_matches(key, keys, n=3, cutoff=0.8)
+    if not found:
+        return ""
+    more = f", ... ({len(found)} keys named {name!r})" if len(found) > 3 else ""
+    return f" (did you mean {', '.join(found[:3])}{more}?)"

@@ -30,6 +30,18 @@ def test_unknown_key_names_file_and_key(tmp_path):
         load_config(path)
 
 
+def test_an_unknown_key_suggests_where_it_lives():
+    """A key that moved (one per system since the comparison systems) or a typo points at the keys meant."""
+    with pytest.raises(
+        ConfigError, match=r"train\.patience: unknown key \(did you mean train\.cm_arr\.optim\.patience, "
+    ):
+        load_config(overrides={"train.patience": 5})
+    with pytest.raises(ConfigError, match=r"extract\.text\.modle: unknown key \(did you mean extract\.text\.model[,?]"):
+        load_config(overrides={"extract.text.modle": "x"})
+    with pytest.raises(ConfigError, match=r"  zzz: unknown key$"):  # nothing close: no guess
+        load_config(overrides={"zzz": 1})
+
+
 def test_wrong_type_names_the_key(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text("[train.cm_arr.optim]\nbatch_size = 'sixteen'\n")

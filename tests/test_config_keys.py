@@ -6,25 +6,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from cmarr.shared.config import PipelineConfig
-from cmarr.shared.sections import Section
+from cmarr.shared.config import config_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("extract", "train", "shared", "predict")
 DEFINITIONS = {ROOT / "shared" / "config.py", ROOT / "shared" / "train_config.py", ROOT / "shared" / "sections.py"}
 # Keys read by name through a loop or a mapping rather than as attributes, with where they are read.
 READ_INDIRECTLY: dict[str, str] = {}
-
-
-def _leaf_keys(section: type[Section], prefix: str = "") -> list[str]:
-    keys = []
-    for name, field in section.model_fields.items():
-        kind = field.annotation
-        if isinstance(kind, type) and issubclass(kind, Section):
-            keys += _leaf_keys(kind, f"{prefix}{name}.")
-        else:
-            keys.append(prefix + name)
-    return keys
 
 
 def _names_read() -> set[str]:
@@ -45,7 +33,7 @@ def _names_read() -> set[str]:
 
 def test_every_config_key_is_read_outside_its_definition():
     read = _names_read()
-    keys = _leaf_keys(PipelineConfig)
+    keys = config_keys()
     assert len(keys) > 100  # the walk reached every section, including each system's
     unread = [k for k in keys if k.rsplit(".", 1)[-1] not in read and k not in READ_INDIRECTLY]
     assert not unread, f"config keys that no code reads: {unread}"
