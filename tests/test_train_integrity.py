@@ -88,6 +88,23 @@ def test_conditions_without_test_utterances_read_n_a(tmp_path):
     assert "nan" not in r.output and "n/a" in r.output  # the console's table says it as results.md does
 
 
+def test_rows_over_fewer_fold_runs_say_so(tmp_path):
+    """Session C has no video: the video rows are means over 2 of the 3 fold runs, and the report says it."""
+    sessions = ["A", "B", "C"] * 6
+    no_video = np.array([s == "C" for s in sessions])
+    r = _train(make_store(tmp_path / "s.zarr", sessions, np.arange(18) % 2, {"video": no_video}), tmp_path / "r",
+               "--folds", "3")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    table = json.loads((run / "results.json").read_text())["table"]
+    assert {row: table[row]["runs"] for row in ("{v}", "{s,v,t}", "{t}", "{s,t}", "Avg.")} == {
+        "{v}": 2, "{s,v,t}": 2, "{t}": 3, "{s,t}": 3, "Avg.": 3}  # fmt: skip
+    note = "rows over fewer than the 3 fold runs (the others have no test utterance with those modalities): "
+    md = (run / "results.md").read_text()
+    assert note + "{v} 2, {v,t} 2, {s,v} 2, {s,v,t} 2;" in md
+    assert "rows over fewer than the 3 fold runs" in " ".join(r.output.split())  # the console's table too
+
+
 def test_require_names_the_session_it_removes(tmp_path):
     sessions = ["A", "B", "C"] * 6
     no_video = np.array([s == "C" for s in sessions])

@@ -91,7 +91,7 @@ def train(
     if jobs > 1 and scheduler:
         raise ConfigError("give either --jobs (a local cluster) or --scheduler (a running one), not both")
     from cmarr.shared.cluster import cluster_device, dask_client, local_gpus
-    from cmarr.train.report import mean_std
+    from cmarr.train.report import coverage_note, mean_std
     from cmarr.train.run import run_training
 
     names = selected_systems(cfg.train.system, systems, ablations)  # checked before any cluster starts
@@ -125,6 +125,8 @@ def train(
         for row, t in run.table.items():
             view.add_row(row, mean_std(t, "war", " ± "), mean_std(t, "uar", " ± "))
         console.print(view)
+        if note := coverage_note(run.table, max(t["runs"] for t in run.table.values())):
+            console.print(f"note: {note}", markup=False, soft_wrap=True)
         console.print(f"run directory: {run.run_dir}", markup=False, soft_wrap=True)
 
 

@@ -41,7 +41,8 @@ def _mean(values: list[float]) -> float:
 
 
 def summarize(per_fold: list[dict]) -> dict[str, dict]:
-    """Mean and std (over folds x seeds) of WAR and UAR per row, in percent; NaN where no fold scored."""
+    """Mean and std (over folds x seeds) of WAR and UAR per row, in percent; NaN where no fold scored.
+    `runs`: how many fold runs a row's mean is over (fewer than all where some had no test utterance)."""
     table = {}
     for row in ROWS:
         cell = {}
@@ -50,8 +51,22 @@ def summarize(per_fold: list[dict]) -> dict[str, dict]:
             kept = values[~np.isnan(values)]
             cell[f"{metric}_mean"] = float(kept.mean()) if len(kept) else float("nan")
             cell[f"{metric}_std"] = float(kept.std()) if len(kept) else float("nan")
+        cell["runs"] = int(len(kept))
         table[row] = cell
     return table
+
+
+def coverage_note(table: dict, n_runs: int) -> str | None:
+    """A line for the report when some rows are means over fewer fold runs than the others (a fold
+    whose test part has no utterance with a modality), else None."""
+    partial = [row for row in ROWS if 0 < table[row]["runs"] < n_runs and row != "Avg."]
+    if not partial:
+        return None
+    counts = ", ".join(f"{row} {table[row]['runs']}" for row in partial)
+    return (
+        f"rows over fewer than the {n_runs} fold runs (the others have no test utterance with those "
+        f"modalities): {counts}; Avg. averages, in each fold run, the missing conditions scored there"
+    )
 
 
 def mean_std(t: dict, metric: str, plus: str = " +- ") -> str:
@@ -101,6 +116,8 @@ def write_reports(
             t = table[row]
             w.writerow([row] + [f"{t[k]:.4f}" for k in ("war_mean", "war_std", "uar_mean", "uar_std")])
     notes = list(warnings)
+    if note := coverage_note(table, n_runs):
+        notes.insert(0, note)
     if system:
         stages = " -> ".join(s.name for s in system.stages)
         options = ", ".join(f"{k} {v}" for k, v in system.options.items())
