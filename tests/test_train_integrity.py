@@ -164,7 +164,8 @@ def test_predict_checks_the_output_folder_before_any_work(tmp_path):
 
 def test_weights_that_do_not_fit_are_named(tmp_path):
     """A checkpoint whose weights lack a key, hold an extra one and one of another shape: the
-    message names each (field case predict-inputs, missing_weights), exit 2, no traceback."""
+    message names each (field case predict-inputs, missing_weights), exit 1 like every refused
+    checkpoint, no traceback."""
     from cmarr.train.checkpoint import load_checkpoint, save_checkpoint
 
     store = make_store(tmp_path / "s.zarr", ["A", "B"] * 6, np.arange(12) % 2)
@@ -176,7 +177,7 @@ def test_weights_that_do_not_fit_are_named(tmp_path):
     state["classifier.0.bias"] = torch.zeros(3)
     save_checkpoint(ckpt, state, meta)
     r = runner.invoke(predict_app, [str(ckpt.parent.parent), "--store", str(store), "--out", str(tmp_path / "p.csv")])
-    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     message = " ".join(r.output.split())
     assert "1 missing (prior)" in message and "1 unexpected (extra.weight)" in message
     assert "classifier.0.bias is (3,), expected (128,)" in message

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.train_config import TrainConfig
-from cmarr.train.checkpoint import load_checkpoint
+from cmarr.train.checkpoint import CheckpointError, load_checkpoint
 from cmarr.train.data import Normaliser
 from cmarr.train.model.base import SystemModel
 from cmarr.train.systems import get_system
@@ -41,7 +41,7 @@ def load_model(path: Path) -> tuple[SystemModel, dict, Normaliser]:
     stage = get_system(meta["system"], cfg).stage(meta["stage"])
     model = stage.build(meta["dims"], len(meta["classes"]))
     if problem := state_mismatch(model.state_dict(), state):
-        raise ConfigError(f"{path}: weights do not fit {meta['system']}: {problem}")
+        raise CheckpointError(f"{path}: weights do not fit {meta['system']}: {problem}")
     model.load_state_dict(state)
     norm = Normaliser(
         {m: np.array(v, np.float32) for m, v in meta["norm"]["mean"].items()},
