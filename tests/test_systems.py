@@ -201,7 +201,9 @@ def test_cm_arr_numbers_are_unchanged_by_the_system_interface(tmp_path):
     assert r.exit_code == 0, r.output
     for name, table in golden["tables"].items():
         [run] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name.startswith(f"synthetic-{name}-")]
-        assert json.loads((run / "results.json").read_text())["table"] == table, name
+        written = json.loads((run / "results.json").read_text())["table"]
+        assert {row: {k: written[row][k] for k in cell} for row, cell in table.items()} == table, name  # its numbers
+        assert all(written[row]["runs"] == 5 for row in table)  # a field added since: every row over the 5 folds
 
 
 # ---------------------------------------------------------------- the comparison systems
