@@ -64,11 +64,13 @@ class RowStack:
     def scatter(self, stacked: torch.Tensor) -> list[torch.Tensor]:
         """(A, R, ...) -> M tensors (B, ...): each active modality's own rows in place, zeros elsewhere
         and for the modalities without rows, in `stacked`'s dtype."""
-        batch = self.rows[0].shape[0]
-        out = [stacked.new_zeros((batch, *stacked.shape[2:])) for _ in self.rows]
-        for a, m in enumerate(self.active):
-            out[m] = scatter_rows(self.rows[m], stacked[a, : self.counts[m]], batch)
-        return out
+        batch, slot = self.rows[0].shape[0], {m: a for a, m in enumerate(self.active)}
+        return [
+            scatter_rows(rows, stacked[slot[m], :count], batch)
+            if m in slot
+            else stacked.new_zeros((batch, *stacked.shape[2:]))
+            for m, (rows, count) in enumerate(zip(self.rows, self.counts))
+        ]
 
 
 def _zero_padded(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
