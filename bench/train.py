@@ -42,21 +42,35 @@ IEMOCAP_TRAIN = 3982  # utterances in the training part of a 5-fold IEMOCAP spli
 LONGEST = {"text": 110, "audio": 1700, "video": 340}  # frames: the long tail of IEMOCAP's utterances
 
 
-def matmul_roof(n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of the best of `repeats` fp32 n x n matmuls, with this process's torch threads."""
+def matmul_roof(n: int = 2048, repeats: int = 5, device=None, dtype=None) -> float:
+    """GFLOP/s of the best of `repeats` n x n matmuls (fp32 on the CPU, with this process's torch
+    threads, unless `device` / `dtype` say otherwise), timed between device synchronisations."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    device = torch.device(device or "cpu")
+    a, b = (torch.randn(n, n, device=device, dtype=dtype or torch.float32) for _ in range(2))
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
+        synchronize(device)
         t0 = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
 
-def _setup(store: str, memory: bool):
+def synchronize(device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; the CPU needs nothing)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _setup(store: str, memory: bool, device=None, amp: str = "none"):
+    """CM-ARR at the paper's sizes on `store`, its optimizer and a split context on `device` (CPU by
+    default) with autocast `amp`: (stage, data, rows, model, opt, ctx, sampler)."""
     import numpy as np
     import torch
     from cmarr.shared.config import PipelineConfig
@@ -72,9 +86,10 @@ def _setup(store: str, memory: bool):
     data = StoreData(FeatureStore.open(store), max_memory_bytes=(8 << 30) if memory else 0)
     rows = np.arange(len(data))
     norm = data.normaliser(rows[:: max(1, len(rows) // 500)])  # statistics from a sample: not what is timed
-    model = stage.build(data.dims, 4)
+    device = torch.device(device or "cpu")
+    model = stage.build(data.dims, 4).to(device)
     opt = make_optimizer(stage.optim, model)
-    ctx = SplitContext(data, rows, rows, rows, norm, 0, torch.device("cpu"))
+    ctx = SplitContext(data, rows, rows, rows, norm, 0, device, amp)
     return stage, data, rows, model, opt, ctx, build_sampler(stage.sampler)
 
 
@@ -302,12 +317,25 @@ def _cfg():
     return PipelineConfig().train
 
 
+def longest_batch(bs: int, dims: dict[str, int], device=None):
+    """A training batch of `bs` utterances, each of the longest IEMOCAP-like lengths (`LONGEST`), video
+    dropped on every other row so that the reconstruction path runs too."""
+    import torch
+    from cmarr.shared.modalities import MODALITIES
+    from cmarr.train.batch import Batch
+
+    x = {m: torch.randn(bs, LONGEST[m], dims[m], device=device) for m in MODALITIES}
+    mask = {m: torch.ones(bs, LONGEST[m], dtype=torch.bool, device=device) for m in MODALITIES}
+    known = {m: torch.ones(bs, dtype=torch.bool, device=device) for m in MODALITIES}
+    avail = {m: v.clone() for m, v in known.items()}
+    avail["video"][::2] = False
+    return Batch(x, mask, avail, known, torch.arange(bs, device=device) % 4)
+
+
 def longest_worker(args) -> dict:
     """Peak memory of one training step on batch 16 whose every utterance has the longest lengths."""
     import torch
     from cmarr.shared.config import PipelineConfig
-    from cmarr.shared.modalities import MODALITIES
-    from cmarr.train.batch import Batch
     from cmarr.train.stage import make_optimizer
     from cmarr.train.systems import get_system
 
@@ -318,11 +346,7 @@ def longest_worker(args) -> dict:
     opt = make_optimizer(stage.optim, model)
     bs = stage.optim.batch_size
     before = _rss_now_gb()
-    x = {m: torch.randn(bs, LONGEST[m], dims[m]) for m in MODALITIES}
-    mask = {m: torch.ones(bs, LONGEST[m], dtype=torch.bool) for m in MODALITIES}
-    avail = {m: torch.ones(bs, dtype=torch.bool) for m in MODALITIES}
-    avail["video"][::2] = False  # a missing modality: the reconstruction path runs too
-    batch = Batch(x, mask, avail, {m: torch.ones(bs, dtype=torch.bool) for m in MODALITIES}, torch.arange(bs) % 4)
+    batch = longest_batch(bs, dims)
     model.train()
     for _ in range(2):
         _model_step(model, stage, opt, batch)

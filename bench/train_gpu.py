@@ -35,32 +35,18 @@ import cmarr  # noqa: F401  - first: its OpenMP settings must precede torch's im
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, md_table, write_report  # noqa: E402
 
-from train import IEMOCAP_TRAIN, LONGEST, _model_step, flop_counter  # noqa: E402
+from train import (  # noqa: E402
+    IEMOCAP_TRAIN,
+    LONGEST,
+    _model_step,
+    _setup,
+    flop_counter,
+    longest_batch,
+    matmul_roof,
+    synchronize,
+)
 
 IEMOCAP_VAL = 443  # validation utterances of a 5-fold IEMOCAP split (10% of the 4 training sessions)
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_roof(device, dtype, n: int = 8192, repeats: int = 5) -> float:
-    """TFLOP/s of the best of `repeats` n x n matmuls in `dtype` on `device`."""
-    import torch
-
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    a @ b  # warm-up
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e12
 
 
 def _peak_memory_gb(device) -> float:
@@ -80,46 +66,24 @@ def _reset_peak(device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _longest_batch(device, bs: int):
-    import torch
-    from cmarr.shared.modalities import MODALITIES
-    from cmarr.train.batch import Batch
-
-    dims = {"text": 768, "audio": 768, "video": 342}
-    x = {m: torch.randn(bs, LONGEST[m], dims[m], device=device) for m in MODALITIES}
-    mask = {m: torch.ones(bs, LONGEST[m], dtype=torch.bool, device=device) for m in MODALITIES}
-    ones = {m: torch.ones(bs, dtype=torch.bool, device=device) for m in MODALITIES}
-    avail = {m: v.clone() for m, v in ones.items()}
-    avail["video"][::2] = False  # a missing modality: the reconstruction path runs too
-    return Batch(x, mask, avail, ones, torch.arange(bs, device=device) % 4)
-
-
 def measure(store: str, device, steps: int, roof_n: int) -> dict:
     import numpy as np
     import torch
     from cmarr.shared.config import PipelineConfig
     from cmarr.shared.devices import autocast
-    from cmarr.shared.store import FeatureStore
-    from cmarr.train.data import StoreData
     from cmarr.train.evaluation import evaluate
-    from cmarr.train.missing import FULL, MISSING, build_sampler
-    from cmarr.train.stage import SplitContext, make_optimizer, train_epoch, training_batch
-    from cmarr.train.systems import get_system
+    from cmarr.train.missing import FULL, MISSING
+    from cmarr.train.stage import train_epoch, training_batch
 
-    torch.manual_seed(0)
-    cfg = PipelineConfig().train  # the paper's sizes, batch 16, amp bf16
-    amp = cfg.amp if device.type == "cuda" else "none"  # cmarr's autocast is CUDA-only
-    stage = get_system("cm-arr", cfg).stages[0]
-    data = StoreData(FeatureStore.open(store), max_memory_bytes=8 << 30)
-    rows = np.arange(len(data))
-    norm = data.normaliser(rows)
-    model = stage.build(data.dims, 4).to(device)
-    opt = make_optimizer(stage.optim, model)
-    ctx = SplitContext(data, rows, rows, rows, norm, 0, device, amp)
-    sampler = build_sampler(stage.sampler)
+    amp = PipelineConfig().train.amp if device.type == "cuda" else "none"  # bf16 by default; CUDA-only in cmarr
+    stage, data, rows, model, opt, ctx, sampler = _setup(store, True, device, amp)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     roof_dtype = torch.bfloat16 if amp == "bf16" else torch.float16 if amp == "fp16" else torch.float32
-    roof_before = device_roof(device, roof_dtype, roof_n)
+
+    def roof() -> float:  # TFLOP/s
+        return matmul_roof(roof_n, device=device, dtype=roof_dtype) / 1e3
+
+    roof_before = roof()
 
     bs = stage.optim.batch_size
     order = data.epoch_order(rows, np.random.default_rng(0))
@@ -127,9 +91,9 @@ def measure(store: str, device, steps: int, roof_n: int) -> dict:
     timed = order[3 * bs : (3 + steps) * bs]
     timing: dict = {}
     _reset_peak(device)
-    _sync(device)
+    synchronize(device)
     train_epoch(model, stage, sampler, ctx, timed, opt, scaler, np.random.default_rng(2), timing)
-    _sync(device)
+    synchronize(device)
     loop_s = timing["total"] / timing["steps"]
     peak_gb = _peak_memory_gb(device)
 
@@ -145,10 +109,10 @@ def measure(store: str, device, steps: int, roof_n: int) -> dict:
                 _model_step(model, stage, opt, batch)
 
     model_steps()
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     model_steps()
-    _sync(device)
+    synchronize(device)
     model_s = (time.perf_counter() - t0) / len(batches)
     counter = flop_counter()
     with counter:
@@ -156,22 +120,22 @@ def measure(store: str, device, steps: int, roof_n: int) -> dict:
     flops = counter.get_total_flops() / len(batches)
 
     _reset_peak(device)
-    longest = _longest_batch(device, bs)
+    longest = longest_batch(bs, data.dims, device)
     for _ in range(2):
         with autocast(device, amp):
             _model_step(model, stage, opt, longest)
-    _sync(device)
+    synchronize(device)
     longest_gb = _peak_memory_gb(device)
 
     conditions = MISSING if stage.select_on == "missing" else (FULL,)  # what validation scores each epoch
     val = rows[: min(len(rows), 160)]
-    evaluate(model, data, val[:bs], norm, device, conditions, amp)  # warm-up
-    _sync(device)
+    evaluate(model, data, val[:bs], ctx.norm, device, conditions, amp)  # warm-up
+    synchronize(device)
     t0 = time.perf_counter()
-    evaluate(model, data, val, norm, device, conditions, amp)
-    _sync(device)
+    evaluate(model, data, val, ctx.norm, device, conditions, amp)
+    synchronize(device)
     score_s = (time.perf_counter() - t0) / len(val)  # per utterance, all those conditions
-    roof = max(roof_before, device_roof(device, roof_dtype, roof_n))
+    roof = max(roof_before, roof())
     return {
         "amp": amp,
         "roof_dtype": str(roof_dtype).removeprefix("torch."),
