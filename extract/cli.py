@@ -156,14 +156,20 @@ def _print_report(report) -> None:
             f"{r.forward_seconds:.1f}",
         )
     console.print(table)
-    notes = [(r.modality, u, note) for r in report.modalities for u, note in r.notes.items()]
-    for modality, utt, note in notes[:20]:
-        err_console.print(f"[yellow]note[/] {modality} {escape(utt)}: {escape(note)}", highlight=False, soft_wrap=True)
+    notes = [("note", r.modality, u, note) for r in report.modalities for u, note in r.notes.items()]
+    notes += [(kind, r.modality, u, why) for r in report.modalities for u, (kind, why) in r.absent.items()]
+    for kind, modality, utt, note in notes[:20]:
+        err_console.print(
+            f"[yellow]{kind}[/] {modality} {escape(utt)}: {escape(note)}", highlight=False, soft_wrap=True
+        )
+    every_reason = f"`cmarr-store info --json {escape(str(report.store))}` lists every reason"
     if len(notes) > 20:
-        err_console.print(f"... and {len(notes) - 20} more notes")
+        err_console.print(f"... and {len(notes) - 20} more ({every_reason})", highlight=False)
     failures = {(r.modality, u): why for r in report.modalities for u, why in r.failures.items()}
     for (modality, utt), why in list(failures.items())[:20]:
         err_console.print(f"[red]failed[/] {modality} {escape(utt)}: {escape(why)}", highlight=False, soft_wrap=True)
+    if len(failures) > 20:
+        err_console.print(f"... and {len(failures) - 20} more failed ({every_reason})", highlight=False)
     console.print(f"store: {report.store}")
     if failures:
         err_console.print(

@@ -41,6 +41,7 @@ class ModalityReport:
     counts: dict[str, int] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # utterance id -> reason
     notes: dict[str, str] = field(default_factory=dict)  # utterance id -> note, for items extracted ok
+    absent: dict[str, tuple[str, str]] = field(default_factory=dict)  # utterance id -> (outcome, why), real missing
     encoded: int = 0  # items encoded in this run (the rest were already settled)
     seconds: float = 0.0
     forward_seconds: float = 0.0
@@ -138,8 +139,12 @@ def extract_modality(
     report.counts = mw.finalize(run.cfg.store.chunk_frames, last_batch=done.last_batch)
     report.finalize_seconds = time.perf_counter() - finalize_start
     report.failures = dict(mw.group.attrs.get("failures", {}))
-    ok = {records[i].id for i in np.flatnonzero(mw.current_status() == Status.OK)}
-    report.notes = {u: note for u, note in mw.group.attrs.get("notes", {}).items() if u in ok}
+    outcome = dict(zip((r.id for r in records), mw.current_status()))
+    for utt, note in mw.group.attrs.get("notes", {}).items():
+        if outcome.get(utt) == Status.OK:
+            report.notes[utt] = note
+        elif outcome.get(utt) in (Status.MISSING_INPUT, Status.NO_FACE):  # a really missing modality
+            report.absent[utt] = (Status(outcome[utt]).label, note)
     report.seconds = time.perf_counter() - start
     return report
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from cmarr.extract.cli import app
+from cmarr.shared.cli import app as store_app
 from cmarr.shared.store import FeatureStore, Status
 from typer.testing import CliRunner
 
@@ -149,6 +150,14 @@ def test_field_inputs_become_statuses_reasons_and_notes(tmp_path):
     past_end = "rec.wav is 4.0 s, span 3.0-7.0 s runs 3.0 s past its end (features cover 3.0-4.0 s)"
     assert notes["overlaps_end"].endswith(past_end)
     assert "note audio overlaps_end: " in result.output and "failed audio after_end: " in result.output
+    assert "missing-input audio short: audio shorter than one frame (25.0 ms)" in result.output
+    info = runner.invoke(store_app, ["info", "--json", "--quick", str(tmp_path / "out" / "c.zarr")])
+    reasons = json.loads(info.stdout)["modalities"]["audio"]["reasons"]
+    assert reasons == {
+        "failed": failures,
+        "missing-input": {"short": notes["short"]},
+        "ok": {"overlaps_end": notes["overlaps_end"]},
+    }
     dry = runner.invoke(
         app, ["manifest", str(tmp_path / "m.csv"), "--label-set", "calm,tense", "--dry-run", "--modalities", "audio"]
     )

@@ -25,6 +25,11 @@ class Status(enum.IntEnum):
     FAILED = 4  # the input could not be read or encoded; the reason is recorded
 
     @property
+    def label(self) -> str:
+        """The name tables and reports use: 'ok', 'missing-input', 'no-face', 'failed', 'pending'."""
+        return self.name.lower().replace("_", "-")
+
+    @property
     def settled(self) -> bool:
         """Outcomes that a resumed run keeps; pending and failed items are (re)tried."""
         return self in (Status.OK, Status.MISSING_INPUT, Status.NO_FACE)
