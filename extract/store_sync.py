@@ -6,7 +6,9 @@ column by column with the store's utterance table on every run:
 - labels, speakers, sessions and the other descriptive columns that differ are brought up to date
   in the store (a label corrected in a manifest reaches the store without re-extraction);
 - start/end times that differ would need the features re-cut: refused, naming the utterances,
-  unless `overwrite`, with which every modality of the store is extracted again.
+  unless `overwrite`, with which every modality of the store is extracted again; an utterance
+  that no modality settled (every one failed or is pending) takes its new times, and the run
+  retries it with them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.shared.config import PipelineConfig, config_hash, to_toml
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet
-from cmarr.shared.store import FeatureStore, StoreWriter, UtteranceTable
+from cmarr.shared.store import FeatureStore, ModalitySpec, Status, StoreWriter, UtteranceTable
 from cmarr.shared.store.schema import UTTERANCE_COLUMNS
+from cmarr.shared.store.writer import ModalityWriter
 
 TIMES = ("start", "end")  # columns whose change makes the stored features stale
 
@@ -43,8 +46,9 @@ def open_store(
     changed = {c: _differ(store.utterances[c], table[c]) for c in UTTERANCE_COLUMNS if c != "id"}
     changed = {c: rows for c, rows in changed.items() if len(rows)}
     moved = sorted({int(i) for c in TIMES for i in changed.get(c, [])})
-    if moved:
-        _check_times_may_change(path, store, table["id"][moved].tolist(), overwrite, cfg.extract.modalities)
+    settled = _settled(writer, store) if moved else None
+    if stale := [i for i in moved if settled[i]]:
+        _check_times_may_change(path, store, table["id"][stale].tolist(), overwrite, cfg.extract.modalities)
     if changed:
         writer.update_utterances({c: table[c] for c in changed})
     return writer, {c: len(rows) for c, rows in changed.items()}
@@ -76,6 +80,19 @@ def _check_times_may_change(path: Path, store, ids: list[str], overwrite: bool, 
             f"{path}: start/end changed for {len(ids)} utterances ({named}) and the store's {', '.join(stale)} "
             "features were cut at the old times: include them in --modalities to extract them again"
         )
+
+
+def _settled(writer: StoreWriter, store: FeatureStore) -> np.ndarray:
+    """Boolean [n]: utterances some modality of the store settled (features, or a missing outcome)
+    at their stored times. Failed and pending items hold nothing cut at those times and are tried
+    again on the next run, so new times for them need no re-extraction (a span corrected after
+    its item failed)."""
+    settled = np.zeros(len(store), dtype=bool)
+    for name in store.modality_names:
+        spec = ModalitySpec.from_attrs(store.group(name).attrs["spec"])
+        status = ModalityWriter(writer, name, spec, attached=True).current_status()  # reads only
+        settled |= np.isin(status, [s for s in Status if s.settled])
+    return settled
 
 
 def _differ(stored: np.ndarray, now: np.ndarray) -> np.ndarray:

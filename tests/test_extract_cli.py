@@ -257,6 +257,27 @@ def test_changed_times_are_refused_unless_overwrite_re_extracts_them(tmp_path):
     assert store.modality("audio").lengths[2] < store.modality("audio").lengths[0]  # re-cut at 0.1-0.5 s
 
 
+def test_a_span_corrected_after_its_item_failed_is_retried_with_it(tmp_path):
+    """The failure's advice (fix the input, re-run the same command) holds for a span outside its
+    recording: nothing was cut at the old times, so the new ones need no --overwrite; an item
+    extracted at its old times still does."""
+    sf.write(tmp_path / "rec.wav", np.random.default_rng(0).uniform(-0.3, 0.3, 64000).astype(np.float32), 16000)
+    manifest = tmp_path / "m.csv"
+    header = "id,label,speaker,session,audio,start,end\n"
+    manifest.write_text(header + "ok,calm,p,A,rec.wav,0.0,1.0\ntypo,tense,p,A,rec.wav,100.0,102.0\n")
+    first = extract(manifest, tmp_path / "out", "--modalities", "audio")
+    assert first.exit_code == 3 and "failed audio typo: " in first.output, first.output
+    manifest.write_text(header + "ok,calm,p,A,rec.wav,0.0,1.0\ntypo,tense,p,A,rec.wav,1.0,2.0\n")
+    fixed = extract(manifest, tmp_path / "out", "--modalities", "audio")
+    assert fixed.exit_code == 0, fixed.output
+    store = FeatureStore.open(tmp_path / "out" / "c.zarr")
+    assert store.utterances["start"].tolist() == [0.0, 1.0]
+    assert store.modality("audio").status.tolist() == [Status.OK, Status.OK]
+    manifest.write_text(header + "ok,calm,p,A,rec.wav,0.5,1.0\ntypo,tense,p,A,rec.wav,1.0,2.0\n")
+    moved = extract(manifest, tmp_path / "out", "--modalities", "audio")
+    assert moved.exit_code == 1 and "other start/end times for 1 utterances (ok)" in moved.output
+
+
 def test_a_store_of_other_classes_is_refused(tmp_path):
     manifest = small_manifest(tmp_path)
     assert extract(manifest, tmp_path / "out", "--modalities", "text").exit_code == 0
