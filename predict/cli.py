@@ -6,7 +6,8 @@
     cmarr-predict RUN --store S --modalities audio,text --out p.csv
 
 RUN is a run directory (its fold models' probabilities are averaged) or one split folder.
-Exit codes: 0 ok, 1 failure (refused checkpoint, other encoders), 2 usage error.
+Exit codes: 0 ok, 1 failure (refused checkpoint, other encoders), 2 usage error, 3 some utterance
+had nothing usable (its row, printed or written, says why).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Annotated
 
 import typer
 from cmarr.shared.config import parse_override
-from cmarr.shared.console import reports_errors
-from cmarr.shared.errors import ConfigError
+from cmarr.shared.console import err_console, reports_errors
+from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
 from cmarr.shared.modalities import parse_modalities
 from rich.console import Console
 from rich.table import Table
@@ -52,7 +53,7 @@ def predict(
     """Predict emotions with a trained run; prints the label, class probabilities and modalities used."""
     from cmarr.predict.predictor import load_predictor
 
-    sources = [bool(audio or video or text), bool(manifest), bool(store)]
+    sources = [any(x is not None for x in (audio, video, text)), bool(manifest), bool(store)]
     if sum(sources) != 1:
         raise ConfigError("give recordings (--audio/--video/--text), or --manifest, or --store: one of them")
     if (start is None) != (end is None):
@@ -72,11 +73,18 @@ def predict(
         write_csv(out, preds, predictor.classes)
     if as_json:
         print(json.dumps({"model": predictor.description, "predictions": [p.as_dict() for p in preds]}, indent=1))
-        return
-    if len(preds) <= 50 or not out:
-        console.print(_table(preds, predictor.classes, predictor.description))
-    if out:
-        console.print(f"wrote {len(preds)} predictions to {out}", markup=False, soft_wrap=True)
+    else:
+        if len(preds) <= 50 or not out:
+            console.print(_table(preds, predictor.classes, predictor.description))
+        if out:
+            console.print(f"wrote {len(preds)} predictions to {out}", markup=False, soft_wrap=True)
+    if unusable := [p for p in preds if not p.label]:  # a script sees it without parsing the output
+        err_console.print(
+            f"{len(unusable)} of {len(preds)} utterance{'s' if len(preds) > 1 else ''} had nothing usable to "
+            f"predict from: {'its row says' if len(unusable) == 1 else 'their rows say'} why",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
 def _table(preds, classes: list[str], title: str) -> Table:

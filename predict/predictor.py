@@ -120,7 +120,7 @@ class Predictor:
         media files. Raises ConfigError for unusable arguments."""
         if isinstance(audio, np.ndarray) and not sample_rate:
             raise ConfigError("a waveform array needs its sample_rate (Hz)")
-        if audio is None and video is None and not text:
+        if audio is None and video is None and text is None:
             raise ConfigError("give at least one of audio, video, text")
         with tempfile.TemporaryDirectory(prefix="cmarr-predict-") as tmp:
             if isinstance(audio, np.ndarray):
@@ -146,6 +146,9 @@ class Predictor:
         then predict each from the modalities that turned out usable."""
         dropped: dict[str, dict[str, str]] = {r.id: {} for r in records}
         records = [self._silence_check(r, dropped[r.id]) for r in records]
+        for r in records:
+            if r.text is not None and not _gives(r, "text"):  # given, but nothing to encode
+                dropped[r.id]["text"] = "empty transcript"
         given = [m for m in MODALITIES if any(_gives(r, m) for r in records)]
         if not given:
             return [Prediction(r.id, None, {}, [], dropped[r.id]) for r in records]

@@ -9,7 +9,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran and found a problem (corrupt store, failed check)
 EXIT_USAGE = 2  # bad options or a bad config file
-EXIT_ITEMS_FAILED = 3  # extraction finished, but some items failed (see the summary)
+EXIT_ITEMS_FAILED = 3  # the command finished, but some items failed (extraction) or were unusable (prediction)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 

@@ -89,6 +89,13 @@ def test_speech_alone_and_an_unusable_input(chain, tmp_path):
     sf.write(silent, np.zeros(16000, np.float32), 16000)
     [q] = _predict(chain, "--audio", str(silent), "--text", rec.text)["predictions"]
     assert q["used"] == ["text"] and "silent" in q["dropped"]["audio"]
+    # nothing usable at all: the row says why, and the exit code says so to a script (an empty
+    # --text is a given input, not a missing option)
+    for args in (["--audio", str(silent)], ["--text", ""]):
+        r = runner.invoke(predict_app, [str(chain["run"]), *args, "--json", "--device", "cpu"])
+        assert r.exit_code == 3 and "1 of 1 utterance had nothing usable" in r.stderr, r.output
+        [row] = json.loads(r.stdout)["predictions"]
+        assert row["label"] is None and row["used"] == [] and row["dropped"], row
 
 
 def test_a_manifest_writes_a_csv(chain, tmp_path):
