@@ -181,3 +181,30 @@ def test_weights_that_do_not_fit_are_named(tmp_path):
     message = " ".join(r.output.split())
     assert "1 missing (prior)" in message and "1 unexpected (extra.weight)" in message
     assert "classifier.0.bias is (3,), expected (128,)" in message
+
+
+def test_resume_says_what_changed_since_the_run(tmp_path):
+    """A run id is corpus-system-settings-store-seeds: --resume that finds no run names the part that
+    moved (the store re-extracted or relabelled since; other settings) instead of only 'no run'."""
+    from cmarr.shared.errors import ConfigError
+    from cmarr.train.run import run_dir_for
+
+    for name in ("my-corpus-cm-arr-aaaaaaaa-11111111-s0", "my-corpus-cm-arr-cccccccc-11111111-s0-2"):
+        (tmp_path / name).mkdir()
+    assert run_dir_for(tmp_path, "my-corpus-cm-arr-aaaaaaaa-11111111-s0", True) == tmp_path / (
+        "my-corpus-cm-arr-aaaaaaaa-11111111-s0"
+    )
+    expected = {
+        "my-corpus-cm-arr-aaaaaaaa-22222222-s0": "on a store of fingerprint 11111111, and the store now reads 22222222",
+        "my-corpus-cm-arr-bbbbbbbb-11111111-s0": "other settings (settings hash aaaaaaaa, now bbbbbbbb)",
+        "my-corpus-cm-arr-bbbbbbbb-33333333-s0": "",  # nothing alike: no guess
+        "my-corpus-cm-arr-aaaaaaaa-22222222-s1": "",  # other seeds
+    }
+    for name, why in expected.items():
+        with pytest.raises(ConfigError) as refused:
+            run_dir_for(tmp_path, name, True)
+        message = str(refused.value)
+        assert message.startswith(f"--resume: no run at {tmp_path / name} to resume")
+        assert why in message if why else message.endswith("to resume"), message
+    with pytest.raises(ConfigError, match="to resume$"):
+        run_dir_for(tmp_path / "absent", "my-corpus-cm-arr-aaaaaaaa-11111111-s0", True)

@@ -8,6 +8,7 @@ so the reports do not depend on where or in which order the jobs ran.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +66,34 @@ def run_dir_for(base: Path, name: str, resume: bool) -> Path:
     path = base / name
     if resume:
         if not path.is_dir():
-            raise ConfigError(f"--resume: no run at {path} to resume")
+            raise ConfigError(f"--resume: no run at {path} to resume{_why_no_run(base, name)}")
         return path
     k = 2
     while path.exists():
         path, k = base / f"{name}-{k}", k + 1
     return path
+
+
+def _why_no_run(base: Path, name: str) -> str:
+    """What sets the runs in `base` of the same corpus, system and seeds apart from run id `name`
+    (see `run_id`): another store fingerprint (the store changed since) or other settings."""
+    head, settings, store, seeds = name.rsplit("-", 3)
+    pattern = re.compile(rf"{re.escape(head)}-([0-9a-f]{{8}})-([0-9a-f]{{8}})-{re.escape(seeds)}")
+    entries = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+    found = [m.groups() for entry in entries if (m := pattern.fullmatch(entry))]
+    if stores := sorted({f for h, f in found if h == settings}):
+        return (
+            f"; {base} holds this run on a store of fingerprint {', '.join(stores)}, and the store now reads "
+            f"{store}: it changed since (re-extracted, relabelled, utterances updated). Train on it anew "
+            "(without --resume), or point --store at the store that run used"
+        )
+    if hashes := sorted({h for h, f in found if f == store}):
+        return (
+            f"; {base} holds runs of this corpus, system and seeds on this store with other settings "
+            f"(settings hash {', '.join(hashes)}, now {settings}): resume with the settings that run used "
+            "(its config.toml, --config)"
+        )
+    return ""
 
 
 def job_meta(data: StoreData, cfg: PipelineConfig, job: Job) -> dict:
