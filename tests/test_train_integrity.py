@@ -25,9 +25,9 @@ FAST = [
 ]  # fmt: skip
 
 
-def make_store(path, sessions, labels, missing=None, seed=0):
+def make_store(path, sessions, labels, missing=None, seed=0, outcome=Status.NO_FACE):
     """A store with the given session and label per utterance; `missing[m]` marks utterances whose
-    modality m is really missing (no face, no transcript)."""
+    modality m is really missing (no face, no transcript), or whose extraction failed (`outcome`)."""
     n = len(sessions)
     rows = [
         {"id": f"u{i:03d}", "label": int(labels[i]), "label_name": FOUR_CLASS.classes[labels[i]],
@@ -39,7 +39,7 @@ def make_store(path, sessions, labels, missing=None, seed=0):
     for m, dim in DIMS.items():
         gone = np.zeros(n, bool) if missing is None or m not in missing else np.asarray(missing[m])
         feats = [None if gone[i] else (rng.normal(size=(3, dim)) + labels[i]).astype(np.float32) for i in range(n)]
-        status = [Status.NO_FACE if gone[i] else Status.OK for i in range(n)]
+        status = [outcome if gone[i] else Status.OK for i in range(n)]
         mw = writer.modality(m, ModalitySpec(encoder=f"synthetic-{m}", dim=dim, dtype="float32"))
         mw.write_part(list(range(n)), feats, status)
         mw.finalize(64)
@@ -86,6 +86,20 @@ def test_conditions_without_test_utterances_read_n_a(tmp_path):
         assert np.isnan(table[row]["uar_mean"]) and f"| {row} | n/a |" in md
     assert not np.isnan(table["{s,t}"]["uar_mean"]) and not np.isnan(table["Avg."]["uar_mean"])
     assert "nan" not in r.output and "n/a" in r.output  # the console's table says it as results.md does
+    why = "video: no utterance used has it (none was extracted ok): every condition giving video reads n/a"
+    assert why in " ".join(r.output.split()) and why in " ".join(md.split())
+
+
+def test_items_whose_extraction_failed_are_warned_about(tmp_path):
+    """A failed item trains as a missing modality; the run says which, not only the extraction."""
+    sessions, failed = ["A", "B"] * 10, np.zeros(20, bool)
+    failed[[3, 5]] = True
+    store = make_store(tmp_path / "s.zarr", sessions, np.arange(20) % 2, {"audio": failed}, outcome=Status.FAILED)
+    r = _train(store, tmp_path / "r")
+    assert r.exit_code == 0, r.output
+    why = "audio: 2 utterances failed extraction (u003, u005) and train as missing audio"
+    assert why in " ".join(r.output.split())
+    assert "video: no utterance" not in r.output and "text: " not in r.output
 
 
 def test_rows_over_fewer_fold_runs_say_so(tmp_path):

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from cmarr.shared.errors import ConfigError
+from cmarr.shared.modalities import MODALITIES
+from cmarr.shared.store import Status
 from cmarr.shared.train_config import TrainConfig
 from cmarr.train.checkpoint import load_checkpoint
 from cmarr.train.data import StoreData
@@ -100,6 +102,27 @@ def class_coverage(data: StoreData, indices: np.ndarray, splits: list[list[Split
                     names = ", ".join(classes[k] for k in lacking)
                     effect = "cannot be learnt" if part == "training" else "are left out of its UAR"
                     warnings.append(f"fold {split.name}: the {part} part has no {names} utterance ({names} {effect})")
+    return warnings
+
+
+def modality_coverage(data: StoreData, indices: np.ndarray) -> list[str]:
+    """Warnings about the modalities of the used utterances `indices`: items whose extraction failed
+    (they train as missing that modality, though their recording may hold it) and a modality that
+    no used utterance has (every condition giving it reads n/a)."""
+    warnings, ids = [], data.store.utterances["id"]
+    for m, reader in data.readers.items():
+        failed = indices[reader.status[indices] == Status.FAILED]
+        if len(failed):
+            named = ", ".join(map(str, ids[failed[:5]])) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+            warnings.append(
+                f"{m}: {len(failed)} utterance{'s' if len(failed) > 1 else ''} failed extraction ({named}) and "
+                f"train{'' if len(failed) > 1 else 's'} as missing {m}; fix the input and re-run the extraction "
+                "(`cmarr-store info --json` gives the reasons)"
+            )
+    for m in MODALITIES:
+        if not data.present[m][indices].any():
+            where = "the store has no such modality" if m not in data.readers else "none was extracted ok"
+            warnings.append(f"{m}: no utterance used has it ({where}): every condition giving {m} reads n/a")
     return warnings
 
 

@@ -21,7 +21,7 @@ from cmarr.shared.store import FeatureStore
 from cmarr.train.comparison import write_comparison
 from cmarr.train.data import StoreData
 from cmarr.train.grid import Job, finished, run_distributed, run_local
-from cmarr.train.protocol import class_coverage, make_splits
+from cmarr.train.protocol import class_coverage, make_splits, modality_coverage
 from cmarr.train.report import fold_metrics, summarize, write_reports
 from cmarr.train.systems import System, count_parameters, get_system
 
@@ -138,7 +138,7 @@ def run_training(
     indices, note = _used(data, require)
     cfgs = {s: with_overrides(cfg, {"train.system": s}, "--systems") for s in systems or [cfg.train.system]}
     splits = {seed: make_splits(data, indices, folds, cfg.train, seed, note) for seed in seeds}
-    warnings = class_coverage(data, indices, splits[seeds[0]])
+    warnings = class_coverage(data, indices, splits[seeds[0]]) + modality_coverage(data, indices)
     for w in warnings:
         log(f"warning: {w}")
     run_dirs, jobs = {}, []
