@@ -139,12 +139,12 @@ def extract_modality(
     report.counts = mw.finalize(run.cfg.store.chunk_frames, last_batch=done.last_batch)
     report.finalize_seconds = time.perf_counter() - finalize_start
     report.failures = dict(mw.group.attrs.get("failures", {}))
-    outcome = dict(zip((r.id for r in records), mw.current_status()))
+    outcome = dict(zip((r.id for r in records), map(Status, mw.current_status())))
     for utt, note in mw.group.attrs.get("notes", {}).items():
         if outcome.get(utt) == Status.OK:
             report.notes[utt] = note
-        elif outcome.get(utt) in (Status.MISSING_INPUT, Status.NO_FACE):  # a really missing modality
-            report.absent[utt] = (Status(outcome[utt]).label, note)
+        elif utt in outcome and outcome[utt].missing:
+            report.absent[utt] = (outcome[utt].label, note)
     report.seconds = time.perf_counter() - start
     return report
 

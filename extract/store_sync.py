@@ -20,7 +20,7 @@ from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.shared.config import PipelineConfig, config_hash, to_toml
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet
-from cmarr.shared.store import FeatureStore, ModalitySpec, Status, StoreWriter, UtteranceTable
+from cmarr.shared.store import FeatureStore, ModalitySpec, StoreWriter, UtteranceTable
 from cmarr.shared.store.schema import UTTERANCE_COLUMNS
 from cmarr.shared.store.writer import ModalityWriter
 
@@ -90,8 +90,7 @@ def _settled(writer: StoreWriter, store: FeatureStore) -> np.ndarray:
     settled = np.zeros(len(store), dtype=bool)
     for name in store.modality_names:
         spec = ModalitySpec.from_attrs(store.group(name).attrs["spec"])
-        status = ModalityWriter(writer, name, spec, attached=True).current_status()  # reads only
-        settled |= np.isin(status, [s for s in Status if s.settled])
+        settled |= ModalityWriter(writer, name, spec, attached=True).settled()  # reads only
     return settled
 
 

@@ -159,7 +159,7 @@ class Predictor:
             self._check_encoders(store, given)
             data = StoreData(store, max_memory_bytes=1 << 40, non_finite="missing", absent_dims=self.dims)
             for m in given:
-                reasons = _reasons(store, m)
+                reasons = store.reasons(m)
                 for i, r in enumerate(records):
                     if _gives(r, m) and not data.present[m][i]:
                         dropped[r.id][m] = reasons.get(r.id, Status(int(data.readers[m].status[i])).name.lower())
@@ -241,11 +241,6 @@ def _gives(record: UtteranceRecord, m: str) -> bool:
     if m == "text":
         return bool(record.text and record.text.strip())
     return getattr(record, m) is not None
-
-
-def _reasons(store: FeatureStore, m: str) -> dict[str, str]:
-    group = store.root[m]
-    return {**group.attrs.get("notes", {}), **group.attrs.get("failures", {})}
 
 
 def run_checkpoints(run: Path) -> list[Path]:

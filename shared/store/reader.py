@@ -138,6 +138,12 @@ class FeatureStore:
             self._groups[name] = node(self.root, name, self.location, name)
         return self._groups[name]
 
+    def reasons(self, name: str) -> dict[str, str]:
+        """{utterance id: reason} of every item of modality `name` whose extraction recorded one: a
+        failure's cause, why the modality is missing, or a note on an item extracted ok."""
+        attrs = self.group(name).attrs
+        return {**attrs.get("notes", {}), **attrs.get("failures", {})}
+
     def array(self, path: str) -> CheckedArray:
         """The array at `path` (e.g. `audio/values`), read through its recorded checksums; its group's
         metadata is read (and so checked) on the way."""

@@ -30,9 +30,14 @@ class Status(enum.IntEnum):
         return self.name.lower().replace("_", "-")
 
     @property
+    def missing(self) -> bool:
+        """A really missing modality (nothing to encode), as opposed to a failure to encode it."""
+        return self in (Status.MISSING_INPUT, Status.NO_FACE)
+
+    @property
     def settled(self) -> bool:
         """Outcomes that a resumed run keeps; pending and failed items are (re)tried."""
-        return self in (Status.OK, Status.MISSING_INPUT, Status.NO_FACE)
+        return self == Status.OK or self.missing
 
 
 # Column name -> numpy dtype kind. Strings are stored as Zarr variable-length UTF-8.

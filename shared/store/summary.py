@@ -52,17 +52,16 @@ def _modality(store: FeatureStore, name: str, scan: bool) -> dict[str, Any]:
         },
         "status": {s.label: int((reader.status == s).sum()) for s in Status},
         "failures": len(group.attrs.get("failures", {})),
-        "reasons": _reasons(store, group, reader.status),
+        "reasons": _reasons(store, name, reader.status),
         "nonfinite_values": int(reader.nonfinite_counts().sum()) if scan else None,
         "bytes_stored": _stored_bytes(store, name),
         "spec": spec,
     }
 
 
-def _reasons(store: FeatureStore, group, status) -> dict[str, dict[str, str]]:
-    """Every reason extraction recorded, by the item's outcome: {outcome: {utterance id: reason}}
-    (a failure's cause; why a modality is missing; a note on an item extracted ok)."""
-    recorded = {**group.attrs.get("notes", {}), **group.attrs.get("failures", {})}
+def _reasons(store: FeatureStore, name: str, status) -> dict[str, dict[str, str]]:
+    """Every reason extraction recorded, by the item's outcome: {outcome: {utterance id: reason}}."""
+    recorded = store.reasons(name)
     outcome = dict(zip(store.utterances["id"].tolist(), status.tolist())) if recorded else {}
     by_outcome: dict[str, dict[str, str]] = {}
     for utt, why in recorded.items():
