@@ -158,12 +158,11 @@ class Predictor:
             store = FeatureStore.open(location)
             self._check_encoders(store, given)
             data = StoreData(store, max_memory_bytes=1 << 40, non_finite="missing", absent_dims=self.dims)
-            for m in given:
-                reasons = store.reasons(m)
-                for i, r in enumerate(records):
-                    if _gives(r, m) and not data.present[m][i]:
-                        dropped[r.id][m] = reasons.get(r.id, Status(int(data.readers[m].status[i])).name.lower())
-            return self._predict(data, [r.id for r in records], dropped)
+            ids = [r.id for r in records]
+            for m in given:  # a row's own reason first (silent audio, empty transcript), then the store's
+                for uid, why in _unusable(data, m, ids).items():
+                    dropped[uid].setdefault(m, why)
+            return self._predict(data, ids, dropped)
 
     def predict_store(self, location: str, modalities: list[str]) -> list[Prediction]:
         """Utterances of a feature store, given `modalities` (those whose store holds all of them)."""
@@ -175,7 +174,11 @@ class Predictor:
                 raise ConfigError(f"{location}: {m} features are {data.dims[m]}-d, the model's {self.dims[m]}-d")
         ids = [str(i) for i in store.utterances["id"]]
         keep = {m: np.ones(len(ids), bool) for m in modalities}
-        return self._predict(data, ids, {i: {} for i in ids}, keep)
+        dropped: dict[str, dict[str, str]] = {i: {} for i in ids}
+        for m in modalities:
+            for uid, why in _unusable(data, m, ids).items():
+                dropped[uid][m] = why
+        return self._predict(data, ids, dropped, keep)
 
     # ------------------------------------------------------------------ internals
 
@@ -235,6 +238,21 @@ class Predictor:
             dropped["audio"] = f"silent audio (peak below {SILENCE:g} of full scale)"
             return replace(record, audio=None)
         return record
+
+
+def _unusable(data: StoreData, m: str, ids: list[str]) -> dict[str, str]:
+    """{utterance id: why} for each of `ids` (the store's rows, in order) whose modality m a model
+    cannot use: the reason the extraction recorded (no audio, empty transcript, a failure's cause),
+    non-finite features, or the item's status when no reason was recorded."""
+    if m not in data.readers:
+        return {uid: f"the store has no {m} features" for uid in ids}
+    reasons, non_finite = data.store.reasons(m), set(data.non_finite.get(m, ()))
+    status = data.readers[m].status
+    return {
+        uid: "features hold NaN or inf" if uid in non_finite else reasons.get(uid) or Status(int(status[i])).label
+        for i, uid in enumerate(ids)
+        if not data.present[m][i]
+    }
 
 
 def _gives(record: UtteranceRecord, m: str) -> bool:

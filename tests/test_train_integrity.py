@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import pickle
@@ -25,9 +26,10 @@ FAST = [
 ]  # fmt: skip
 
 
-def make_store(path, sessions, labels, missing=None, seed=0, outcome=Status.NO_FACE):
+def make_store(path, sessions, labels, missing=None, seed=0, outcome=Status.NO_FACE, reason=None):
     """A store with the given session and label per utterance; `missing[m]` marks utterances whose
-    modality m is really missing (no face, no transcript), or whose extraction failed (`outcome`)."""
+    modality m is really missing (no face, no transcript), or whose extraction failed (`outcome`),
+    each with the recorded `reason` if one is given."""
     n = len(sessions)
     rows = [
         {"id": f"u{i:03d}", "label": int(labels[i]), "label_name": FOUR_CLASS.classes[labels[i]],
@@ -41,7 +43,8 @@ def make_store(path, sessions, labels, missing=None, seed=0, outcome=Status.NO_F
         feats = [None if gone[i] else (rng.normal(size=(3, dim)) + labels[i]).astype(np.float32) for i in range(n)]
         status = [outcome if gone[i] else Status.OK for i in range(n)]
         mw = writer.modality(m, ModalitySpec(encoder=f"synthetic-{m}", dim=dim, dtype="float32"))
-        mw.write_part(list(range(n)), feats, status)
+        why = {i: reason for i in range(n) if gone[i]} if reason else None
+        mw.write_part(list(range(n)), feats, status, why)
         mw.finalize(64)
     return path
 
@@ -174,6 +177,32 @@ def test_resume_never_runs_a_state_file(tmp_path):
 def test_predict_checks_the_output_folder_before_any_work(tmp_path):
     r = runner.invoke(predict_app, [str(tmp_path), "--store", "x.zarr", "--out", str(tmp_path / "nodir/p.csv")])
     assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
+
+
+def test_predicting_from_a_store_says_why_a_modality_was_not_used(tmp_path):
+    """Each utterance whose modality the store lacks gets the reason the extraction recorded (or
+    its status), in the JSON and the CSV; a modality not asked for (--modalities) is not listed."""
+    labels = np.arange(16) % 2
+    store = make_store(tmp_path / "s.zarr", ["A", "B"] * 8, labels)
+    assert _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=1").exit_code == 0
+    [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    video = np.arange(16) < 3
+    text = np.arange(16) == 5
+    new = make_store(tmp_path / "n.zarr", ["A", "B"] * 8, labels, {"video": video})
+    make_store(tmp_path / "t.zarr", ["A", "B"] * 8, labels, {"text": text}, outcome=Status.MISSING_INPUT,
+               reason="empty transcript")  # fmt: skip
+    r = runner.invoke(predict_app, [str(run), "--store", str(new), "--json", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    rows = {p["id"]: p for p in json.loads(r.stdout)["predictions"]}
+    assert {uid: p["dropped"] for uid, p in rows.items() if p["dropped"]} == {
+        f"u{i:03d}": {"video": "no-face"} for i in range(3)
+    }
+    assert rows["u000"]["used"] == ["text", "audio"]
+    out = tmp_path / "p.csv"
+    args = [str(run), "--store", str(tmp_path / "t.zarr"), "--modalities", "text,audio", "--out", str(out)]
+    assert runner.invoke(predict_app, [*args, "--device", "cpu"]).exit_code == 0
+    not_used = {row["id"]: row["not_used"] for row in csv.DictReader(open(out)) if row["not_used"]}
+    assert not_used == {"u005": "text: empty transcript"}
 
 
 def test_weights_that_do_not_fit_are_named(tmp_path):
