@@ -85,6 +85,7 @@ def _run(read: Callable[[], CorpusScan], corpus, out, label_set, settings, overw
     """Print the dry-run summary, or extract and print what happened. `read` reads the corpus."""
     path = store_path(out or Path(settings.cfg.store.dir), corpus)
     scan = read()
+    scan.problems.extend(scan.label_warnings(label_set.classes))
     if dry_run:
         from cmarr.extract.media.span import span_problems
 
@@ -95,6 +96,8 @@ def _run(read: Callable[[], CorpusScan], corpus, out, label_set, settings, overw
         err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if len(scan.problems) > 20:
         err_console.print(f"... and {len(scan.problems) - 20} more warnings (--dry-run lists them)")
+    if left_out := scan.left_out(label_set.classes):  # a real run says it too, not only --dry-run's counts
+        err_console.print(escape(left_out), highlight=False, soft_wrap=True)
     from cmarr.extract.encoders.demo_models import apply_profile
     from cmarr.extract.pipeline import extract_corpus
     from cmarr.shared.cluster import dask_client, local_gpus

@@ -55,10 +55,18 @@ def open_store(
 
 
 def _check_same_utterances(path: Path, store: FeatureStore, table: UtteranceTable, label_set: LabelSet) -> None:
-    if store.utterances["id"].tolist() != table["id"].tolist():
+    stored, now = [str(i) for i in store.utterances["id"].tolist()], [str(i) for i in table["id"].tolist()]
+    if stored != now:
+        in_store, in_corpus = set(stored), set(now)
+        added, gone = [i for i in now if i not in in_store], [i for i in stored if i not in in_corpus]
+        parts = [f"{len(added)} the corpus now reads that the store lacks ({_named(added)})"] if added else []
+        parts += [f"{len(gone)} the store holds that the corpus no longer reads ({_named(gone)})"] if gone else []
+        what = "; ".join(parts) or "the same utterances in another order"
         raise StoreError(
-            f"{path}: this store holds a different utterance list than the corpus now reads "
-            "(different corpus, label set or filters); choose another --out or remove it"
+            f"{path}: this store holds a different utterance list than the corpus now reads: {what} (another "
+            "corpus, label set or filter; a label corrected into the label set adds its utterance). A store's "
+            "utterances are fixed when it is created (--overwrite re-extracts them, it does not change them): "
+            "extract into another --out, or remove this store"
         )
     if store.classes != list(label_set.classes):
         raise StoreError(
@@ -69,7 +77,7 @@ def _check_same_utterances(path: Path, store: FeatureStore, table: UtteranceTabl
 
 def _check_times_may_change(path: Path, store, ids: list[str], overwrite: bool, modalities: list[str]) -> None:
     """Changed times are refused unless `overwrite` re-extracts every modality the store holds."""
-    named = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    named = _named(ids)
     if not overwrite:
         raise StoreError(
             f"{path}: the corpus now gives other start/end times for {len(ids)} utterances ({named}); their "
@@ -80,6 +88,11 @@ def _check_times_may_change(path: Path, store, ids: list[str], overwrite: bool, 
             f"{path}: start/end changed for {len(ids)} utterances ({named}) and the store's {', '.join(stale)} "
             "features were cut at the old times: include them in --modalities to extract them again"
         )
+
+
+def _named(ids: list[str]) -> str:
+    """The first five ids, and how many more."""
+    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
 
 
 def _settled(writer: StoreWriter, store: FeatureStore) -> np.ndarray:

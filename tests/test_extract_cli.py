@@ -97,6 +97,50 @@ def test_modalities_option_is_the_recorded_config(tmp_path):
     assert recorded_config(tmp_path / "out" / "c.zarr")["extract"]["modalities"] == ["text"]
 
 
+def test_utterances_left_out_by_their_label_are_said_in_a_real_run(tmp_path):
+    """A label outside the label set leaves its utterance out: the real run says how many and which
+    labels (it was in --dry-run's counts only), and a label that looks like a class written
+    otherwise ('Calm', 'ten') is warned about in both."""
+    manifest = small_manifest(tmp_path, n=6)
+    rows = manifest.read_text().splitlines()
+    for k, label in ((1, "Calm"), (2, "ten"), (3, "bored"), (4, "bored")):
+        rows[k + 1] = rows[k + 1].replace(",calm,", f",{label},").replace(",tense,", f",{label},")
+    manifest.write_text("\n".join(rows) + "\n")
+    result = extract(manifest, tmp_path / "out", "--modalities", "text")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "left out: 4 utterances whose label is outside the label set (calm, tense): bored 2, Calm 1, ten 1" in said
+    assert "label 'Calm' (1 utterance) is not a class, but looks like 'calm'" in said
+    assert "label 'ten' (1 utterance) is not a class, but looks like 'tense'" in said
+    assert "'bored' (2" not in said  # a label of its own is not a typo
+    assert list(FeatureStore.open(tmp_path / "out" / "c.zarr").utterances["id"]) == ["u0", "u5"]
+    dry = runner.invoke(app, ["manifest", str(manifest), "--label-set", "calm,tense", "--dry-run"])
+    summary = json.loads(dry.stdout)
+    assert summary["excluded_labels"] == {"Calm": 1, "bored": 2, "ten": 1}
+    assert sum("looks like" in p for p in summary["problems"]) == 2
+
+
+def test_a_store_of_other_utterances_is_refused_naming_them(tmp_path):
+    """A label corrected into the label set adds an utterance the store lacks, a removed row leaves
+    one the corpus no longer reads: the refusal names both (it said only 'a different utterance
+    list'), with or without --overwrite, and the store is left as it was."""
+    manifest = small_manifest(tmp_path)
+    rows = manifest.read_text().splitlines()
+    manifest.write_text("\n".join([*rows[:2], rows[2].replace(",calm,", ",Calm,"), *rows[3:]]) + "\n")
+    assert extract(manifest, tmp_path / "out", "--modalities", "text").exit_code == 0
+    store = FeatureStore.open(tmp_path / "out" / "c.zarr")
+    assert list(store.utterances["id"]) == ["u0", "u2", "u3"]
+    print_before = store.fingerprint()
+    manifest.write_text("\n".join(rows[:4]) + "\n")  # u1 corrected, u3 removed
+    for extra in ([], ["--overwrite"]):
+        result = extract(manifest, tmp_path / "out", "--modalities", "text", *extra)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 1 and "Traceback" not in said, said
+        assert "1 the corpus now reads that the store lacks (u1); 1 the store holds that the corpus no longer " \
+               "reads (u3)" in said  # fmt: skip
+    assert FeatureStore.open(tmp_path / "out" / "c.zarr").fingerprint() == print_before
+
+
 @pytest.mark.parametrize("name", ["../escape", "", "a/b", "a\\b", ".hidden", "-x", "..", "x."])
 def test_corpus_names_that_are_not_plain_file_names_are_refused(tmp_path, name):
     manifest = small_manifest(tmp_path)

@@ -75,3 +75,38 @@ class CorpusScan:
             "problems": self.problems[:200]
             + ([f"... {len(self.problems) - 200} more"] if len(self.problems) > 200 else []),
         }
+
+    def left_out(self, classes: tuple[str, ...]) -> str | None:
+        """One line on the utterances left out for a label outside `classes` (most frequent labels
+        first), or None when there are none."""
+        if not self.excluded:
+            return None
+        total = sum(self.excluded.values())
+        counts = [f"{label} {n:,}" for label, n in self.excluded.most_common(10)]
+        more = f", and {len(self.excluded) - 10} other labels" if len(self.excluded) > 10 else ""
+        return (
+            f"left out: {total:,} utterance{'s' if total > 1 else ''} whose label is outside the label set "
+            f"({', '.join(classes)}): {', '.join(counts)}{more}"
+        )
+
+    def label_warnings(self, classes: tuple[str, ...]) -> list[str]:
+        """A warning per left-out label that looks like one of `classes` written otherwise: another
+        case, or one an abbreviation of the other ('Happy', 'hap' for 'happy'). Labels match
+        exactly, so such a typo silently shrinks a class."""
+        warnings = []
+        for label, n in sorted(self.excluded.items()):
+            near = [c for c in classes if _looks_alike(label, c)]
+            if near:
+                warnings.append(
+                    f"label {label!r} ({n} utterance{'s' if n > 1 else ''}) is not a class, but looks like "
+                    f"{' or '.join(repr(c) for c in near)}: labels match exactly (case too), so "
+                    f"{'they are' if n > 1 else 'it is'} left out; write the class's name"
+                )
+        return warnings
+
+
+def _looks_alike(label: str, cls: str) -> bool:
+    """The same word in another case, or one a prefix of the other (3 letters at least)."""
+    a, b = label.strip().casefold(), cls.casefold()
+    short, long = sorted((a, b), key=len)
+    return a == b or (len(short) >= 3 and long.startswith(short))
