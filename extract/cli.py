@@ -15,11 +15,10 @@ from typing import Annotated
 import typer
 from cmarr.extract.corpora.record import CorpusScan
 from cmarr.shared.config import PipelineConfig, load_config, parse_override
-from cmarr.shared.console import ProgressReporter, err_console, reports_errors
+from cmarr.shared.console import ProgressReporter, err_console, reports_errors, stdout_console
 from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
 from cmarr.shared.labels import get_label_set
 from cmarr.shared.modalities import parse_modalities
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -30,7 +29,6 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # help texts are plain: `[extract.video]` is a config section, not markup
 )
-console = Console()
 CORPUS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 Out = Annotated[
@@ -144,7 +142,7 @@ def store_path(out: Path, corpus: str) -> Path:
 def _print_report(report) -> None:
     if report.updated:
         changes = "; ".join(f"{c} of {n} utterance{'s' if n > 1 else ''}" for c, n in report.updated.items())
-        console.print(f"updated from the corpus: {changes}", highlight=False, soft_wrap=True)
+        stdout_console().print(f"updated from the corpus: {changes}", highlight=False, soft_wrap=True)
     table = Table("modality", "encoded now", "ok", "missing-input", "no-face", "failed", "seconds", "in forward")
     for r in report.modalities:
         c = r.counts
@@ -158,7 +156,7 @@ def _print_report(report) -> None:
             f"{r.seconds:.1f}",
             f"{r.forward_seconds:.1f}",
         )
-    console.print(table)
+    stdout_console().print(table)
     notes = [("note", r.modality, u, note) for r in report.modalities for u, note in r.notes.items()]
     notes += [(kind, r.modality, u, why) for r in report.modalities for u, (kind, why) in r.absent.items()]
     for kind, modality, utt, note in notes[:20]:
@@ -173,7 +171,7 @@ def _print_report(report) -> None:
         err_console.print(f"[red]failed[/] {modality} {escape(utt)}: {escape(why)}", highlight=False, soft_wrap=True)
     if len(failures) > 20:
         err_console.print(f"... and {len(failures) - 20} more failed ({every_reason})", highlight=False)
-    console.print(f"store: {report.store}")
+    stdout_console().print(f"store: {report.store}")
     if failures:
         err_console.print(
             f"{len(failures)} item{'s' if len(failures) > 1 else ''} failed (reasons above); once their inputs "
@@ -291,6 +289,6 @@ def demo(
     root = corpus_dir or (out or Path(settings.cfg.store.dir)) / "demo-corpus"
 
     def read() -> CorpusScan:
-        return read_iemocap(ensure_demo_corpus(root, utterances_per_dialog, seed, console.print), labels)
+        return read_iemocap(ensure_demo_corpus(root, utterances_per_dialog, seed, stdout_console().print), labels)
 
     _run(read, "demo", out, labels, settings, overwrite, dry_run, scheduler, cluster)

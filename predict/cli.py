@@ -19,13 +19,11 @@ from typing import Annotated
 
 import typer
 from cmarr.shared.config import parse_override
-from cmarr.shared.console import err_console, reports_errors
+from cmarr.shared.console import err_console, reports_errors, stdout_console
 from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
 from cmarr.shared.modalities import parse_modalities
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
 app = typer.Typer(add_completion=False, rich_markup_mode=None, help=__doc__)
 
 
@@ -75,9 +73,9 @@ def predict(
         print(json.dumps({"model": predictor.description, "predictions": [p.as_dict() for p in preds]}, indent=1))
     else:
         if len(preds) <= 50 or not out:
-            console.print(_table(preds, predictor.classes, predictor.description))
+            stdout_console().print(_table(preds, predictor.classes, predictor.description))
         if out:
-            console.print(f"wrote {len(preds)} predictions to {out}", markup=False, soft_wrap=True)
+            stdout_console().print(f"wrote {len(preds)} predictions to {out}", markup=False, soft_wrap=True)
     if unusable := [p for p in preds if not p.label]:  # a script sees it without parsing the output
         err_console.print(
             f"{len(unusable)} of {len(preds)} utterance{'s' if len(preds) > 1 else ''} had nothing usable to "

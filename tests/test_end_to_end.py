@@ -115,6 +115,7 @@ def test_a_manifest_writes_a_csv(chain, tmp_path):
     assert [row["id"] for row in rows] == ["new0", "new1", "new2"]
     assert rows[0]["used"] == "text,audio" and rows[1]["used"] == "audio"
     assert [row["not_used"] for row in rows] == ["", "text: empty transcript", ""]  # its empty cell, said
+    assert "text: empty transcript" in r.output and "…" not in r.output  # piped, the table prints whole
     assert all(abs(sum(float(row[f"p_{c}"]) for c in FOUR_CLASS.classes) - 1) < 1e-4 for row in rows)
 
 

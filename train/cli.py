@@ -14,16 +14,14 @@ from typing import Annotated
 import typer
 from cmarr.shared.cluster import require_gpu_workers
 from cmarr.shared.config import PipelineConfig, load_config, parse_override, with_overrides
-from cmarr.shared.console import reports_errors
+from cmarr.shared.console import reports_errors, stdout_console
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
 from cmarr.train.presets import apply_preset
-from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-console = Console()
 Config = Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
 Preset = Annotated[str | None, typer.Option(help="paper (every system's published schedule) or fast.")]
@@ -97,7 +95,7 @@ def train(
     names = selected_systems(cfg.train.system, systems, ablations)  # checked before any cluster starts
     required = [m.strip() for m in require.split(",")] if require else []
     first = cfg.train.seed
-    log = lambda msg: console.print(msg, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
+    log = lambda msg: stdout_console().print(msg, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
     cluster = f"local:{jobs}" if jobs > 1 else None
     with dask_client(scheduler, cluster, local_gpus(cfg.train.device)) as client:
         if client is not None:
@@ -115,7 +113,7 @@ def train(
             from cmarr.train.sweep import run_sweep
 
             for spec in sweep:
-                console.print(
+                stdout_console().print(
                     f"sweep: {run_sweep(spec, cfg, out, lambda c: grid(c, [cfg.train.system]))}", markup=False
                 )
             return
@@ -124,10 +122,10 @@ def train(
         view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}")
         for row, t in run.table.items():
             view.add_row(row, mean_std(t, "war", " ± "), mean_std(t, "uar", " ± "))
-        console.print(view)
+        stdout_console().print(view)
         if note := coverage_note(run.table, max(t["runs"] for t in run.table.values())):
-            console.print(f"note: {note}", markup=False, soft_wrap=True)
-        console.print(f"run directory: {run.run_dir}", markup=False, soft_wrap=True)
+            stdout_console().print(f"note: {note}", markup=False, soft_wrap=True)
+        stdout_console().print(f"run directory: {run.run_dir}", markup=False, soft_wrap=True)
 
 
 def selected_systems(main: str, systems: str | None, ablations: str | None) -> list[str]:
@@ -178,7 +176,7 @@ def describe(
             table.add_row(
                 s["name"], s["sampler"], weights, f"{p['trainable']:,}", f"{p['frozen']:,}", f"{p['total']:,}"
             )
-        console.print(table)
+        stdout_console().print(table)
 
 
 def _parse_dims(text: str) -> dict[str, int]:

@@ -11,13 +11,11 @@ from typing import Annotated
 
 import typer
 from cmarr.shared.config import load_config, parse_override
-from cmarr.shared.console import ProgressReporter, reports_errors
+from cmarr.shared.console import ProgressReporter, reports_errors, stdout_console
 from cmarr.shared.devices import resolve_device
-from rich.console import Console
 
 # Plain help texts: `[extract.video]` names a config section; rich would take it for markup and drop it.
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
-console = Console()
 Fer2013 = Annotated[Path, typer.Option("--fer2013", help="fer2013.csv (emotion,pixels,Usage).")]
 FerPlus = Annotated[Path, typer.Option("--ferplus", help="fer2013new.csv (FER+ votes).")]
 
@@ -41,7 +39,7 @@ def train(
         overrides["fer.device"] = device
     cfg = load_config(config, overrides)
     data = load_fer(fer2013, ferplus, cfg.fer.skip_bad_rows)
-    console.print({u: len(s.images) for u, s in data.splits.items()} | {"skipped": data.skipped})
+    stdout_console().print({u: len(s.images) for u, s in data.splits.items()} | {"skipped": data.skipped})
     out.parent.mkdir(parents=True, exist_ok=True)
     with ProgressReporter("batches") as progress:
         metrics = train_fer(
@@ -52,10 +50,10 @@ def train(
             {"fer2013": fer2013, "ferplus": ferplus},
             resolve_device(cfg.fer.device),
             progress.update,
-            lambda m: console.print(m, highlight=False),
+            lambda m: stdout_console().print(m, highlight=False),
         )
     _print(metrics)
-    console.print(f"wrote {out} (confusion matrix: {out.with_suffix('.confusion.png')})")
+    stdout_console().print(f"wrote {out} (confusion matrix: {out.with_suffix('.confusion.png')})")
 
 
 @app.command()
@@ -78,5 +76,5 @@ def _print(metrics: dict) -> None:
     for split in ("public", "private"):
         m = metrics[split]
         recall = ", ".join(f"{c} {r:.2f}" for c, r in m["recall"].items() if r is not None)
-        console.print(f"{split}: accuracy {m['accuracy']:.4f} on {m['n']} images; recall: {recall}")
+        stdout_console().print(f"{split}: accuracy {m['accuracy']:.4f} on {m['n']} images; recall: {recall}")
     print(json.dumps({k: {"accuracy": metrics[k]["accuracy"], "n": metrics[k]["n"]} for k in ("public", "private")}))
