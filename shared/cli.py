@@ -9,12 +9,14 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from cmarr.shared.console import ProgressReporter, err_console, reports_errors, stdout_console
 from cmarr.shared.errors import EXIT_FAILURE
 from cmarr.shared.store.mmin import export_h5, import_mmin
 from cmarr.shared.store.pack import pack_store
 from cmarr.shared.store.reader import FeatureStore
+from cmarr.shared.store.schema import Status
 from cmarr.shared.store.summary import summarize
 from cmarr.shared.store.verify import verify_store
 from rich.console import Console
@@ -115,6 +117,26 @@ def verify(
         err_console.print(f"{escape(store)}: {report.state}", highlight=False)
         raise typer.Exit(EXIT_FAILURE)
     stdout_console().print(f"{escape(store)}: ok ({report.chunks_checked} chunks checked)", highlight=False)
+    _print_failed_items(store)
+
+
+def _print_failed_items(location: str) -> None:
+    """Items whose extraction failed are no damage (verify passes), but the store is not all there:
+    say so, or a shared store looks complete."""
+    opened = FeatureStore.open(location)
+    ids = opened.utterances["id"]
+    for name in opened.modality_names:
+        failed = np.flatnonzero(opened.modality(name).status == Status.FAILED)
+        if len(failed):
+            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            named = ", ".join(str(ids[i]) for i in failed[:5]) + more
+            err_console.print(
+                f"[yellow]note:[/] {name}: {len(failed)} item{'s' if len(failed) > 1 else ''} failed extraction "
+                f"({escape(named)}) and read as missing; `cmarr-store info` says why, and re-running the extraction "
+                "retries them",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @app.command()

@@ -29,7 +29,7 @@ def plot_confusion(
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

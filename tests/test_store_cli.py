@@ -57,6 +57,21 @@ def test_verify_exit_codes(small_store):
     assert "video/values chunk 1 (rows 32-63)" in result.output
 
 
+def test_verify_passes_failed_items_but_names_them(tmp_path):
+    """Failed items are no damage (exit 0), yet the store is not all there: verify says which."""
+    from cmarr.shared.store import Status
+
+    from tests.test_train_integrity import make_store
+
+    failed = np.isin(np.arange(8), [2, 5])
+    store = make_store(tmp_path / "s.zarr", ["A", "B"] * 4, np.arange(8) % 2, {"audio": failed}, outcome=Status.FAILED)
+    result = runner.invoke(app, ["verify", str(store)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "audio: 2 items failed extraction (u002, u005) and read as missing" in said
+    assert "text:" not in said and "video:" not in said
+
+
 def test_missing_store_is_a_message_not_a_traceback(tmp_path):
     result = runner.invoke(app, ["info", str(tmp_path / "nope.zarr")])
     assert result.exit_code == 1 and "no such store" in result.output and "Traceback" not in result.output

@@ -40,7 +40,11 @@ train_app = typer.Typer(
     cls=_DefaultRun,
     add_completion=False,
     rich_markup_mode=None,
-    help="Train and evaluate systems from a feature store.",
+    help=(
+        "Train and evaluate systems from a feature store: `cmarr-train --store STORE [OPTIONS]` runs the "
+        "`run` command, the default (`cmarr-train run --help` lists its options: --store, --folds, --system, "
+        "--preset, --set, ...); `cmarr-train describe` prints a system's stages."
+    ),
 )
 
 

@@ -133,4 +133,6 @@ def _confusion_pngs(folder: Path, per_fold: list[dict], classes: list[str]) -> N
     folder.mkdir(exist_ok=True)
     for row in CONDITIONS:
         cm = np.sum([np.array(f["metrics"][row]["confusion"]) for f in per_fold], axis=0)
-        plot_confusion(cm, classes, f"available {row}", folder / f"{row.strip('{}').replace(',', '')}.png")
+        runs = f"{len(per_fold)} fold runs" if len(per_fold) > 1 else "1 fold run"
+        title = f"available {row}\n{int(cm.sum())} test utterances of {runs}"
+        plot_confusion(cm, classes, title, folder / f"{row.strip('{}').replace(',', '')}.png")
