@@ -40,7 +40,7 @@ def predict(
     manifest: Annotated[Path | None, typer.Option(help="Many utterances: cmarr-extract's manifest format.")] = None,
     store: Annotated[str | None, typer.Option(help="Label a feature store's utterances instead.")] = None,
     modalities: Annotated[str, typer.Option(help="With --store: the modalities to give.")] = "text,audio,video",
-    out: Annotated[Path | None, typer.Option(help="CSV to write (--manifest, --store).")] = None,
+    out: Annotated[Path | None, typer.Option(help="CSV to write, one row per utterance (any input).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     set_: Annotated[
