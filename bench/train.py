@@ -12,6 +12,8 @@ denominator together:
 - the kernels' own rate per op family (convolution, matmul, attention): the profiled step's FLOPs
   of each family over the self time of its kernels, and from them the most a step could reach were
   no time spent between kernels;
+- the rest: ATen ops per step times the measured cost of one op (dispatch, autograd), and the
+  model step on one thread against the one-thread roof (is the gap thread scaling?);
 - data wait: the share of step time the loop waited for its next batch; lazy vs in-memory reading;
 - peak memory: resident set of a process that trained one step on batch 16 whose speech is the
   longest IEMOCAP-like length (1700 frames, 34 s), and per corpus scale (1x, 2x, 4x) reading lazily;
@@ -141,6 +143,7 @@ def step_worker(args) -> dict:
     with one:
         _model_step(model, stage, opt, batches[0])
     roofs = (roof_before, matmul_roof())
+    gap = _gap_analysis(model, stage, opt, batches)  # last: it changes the thread count
     return {
         "n": len(data),
         "in_memory": data.in_memory,
@@ -156,7 +159,68 @@ def step_worker(args) -> dict:
         "setup_rss_gb": setup_gb,
         "time_by_op": _op_shares(prof),
         "rate_by_op": _op_rates(prof, one),
+        "gap": gap,
     }
+
+
+def _count_ops(fn) -> int:
+    """ATen ops `fn()` dispatches (forward and backward alike)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
+def _op_cost_s(n: int = 1000) -> float:
+    """Seconds one dispatched op costs apart from its arithmetic (dispatch, autograd bookkeeping):
+    a chain of `n` multiply-adds on 4 elements, forward and backward, timed and divided by the ops
+    it dispatches (counted as `_count_ops` counts a step's)."""
+    import torch
+
+    x = torch.randn(4, requires_grad=True)
+
+    def chain():
+        h = x
+        for _ in range(n):
+            h = h * 1.0001 + 0.0
+        h.sum().backward()
+
+    ops, best = _count_ops(chain), float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        chain()
+        best = min(best, time.perf_counter() - t0)
+    return best / ops
+
+
+def _gap_analysis(model, stage, opt, batches) -> dict:
+    """Where a step's time goes besides its counted FLOPs: ops per step times the cost of one op (an
+    upper bound of the per-op overhead), and the model step on one thread against the one-thread
+    roof (if the step's fraction of the roof were lost to thread scaling, one thread would reach
+    far more of its own roof)."""
+    import torch
+
+    ops, op_s = _count_ops(lambda: _model_step(model, stage, opt, batches[0])), _op_cost_s()
+    threads = torch.get_num_threads()
+    runs = {}  # keyed by the thread count as a string (the worker's result travels as JSON)
+    for n in (threads, 1) if threads > 1 else (threads,):
+        torch.set_num_threads(n)
+        _model_step(model, stage, opt, batches[0])  # warm-up at this thread count
+        before = matmul_roof()
+        t0 = time.perf_counter()
+        for batch in batches:
+            _model_step(model, stage, opt, batch)
+        runs[str(n)] = {"model_s": (time.perf_counter() - t0) / len(batches), "roof_gflops": max(before, matmul_roof())}
+    torch.set_num_threads(threads)
+    return {"ops": ops, "op_s": op_s, "threads": runs}
 
 
 def reading_worker(args) -> dict:
@@ -470,6 +534,30 @@ def main() -> None:
         f"- the most a step could reach with these kernels at these shapes, were no time spent between "
         f"them: {kernel_rate:.0f} GFLOP/s, {100 * kernel_rate / roof:.0f}% of the roof (target >= 40%)"
     ]
+    gap = first["gap"]
+    overhead_s = gap["ops"] * gap["op_s"]
+    verdicts.append(
+        f"- where the rest goes: a model step dispatches {gap['ops']:,} ATen ops (forward, losses, backward, "
+        f"AdamW); one op costs {1e6 * gap['op_s']:.1f} us apart from its arithmetic (dispatch, autograd; "
+        f"measured on a chain of tiny ops), so per-op overhead is about {overhead_s:.2f} s of the "
+        f"{first['model_s']:.2f} s step "
+        f"({100 * overhead_s / first['model_s']:.0f}%); the rest of the time outside the counted kernels is the "
+        "elementwise kernels' own work ('everything else' in the tables below): eager PyTorch runs each on its own, "
+        "so only fusing them (a compiler) could cut it"
+    )
+    runs = {int(n): r for n, r in gap["threads"].items()}  # JSON keys are strings
+    fractions = {n: first["gflop"] / r["model_s"] / r["roof_gflops"] for n, r in runs.items()}
+    one, most = fractions.get(1), fractions[max(fractions)]
+    scaling = "" if one is None else f"thread scaling is {'part of' if one > 1.25 * most else 'not'} the gap: "
+    verdicts.append(
+        f"- {scaling}the model step reaches "
+        + ", ".join(
+            f"{100 * f:.0f}% of the {r['roof_gflops']:.0f} GFLOP/s roof on {n} thread{'s' if n > 1 else ''} "
+            f"({r['model_s']:.2f} s)"
+            for (n, r), f in zip(runs.items(), fractions.values())
+        )
+        + " (the same batches, one after the other in this process)"
+    )
     verdicts.append(
         f"- lazy vs in-memory reading, the same {args.steps} batches built by both and trained on, alternating in "
         f"one process: a step {reading['step_lazy_s']:.2f} s lazy, {reading['step_memory_s']:.2f} s in memory: "
