@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.shared.config import PipelineConfig, config_hash, to_toml
+from cmarr.shared.console import some_named
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet
 from cmarr.shared.store import FeatureStore, ModalitySpec, StoreWriter, UtteranceTable
@@ -59,8 +60,8 @@ def _check_same_utterances(path: Path, store: FeatureStore, table: UtteranceTabl
     if stored != now:
         in_store, in_corpus = set(stored), set(now)
         added, gone = [i for i in now if i not in in_store], [i for i in stored if i not in in_corpus]
-        parts = [f"{len(added)} the corpus now reads that the store lacks ({_named(added)})"] if added else []
-        parts += [f"{len(gone)} the store holds that the corpus no longer reads ({_named(gone)})"] if gone else []
+        parts = [f"{len(added)} the corpus now reads that the store lacks ({some_named(added)})"] if added else []
+        parts += [f"{len(gone)} the store holds that the corpus no longer reads ({some_named(gone)})"] if gone else []
         what = "; ".join(parts) or "the same utterances in another order"
         raise StoreError(
             f"{path}: this store holds a different utterance list than the corpus now reads: {what} (another "
@@ -77,7 +78,7 @@ def _check_same_utterances(path: Path, store: FeatureStore, table: UtteranceTabl
 
 def _check_times_may_change(path: Path, store, ids: list[str], overwrite: bool, modalities: list[str]) -> None:
     """Changed times are refused unless `overwrite` re-extracts every modality the store holds."""
-    named = _named(ids)
+    named = some_named(ids)
     if not overwrite:
         raise StoreError(
             f"{path}: the corpus now gives other start/end times for {len(ids)} utterances ({named}); their "
@@ -88,11 +89,6 @@ def _check_times_may_change(path: Path, store, ids: list[str], overwrite: bool, 
             f"{path}: start/end changed for {len(ids)} utterances ({named}) and the store's {', '.join(stale)} "
             "features were cut at the old times: include them in --modalities to extract them again"
         )
-
-
-def _named(ids: list[str]) -> str:
-    """The first five ids, and how many more."""
-    return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
 
 
 def _settled(writer: StoreWriter, store: FeatureStore) -> np.ndarray:

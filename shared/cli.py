@@ -11,7 +11,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from cmarr.shared.console import ProgressReporter, err_console, reports_errors, stdout_console
+from cmarr.shared.console import ProgressReporter, err_console, reports_errors, some_named, stdout_console
 from cmarr.shared.errors import EXIT_FAILURE
 from cmarr.shared.store.mmin import export_h5, import_mmin
 from cmarr.shared.store.pack import pack_store
@@ -128,12 +128,10 @@ def _print_failed_items(location: str) -> None:
     for name in opened.modality_names:
         failed = np.flatnonzero(opened.modality(name).status == Status.FAILED)
         if len(failed):
-            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-            named = ", ".join(str(ids[i]) for i in failed[:5]) + more
             err_console.print(
                 f"[yellow]note:[/] {name}: {len(failed)} item{'s' if len(failed) > 1 else ''} failed extraction "
-                f"({escape(named)}) and read as missing; `cmarr-store info` says why, and re-running the extraction "
-                "retries them",
+                f"({escape(some_named(ids[failed]))}) and read as missing; `cmarr-store info` says why, and "
+                "re-running the extraction retries them",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -60,6 +60,14 @@ def reports_errors(fn: F | None = None, *, output: str | None = None) -> Any:
     return wrapper  # type: ignore[return-value]
 
 
+def some_named(names, shown: int = 5) -> str:
+    """The first `shown` of `names` (utterance ids, say), comma-separated, and how many more: for
+    messages that name what they are about without listing thousands."""
+    names = [str(n) for n in names]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def print_error(message: str) -> None:
     """`error: <message>` on stderr; the message is printed as written (brackets are not markup)."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)

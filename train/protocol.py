@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cmarr.shared.console import some_named
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
 from cmarr.shared.store import Status
@@ -113,9 +114,9 @@ def modality_coverage(data: StoreData, indices: np.ndarray) -> list[str]:
     for m, reader in data.readers.items():
         failed = indices[reader.status[indices] == Status.FAILED]
         if len(failed):
-            named = ", ".join(map(str, ids[failed[:5]])) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
             warnings.append(
-                f"{m}: {len(failed)} utterance{'s' if len(failed) > 1 else ''} failed extraction ({named}) and "
+                f"{m}: {len(failed)} utterance{'s' if len(failed) > 1 else ''} failed extraction "
+                f"({some_named(ids[failed])}) and "
                 f"train{'' if len(failed) > 1 else 's'} as missing {m}; fix the input and re-run the extraction "
                 "(`cmarr-store info --json` gives the reasons)"
             )
