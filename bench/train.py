@@ -203,9 +203,10 @@ def _op_cost_s(n: int = 1000) -> float:
 
 def _gap_analysis(model, stage, opt, batches) -> dict:
     """Where a step's time goes besides its counted FLOPs: ops per step times the cost of one op (an
-    upper bound of the per-op overhead), and the model step on one thread against the one-thread
-    roof (if the step's fraction of the roof were lost to thread scaling, one thread would reach
-    far more of its own roof)."""
+    estimate of the per-op overhead), and the model step on one thread against the one-thread roof
+    (if the step's fraction of the roof were lost to thread scaling, one thread would reach far more
+    of its own roof). Each thread count's steps are timed between two roof measurements of their
+    own, so each fraction pairs a step with the roof of the same moment."""
     import torch
 
     ops, op_s = _count_ops(lambda: _model_step(model, stage, opt, batches[0])), _op_cost_s()
@@ -552,9 +553,9 @@ def main() -> None:
     verdicts.append(
         f"- {scaling}the model step reaches "
         + ", ".join(
-            f"{100 * f:.0f}% of the {r['roof_gflops']:.0f} GFLOP/s roof on {n} thread{'s' if n > 1 else ''} "
-            f"({r['model_s']:.2f} s)"
-            for (n, r), f in zip(runs.items(), fractions.values())
+            f"{100 * fractions[n]:.0f}% of the {r['roof_gflops']:.0f} GFLOP/s roof on {n} "
+            f"thread{'s' if n > 1 else ''} ({r['model_s']:.2f} s)"
+            for n, r in runs.items()
         )
         + " (the same batches, one after the other in this process)"
     )
