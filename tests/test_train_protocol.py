@@ -188,3 +188,34 @@ def test_lazy_reading_gives_the_same_batches_as_memory(store):
     a, b = eager.batch(order, avail, norm, "cpu"), lazy.batch(order, avail, norm, "cpu")
     for m in a.x:
         assert np.array_equal(a.x[m].numpy(), b.x[m].numpy()) and np.array_equal(a.mask[m].numpy(), b.mask[m].numpy())
+
+
+def test_only_folds_trains_those_folds_and_says_it_is_a_subset(store, tmp_path):
+    run = _train(store, tmp_path, epochs=1, extra=["--only-folds", "2"])
+    assert sorted(p.name for p in (run / "seed0").iterdir()) == ["fold2"]
+    folds = json.loads((run / "results.json").read_text())["folds"]
+    assert [(f["fold"], f["session"]) for f in folds] == [(2, "Ses02")]
+    md = (run / "results.md").read_text()
+    assert "1 of 5 folds" in md and "only fold(s) 2 (Ses02) of 5 trained (--only-folds)" in md
+
+
+def test_only_folds_outside_the_store_is_refused_naming_its_folds(store, tmp_path):
+    args = ["--store", str(store), "--only-folds", "2,7", "--out", str(tmp_path / "runs"), *TINY]
+    result = runner.invoke(train_app, args)
+    assert result.exit_code == 2
+    assert "--only-folds 7: the store has 5 folds: 1 (Ses01), 2 (Ses02)" in result.output
+    assert not (tmp_path / "runs").exists()  # refused before any run directory
+    result = runner.invoke(train_app, ["--store", str(store), "--only-folds", "first", *TINY])
+    assert result.exit_code == 2 and "expected fold numbers" in result.output
+
+
+@pytest.mark.slow
+def test_only_folds_then_resume_gives_the_full_run(store, tmp_path):
+    reference = _train(store, tmp_path / "ref", epochs=2)
+    first = _train(store, tmp_path / "runs", epochs=2, extra=["--only-folds", "1,3"])
+    rest = _train(store, tmp_path / "runs", epochs=2, extra=["--resume"])
+    assert rest == first
+    table = json.loads((rest / "results.json").read_text())
+    assert [f["fold"] for f in table["folds"]] == [1, 2, 3, 4, 5]
+    assert table["table"] == json.loads((reference / "results.json").read_text())["table"]
+    assert "--only-folds" not in (rest / "results.md").read_text()

@@ -59,6 +59,10 @@ def _load(config: Path | None, sets: list[str] | None, more: dict) -> PipelineCo
 def train(
     store: Annotated[str, typer.Option(help="Feature store: directory, .zarr.zip or URL.")],
     folds: Annotated[int | None, typer.Option(help="Folds (= the store's sessions: 5 IEMOCAP, 6 MSP-IMPROV).")] = None,
+    only_folds: Annotated[
+        str | None,
+        typer.Option(help="Train and report only these folds, e.g. 1 or 1,3 (a first check; --resume adds the rest)."),
+    ] = None,
     system: Annotated[str | None, typer.Option(help="The system to train (default cm-arr); see `describe`.")] = None,
     systems: Annotated[str | None, typer.Option(help="Train several: all (Table 2's systems) or a list.")] = None,
     ablations: Annotated[
@@ -98,6 +102,7 @@ def train(
 
     names = selected_systems(cfg.train.system, systems, ablations)  # checked before any cluster starts
     required = [m.strip() for m in require.split(",")] if require else []
+    subset = _parse_folds(only_folds) if only_folds else None
     first = cfg.train.seed
     log = lambda msg: stdout_console().print(msg, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
     cluster = f"local:{jobs}" if jobs > 1 else None
@@ -110,7 +115,7 @@ def train(
         def grid(c, names=names):
             return run_training(
                 store, c, folds, list(range(first, first + seeds)), out, required, device_, resume, log,
-                names, client, selection_gap, "table2" if systems else "table3",
+                names, client, selection_gap, "table2" if systems else "table3", subset,
             )  # fmt: skip
 
         if sweep:
@@ -123,13 +128,22 @@ def train(
             return
         runs = grid(cfg)
     for run in runs:
-        view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}")
+        subset_note = f" (only fold(s) {','.join(map(str, sorted(set(subset))))}: a first check)" if subset else ""
+        view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}{subset_note}")
         for row, t in run.table.items():
             view.add_row(row, mean_std(t, "war", " ± "), mean_std(t, "uar", " ± "))
         stdout_console().print(view)
         if note := coverage_note(run.table, max(t["runs"] for t in run.table.values())):
             stdout_console().print(f"note: {note}", markup=False, soft_wrap=True)
         stdout_console().print(f"run directory: {run.run_dir}", markup=False, soft_wrap=True)
+
+
+def _parse_folds(text: str) -> list[int]:
+    """'1,3' -> [1, 3] (checked against the store's folds later, in `run_training`)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ConfigError(f"--only-folds: expected fold numbers such as 1 or 1,3, got {text!r}")
+    return [int(p) for p in parts]
 
 
 def selected_systems(main: str, systems: str | None, ablations: str | None) -> list[str]:

@@ -128,17 +128,23 @@ def run_training(
     client=None,
     report_test: bool = False,
     comparison: str = "table2",
+    only_folds: list[int] | None = None,
 ) -> list[SystemRun]:
     """Train every system (default: the config's) for every seed and fold. With a dask `client`
     the jobs run on its workers, which must see `store_location` and `out` at the same paths.
     `report_test`: also score the test part after every epoch, for the report only. With several
-    systems, a comparison folder (`comparison`: table2, or table3 for ablations) is written too."""
+    systems, a comparison folder (`comparison`: table2, or table3 for ablations) is written too.
+    `only_folds` (1-based) trains and reports those folds only, a first check; the run id does not
+    depend on it, so `resume` without it later trains the other folds into the same run."""
     store = FeatureStore.open(store_location)
     data = StoreData(store, 0 if client else 8 << 30, cfg.train.non_finite)  # the driver needs labels only
     indices, note = _used(data, require)
     cfgs = {s: with_overrides(cfg, {"train.system": s}, "--systems") for s in systems or [cfg.train.system]}
     splits = {seed: make_splits(data, indices, folds, cfg.train, seed, note) for seed in seeds}
     warnings = class_coverage(data, indices, splits[seeds[0]]) + modality_coverage(data, indices)
+    kept = _kept_folds(splits[seeds[0]], only_folds)
+    if len(kept) < len(splits[seeds[0]]):
+        warnings.append(_subset_note(splits[seeds[0]], kept))
     for w in warnings:
         log(f"warning: {w}")
     run_dirs, jobs = {}, []
@@ -157,6 +163,7 @@ def run_training(
             job
             for seed in seeds
             for k, fold in enumerate(splits[seed])
+            if k + 1 in kept
             for j, s in enumerate(fold)
             if (job := Job(name, seed, k + 1, j, s, run_dir)).key not in done
         ]
@@ -169,19 +176,44 @@ def run_training(
         per_fold = []
         for seed in seeds:
             for k, fold in enumerate(splits[seed]):
+                if k + 1 not in kept:
+                    continue
                 results = [_result(Job(name, seed, k + 1, j, s, run_dir)) for j, s in enumerate(fold)]
                 metrics = fold_metrics(results, data.labels, len(store.classes))
-                session = fold[0].name.split("/")[0]
-                per_fold.append({"seed": seed, "fold": k + 1, "session": session, "metrics": metrics})
+                per_fold.append({"seed": seed, "fold": k + 1, "session": _session(fold), "metrics": metrics})
         table = summarize(per_fold)
         system = get_system(name, cfgs[name].train)
-        title = f"{system.title} on {store.corpus}: {len(per_fold) // len(seeds)} folds x {len(seeds)} seed(s)"
+        trained = f"{len(kept)} of {len(splits[seeds[0]])}" if len(kept) < len(splits[seeds[0]]) else len(kept)
+        title = f"{system.title} on {store.corpus}: {trained} folds x {len(seeds)} seed(s)"
         write_reports(run_dir, table, per_fold, store.classes, title, store.corpus, system, warnings)
         runs.append(SystemRun(name, run_dir, table))
     if len(runs) > 1:
         folder = write_comparison(out, store.corpus, runs, comparison, data, device)
         log(f"comparison: {folder}")
     return runs
+
+
+def _kept_folds(folds: list, only: list[int] | None) -> list[int]:
+    """The 1-based folds to train: `only` (checked against the store's folds), or all."""
+    if not only:
+        return list(range(1, len(folds) + 1))
+    if bad := sorted({k for k in only if not 1 <= k <= len(folds)}):
+        named = ", ".join(f"{k + 1} ({_session(f)})" for k, f in enumerate(folds))
+        raise ConfigError(f"--only-folds {','.join(map(str, bad))}: the store has {len(folds)} folds: {named}")
+    return sorted(set(only))
+
+
+def _session(fold: list) -> str:
+    """The session a fold tests on (its splits' names are the session, or session/speaker)."""
+    return fold[0].name.split("/")[0]
+
+
+def _subset_note(folds: list, kept: list[int]) -> str:
+    named = ", ".join(f"{k} ({_session(folds[k - 1])})" for k in kept)
+    return (
+        f"only fold(s) {named} of {len(folds)} trained (--only-folds): a first check, not the protocol's "
+        f"{len(folds)}-fold figure; --resume without --only-folds trains the rest into this run"
+    )
 
 
 def _used(data: StoreData, require: list[str]) -> tuple[np.ndarray, str]:
