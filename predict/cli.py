@@ -58,8 +58,8 @@ def predict(
         raise ConfigError("give both --start and --end, or neither")
     if video_half not in (None, "left", "right"):
         raise ConfigError(f"--video-half {video_half!r}: use left or right")
-    if out and not out.parent.is_dir():  # found before any work, not after it
-        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
+    if out:
+        _prepare_out(out)
     predictor = load_predictor(run, device, dict(parse_override(s) for s in set_ or []))
     if store:
         preds = predictor.predict_store(store, parse_modalities(modalities))
@@ -83,6 +83,17 @@ def predict(
             highlight=False,
         )
         raise typer.Exit(EXIT_ITEMS_FAILED)
+
+
+def _prepare_out(out: Path) -> None:
+    """Make --out's folder, as extraction and training make theirs, and refuse an --out that cannot
+    be written: both before any work, not after it."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give the CSV file to write, e.g. {out / 'predictions.csv'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot make the folder {out.parent}: {e.strerror or e}") from None
 
 
 def _table(preds, classes: list[str], title: str) -> Table:

@@ -174,9 +174,18 @@ def test_resume_never_runs_a_state_file(tmp_path):
     assert "state.pt: refused" in r.output
 
 
-def test_predict_checks_the_output_folder_before_any_work(tmp_path):
-    r = runner.invoke(predict_app, [str(tmp_path), "--store", "x.zarr", "--out", str(tmp_path / "nodir/p.csv")])
-    assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
+def test_predict_checks_the_output_before_any_work(tmp_path):
+    """--out's folder is made (as extraction and training make theirs) or refused before the run is
+    even read; here the run is no run, so reaching the work would fail differently."""
+    (tmp_path / "a-file").write_text("")
+    for out, message in [
+        (tmp_path / "a-file" / "p.csv", "cannot make the folder"),
+        (tmp_path, "is a folder; give the CSV file to write"),
+    ]:
+        r = runner.invoke(predict_app, [str(tmp_path), "--store", "x.zarr", "--out", str(out)])
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+    r = runner.invoke(predict_app, [str(tmp_path), "--store", "x.zarr", "--out", str(tmp_path / "new/deeper/p.csv")])
+    assert (tmp_path / "new/deeper").is_dir() and "cannot make" not in r.output
 
 
 def test_predicting_from_a_store_says_why_a_modality_was_not_used(tmp_path):
