@@ -120,6 +120,25 @@ def test_utterances_left_out_by_their_label_are_said_in_a_real_run(tmp_path):
     assert sum("looks like" in p for p in summary["problems"]) == 2
 
 
+def test_a_class_without_utterances_is_said_before_extraction(tmp_path):
+    """A class of the label set that no row has (a typo in --label-set, or a corpus without it) is
+    warned about in the real run and in --dry-run's problems; training used to be the first to say."""
+    manifest = small_manifest(tmp_path)
+    args = ["manifest", str(manifest), "--corpus", "c", "--label-set", "calm,tense,sad", "--profile", "demo"]
+    result = runner.invoke(app, [*args, "--num-workers", "0", "--out", str(tmp_path / "out"), "--modalities", "text"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "class 'sad' of the label set has no utterance" in said
+    assert "'calm' of the label set" not in said and "'tense' of the label set" not in said
+    dry = json.loads(runner.invoke(app, [*args, "--dry-run"]).stdout)
+    assert [p for p in dry["problems"] if "has no utterance" in p] == [
+        "class 'sad' of the label set has no utterance: training will warn that UAR averages the other classes "
+        "(and refuses a store with fewer than two)"
+    ]
+    full = runner.invoke(app, ["manifest", str(manifest), "--corpus", "c", "--label-set", "calm,tense", "--dry-run"])
+    assert not [p for p in json.loads(full.stdout)["problems"] if "has no utterance" in p]
+
+
 def test_a_store_of_other_utterances_is_refused_naming_them(tmp_path):
     """A label corrected into the label set adds an utterance the store lacks, a removed row leaves
     one the corpus no longer reads: the refusal names both (it said only 'a different utterance

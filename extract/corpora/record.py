@@ -90,10 +90,19 @@ class CorpusScan:
         )
 
     def label_warnings(self, classes: tuple[str, ...]) -> list[str]:
-        """A warning per left-out label that looks like one of `classes` written otherwise: another
-        case, or one an abbreviation of the other ('Happy', 'hap' for 'happy'). Labels match
-        exactly, so such a typo silently shrinks a class."""
-        warnings = []
+        """A warning per class of `classes` that no utterance has (training would refuse or never
+        score it; said at extraction, before the encoders run), and per left-out label that looks
+        like a class written otherwise: another case, or one an abbreviation of the other ('Happy',
+        'hap' for 'happy'). Labels match exactly, so such a typo silently shrinks a class. An
+        unlabelled corpus (every label empty: utterances to predict) gets no class warning."""
+        present = Counter(r.label for r in self.records)
+        labelled = any(present.get(c) for c in classes) or self.excluded
+        warnings = [
+            f"class {c!r} of the label set has no utterance: training will warn that UAR averages the other "
+            "classes (and refuses a store with fewer than two)"
+            for c in classes
+            if labelled and not present.get(c)
+        ]
         for label, n in sorted(self.excluded.items()):
             near = [c for c in classes if _looks_alike(label, c)]
             if near:
