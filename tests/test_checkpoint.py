@@ -80,8 +80,14 @@ def test_random_bytes_of_any_kind_give_one_line_naming_the_file(tmp_path):
 
 def test_foreign_and_incomplete_files_are_refused(tmp_path):
     torch.save({"foo": 1}, tmp_path / "foreign.pt")
-    with pytest.raises(CheckpointError, match="not a cmarr-checkpoint/2 file"):
+    with pytest.raises(CheckpointError, match="not a cmarr-checkpoint/2 file: it has no format marker"):
         load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"format": "cmarr-checkpoint/1"}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="it is a 'cmarr-checkpoint/1' file"):
+        load_checkpoint(tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="not a cmarr-state/2 file: it is a 'cmarr-checkpoint/1' file") as err:
+        load_state(tmp_path / "old.pt")
+    assert f"delete {tmp_path / 'old.pt'} to train the stage again from its start" in str(err.value)
     torch.save({"format": "cmarr-checkpoint/2", "model": {}}, tmp_path / "part.pt")
     with pytest.raises(CheckpointError, match="incomplete: missing meta"):
         load_checkpoint(tmp_path / "part.pt")

@@ -171,7 +171,7 @@ def test_resume_never_runs_a_state_file(tmp_path):
     (run / "ledger.jsonl").write_text("")
     r = _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=2", "--resume")
     assert r.exit_code == 1 and not marker.exists()
-    assert "state.pt: refused" in r.output
+    assert "state.pt: refused" in r.output and "to train the stage again from its start" in r.output
 
 
 def test_predict_checks_the_output_before_any_work(tmp_path):

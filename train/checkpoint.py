@@ -49,7 +49,14 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    return _safe_load(path, STATE_FORMAT, STATE_KEYS)
+    """A state written by `save_state`; CheckpointError otherwise, saying how to go on without it."""
+    try:
+        return _safe_load(path, STATE_FORMAT, STATE_KEYS)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{err}\n  --resume cannot continue this stage from it: delete {path} to train the stage again "
+            "from its start (the run's other finished stages and folds are kept), or train without --resume"
+        ) from None
 
 
 def rng_state() -> dict[str, Any]:
@@ -102,8 +109,13 @@ def _safe_load(path: Path, fmt: str, keys: tuple[str, ...]) -> dict[str, Any]:
         # anything (IndexError, KeyError, ...); it builds only tensors and plain data, so no code ran
         raise CheckpointError(f"{path}: unreadable, truncated or damaged ({_first_line(err)})") from None
     if not isinstance(data, dict) or data.get("format") != fmt:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(f"{path}: not a {fmt} file (found {found!r})")
+        if not isinstance(data, dict):
+            found = f"it holds a {type(data).__name__}, not cmarr's dictionary"
+        elif "format" not in data:
+            found = "it has no format marker, so it was not written by cmarr"
+        else:
+            found = f"it is a {data['format']!r} file"
+        raise CheckpointError(f"{path}: not a {fmt} file: {found}")
     if missing := [k for k in keys if k not in data]:
         raise CheckpointError(f"{path}: incomplete: missing {', '.join(missing)}")
     return data
