@@ -24,7 +24,8 @@ from rich.table import Table
 
 app = typer.Typer(
     help="Extract per-utterance sequence features from a corpus into a feature store.\n\n"
-    "Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 finished but some items failed.",
+    "Exit codes: 0 ok; 1 failure (an input file that cannot be read, such as a malformed manifest, or a store "
+    "that cannot be written); 2 usage or config error (options, settings); 3 finished but some items failed.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,  # help texts are plain: `[extract.video]` is a config section, not markup

@@ -116,7 +116,12 @@ def verify(
     if not report.ok:
         err_console.print(f"{escape(store)}: {report.state}", highlight=False)
         raise typer.Exit(EXIT_FAILURE)
-    stdout_console().print(f"{escape(store)}: ok ({report.chunks_checked} chunks checked)", highlight=False)
+    checked = (
+        f"quick: {report.chunks_checked} chunks of the table, offsets and status checked; no feature value read"
+        if quick
+        else f"{report.chunks_checked} chunks checked"
+    )
+    stdout_console().print(f"{escape(store)}: ok ({checked})", highlight=False)
     _print_failed_items(store)
 
 

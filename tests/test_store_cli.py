@@ -55,6 +55,8 @@ def test_verify_exit_codes(small_store):
     result = runner.invoke(app, ["verify", str(path)])
     assert result.exit_code == 1
     assert "video/values chunk 1 (rows 32-63)" in result.output
+    quick = runner.invoke(app, ["verify", "--quick", str(path)])  # reads no feature value: cannot see it
+    assert quick.exit_code == 0 and "ok (quick: " in quick.output and "no feature value read" in quick.output
 
 
 def test_verify_passes_failed_items_but_names_them(tmp_path):
