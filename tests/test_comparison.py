@@ -10,7 +10,7 @@ import zarr
 from cmarr.shared.store.checksums import write_checked
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 from cmarr.train.cli import train_app
-from cmarr.train.comparison import holm, significance
+from cmarr.train.comparison import _best, holm, significance
 from cmarr.train.report import ROWS
 from typer.testing import CliRunner
 
@@ -66,6 +66,33 @@ def test_significance_marks_a_clear_difference_and_not_noise():
     assert sig["mmin"]["{t}"]["uar_difference"] == pytest.approx(10, abs=2)
     few = significance({"cm-arr": _folds(0.1, 5, 0), "mmin": _folds(0.0, 5, 1)})
     assert not any(r["significant"] for r in few["mmin"].values())  # 5 pairs can never reach p < 0.05
+
+
+def test_equal_scores_are_all_best_whatever_their_float_rounding():
+    """70.83 three ways (a 1-fold table: 17 of 24 utterances), one a float ulp apart: all bold."""
+    cell = {row: {"war_mean": 50.0, "uar_mean": 50.0} for row in ROWS}
+    cells = {s: {r: dict(v) for r, v in cell.items()} for s in ("cm-arr", "baseline", "dicmor", "cra")}
+    cells["cm-arr"]["{v}"]["uar_mean"] = 70.83333333333333
+    cells["baseline"]["{v}"]["uar_mean"] = 70.83333333333334
+    cells["dicmor"]["{v}"]["uar_mean"] = 70.833333
+    cells["cra"]["{v}"]["uar_mean"] = 70.82
+    best = _best(cells)
+    assert best["{v}"]["uar"] == ["cm-arr", "baseline", "dicmor"]
+    assert best["{t}"]["war"] == ["cm-arr", "baseline", "dicmor", "cra"]
+
+
+def test_a_comparison_of_some_folds_says_so(store, tmp_path):
+    args = ["--store", str(store), "--only-folds", "1", "--out", str(tmp_path), "--systems", "cm-arr,baseline",
+            "--set=train.cm_arr.optim.epochs=1", *TINY]  # fmt: skip
+    r = runner.invoke(train_app, args)
+    assert r.exit_code == 0, r.output
+    [folder] = list(tmp_path.glob("synthetic-comparison-*"))
+    subset = "only fold(s) 1 of 5 for cm-arr, baseline (--only-folds): a first check, not the protocol's figure"
+    assert subset in (folder / "table2.md").read_text()
+    assert subset.replace("--", "-{}-") in (folder / "table2.tex").read_text()
+    table = json.loads((folder / "table2.json").read_text())
+    assert table["folds"] == {"cm-arr": [1], "baseline": [1]} and table["n_folds"] == 5
+    assert (folder / "table2.csv").read_text().splitlines()[1].endswith(",1,5")
 
 
 @pytest.fixture(scope="module")

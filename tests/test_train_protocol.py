@@ -196,7 +196,7 @@ def test_only_folds_trains_those_folds_and_says_it_is_a_subset(store, tmp_path):
     folds = json.loads((run / "results.json").read_text())["folds"]
     assert [(f["fold"], f["session"]) for f in folds] == [(2, "Ses02")]
     md = (run / "results.md").read_text()
-    assert "1 of 5 folds" in md and "only fold(s) 2 (Ses02) of 5 trained (--only-folds)" in md
+    assert "1 of 5 folds" in md and "only fold(s) 2 (Ses02) of 5 in this table (--only-folds)" in md
 
 
 def test_only_folds_outside_the_store_is_refused_naming_its_folds(store, tmp_path):
@@ -219,3 +219,13 @@ def test_only_folds_then_resume_gives_the_full_run(store, tmp_path):
     assert [f["fold"] for f in table["folds"]] == [1, 2, 3, 4, 5]
     assert table["table"] == json.loads((reference / "results.json").read_text())["table"]
     assert "--only-folds" not in (rest / "results.md").read_text()
+    again = _train(store, tmp_path / "runs", epochs=2, extra=["--resume", "--only-folds", "2"])
+    assert json.loads((again / "results.json").read_text()) == table  # a finished run keeps its full report
+    assert "--only-folds" not in (again / "results.md").read_text()
+
+
+def test_only_folds_reports_every_finished_fold(store, tmp_path):
+    _train(store, tmp_path, epochs=1, extra=["--only-folds", "4"])
+    run = _train(store, tmp_path, epochs=1, extra=["--only-folds", "2", "--resume"])
+    assert [f["fold"] for f in json.loads((run / "results.json").read_text())["folds"]] == [2, 4]
+    assert "only fold(s) 2 (Ses02), 4 (Ses04) of 5 in this table" in (run / "results.md").read_text()

@@ -128,7 +128,11 @@ def train(
             return
         runs = grid(cfg)
     for run in runs:
-        subset_note = f" (only fold(s) {','.join(map(str, sorted(set(subset))))}: a first check)" if subset else ""
+        subset_note = (
+            f" (only fold(s) {','.join(map(str, run.folds))} of {run.n_folds}: a first check)"
+            if len(run.folds) < run.n_folds
+            else ""
+        )
         view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}{subset_note}")
         for row, t in run.table.items():
             view.add_row(row, mean_std(t, "war", " ± "), mean_std(t, "uar", " ± "))

@@ -45,6 +45,8 @@ def build_comparison(corpus: str, runs: list, kind: str = "table2") -> dict:
         "rows": list(ROWS),
         "cells": cells,
         "n_pairs": {s: len(folds[s]) for s in systems},
+        "folds": {r.system: r.folds for r in runs},  # 1-based folds each system's cells hold
+        "n_folds": max(r.n_folds for r in runs),
         "best": _best(cells),
         "paper": {s: {row: list(v) for row, v in reference(corpus, s).items()} for s in systems},
         "significance": significance(folds),
@@ -52,17 +54,32 @@ def build_comparison(corpus: str, runs: list, kind: str = "table2") -> dict:
     }
 
 
-def _best(cells: dict) -> dict[str, dict[str, str]]:
-    """Per row, the system with the highest WAR mean and the one with the highest UAR mean."""
+def _best(cells: dict) -> dict[str, dict[str, list[str]]]:
+    """Per row, the systems with the highest WAR mean and those with the highest UAR mean, compared
+    as the table prints them (2 decimals): equal scores are all best, whatever their float rounding."""
     best = {}
     for row in ROWS:
         pick = {}
         for metric in ("war", "uar"):
             scored = {s: t[row][f"{metric}_mean"] for s, t in cells.items() if not math.isnan(t[row][f"{metric}_mean"])}
             if scored:
-                pick[metric] = max(scored, key=scored.get)
+                top = max(round(v, 2) for v in scored.values())
+                pick[metric] = [s for s, v in scored.items() if round(v, 2) == top]
         best[row] = pick
     return best
+
+
+def _subset(c: dict) -> str:
+    """'' for a table over every fold; else what a first check (--only-folds) holds, to print by it."""
+    partial = {s: f for s, f in c["folds"].items() if len(f) < c["n_folds"]}
+    if not partial:
+        return ""
+    held = sorted({tuple(f) for f in partial.values()})
+    which = "; ".join(", ".join(map(str, f)) for f in held)
+    return (
+        f"only fold(s) {which} of {c['n_folds']} for {', '.join(partial)} (--only-folds): a first check, not the "
+        "protocol's figure"
+    )
 
 
 def significance(folds: dict[str, list[dict]]) -> dict:
@@ -174,13 +191,21 @@ def write_comparison(out: Path, corpus: str, runs: list, kind: str = "table2", d
     with open(folder / f"{kind}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["system", "condition", "war_mean", "war_std", "uar_mean", "uar_std", "paper_war", "paper_uar",
-                    "p_holm_vs_cm_arr"])  # fmt: skip
+                    "p_holm_vs_cm_arr", "folds_used", "folds_total"])  # fmt: skip
         for s in comparison["systems"]:
             for row in ROWS:
                 t, paper = comparison["cells"][s][row], comparison["paper"][s].get(row, ["", ""])
                 sig = comparison["significance"].get(s, {}).get(row, {}).get("p_holm", "")
                 w.writerow(
-                    [s, row, *(f"{t[k]:.4f}" for k in ("war_mean", "war_std", "uar_mean", "uar_std")), *paper, sig]
+                    [
+                        s,
+                        row,
+                        *(f"{t[k]:.4f}" for k in ("war_mean", "war_std", "uar_mean", "uar_std")),
+                        *paper,
+                        sig,
+                        len(comparison["folds"][s]),
+                        comparison["n_folds"],
+                    ]  # fmt: skip
                 )
     return folder
 
@@ -191,8 +216,8 @@ def _cell(c: dict, row: str, s: str, bold=("**", "**"), mark="†") -> str:
         return "n/a"
     best = c["best"][row]
     war, uar = f"{t['war_mean']:.2f}±{t['war_std']:.2f}", f"{t['uar_mean']:.2f}±{t['uar_std']:.2f}"
-    war = f"{bold[0]}{war}{bold[1]}" if best.get("war") == s else war
-    uar = f"{bold[0]}{uar}{bold[1]}" if best.get("uar") == s else uar
+    war = f"{bold[0]}{war}{bold[1]}" if s in best.get("war", ()) else war
+    uar = f"{bold[0]}{uar}{bold[1]}" if s in best.get("uar", ()) else uar
     sig = c["significance"].get(s, {}).get(row, {}).get("significant")
     return f"{war} / {uar}" + (mark if sig else "")
 
@@ -201,6 +226,8 @@ def markdown(c: dict) -> str:
     systems = c["systems"]
     title = "Table 2" if c["kind"] == "table2" else "Table 3 (ablations)"
     lines = [f"# {title} on {c['corpus']}: WAR / UAR (%), mean ± std over folds x seeds\n"]
+    if subset := _subset(c):
+        lines += [f"**{subset}.**\n"]
     lines += _md_table(["Avail.", *systems], [[row, *(_cell(c, row, s) for s in systems)] for row in ROWS])
     pairs = min(c["n_pairs"].values())
     lines += [
@@ -249,7 +276,7 @@ def latex(c: dict) -> str:
     caption = (
         f"WAR / UAR (\\%) on {c['corpus']}, mean $\\pm$ std over folds $\\times$ seeds. Bold: best of the row. "
         "$^\\dagger$: CM-ARR's UAR differs significantly (Wilcoxon signed-rank, Holm-corrected, $p<0.05$)."
-    )
+    ) + (f" {_subset(c).replace('--', '-{}-')}." if _subset(c) else "")
     return "\n".join([
         "\\begin{table*}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{l{'c' * len(systems)}}}", "\\toprule",
         head + " \\\\", "\\midrule", *body[:6], "\\midrule", *body[6:], "\\bottomrule", "\\end{tabular}",

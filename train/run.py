@@ -47,6 +47,8 @@ class SystemRun:
     system: str
     run_dir: Path
     table: dict
+    folds: list[int]  # the 1-based folds its table holds (fewer than n_folds after --only-folds)
+    n_folds: int
 
 
 def run_hash(cfg: PipelineConfig, system: System) -> str:
@@ -143,10 +145,10 @@ def run_training(
     splits = {seed: make_splits(data, indices, folds, cfg.train, seed, note) for seed in seeds}
     warnings = class_coverage(data, indices, splits[seeds[0]]) + modality_coverage(data, indices)
     kept = _kept_folds(splits[seeds[0]], only_folds)
-    if len(kept) < len(splits[seeds[0]]):
-        warnings.append(_subset_note(splits[seeds[0]], kept))
     for w in warnings:
         log(f"warning: {w}")
+    if len(kept) < len(splits[seeds[0]]):
+        log(f"training only fold(s) {_named(splits[seeds[0]], kept)} of {len(splits[seeds[0]])} (--only-folds)")
     run_dirs, jobs = {}, []
     for name, scfg in cfgs.items():
         system = get_system(name, scfg.train)
@@ -173,20 +175,28 @@ def run_training(
         run_local(data, cfgs, jobs, device, log, report_test)
     runs = []
     for name, run_dir in run_dirs.items():
+        # every fold the run has finished: those just trained, and (after --only-folds) earlier ones
+        done, n_folds = finished(run_dir), len(splits[seeds[0]])
+        reported = [
+            k + 1
+            for k in range(n_folds)
+            if k + 1 in kept
+            or all(Job(name, sd, k + 1, j, s, run_dir).key in done for sd in seeds for j, s in enumerate(splits[sd][k]))
+        ]
         per_fold = []
         for seed in seeds:
-            for k, fold in enumerate(splits[seed]):
-                if k + 1 not in kept:
-                    continue
+            for k in (k - 1 for k in reported):
+                fold = splits[seed][k]
                 results = [_result(Job(name, seed, k + 1, j, s, run_dir)) for j, s in enumerate(fold)]
                 metrics = fold_metrics(results, data.labels, len(store.classes))
                 per_fold.append({"seed": seed, "fold": k + 1, "session": _session(fold), "metrics": metrics})
         table = summarize(per_fold)
         system = get_system(name, cfgs[name].train)
-        trained = f"{len(kept)} of {len(splits[seeds[0]])}" if len(kept) < len(splits[seeds[0]]) else len(kept)
-        title = f"{system.title} on {store.corpus}: {trained} folds x {len(seeds)} seed(s)"
-        write_reports(run_dir, table, per_fold, store.classes, title, store.corpus, system, warnings)
-        runs.append(SystemRun(name, run_dir, table))
+        notes = warnings + ([_subset_note(splits[seeds[0]], reported)] if len(reported) < n_folds else [])
+        folds_in = f"{len(reported)} of {n_folds}" if len(reported) < n_folds else n_folds
+        title = f"{system.title} on {store.corpus}: {folds_in} folds x {len(seeds)} seed(s)"
+        write_reports(run_dir, table, per_fold, store.classes, title, store.corpus, system, notes)
+        runs.append(SystemRun(name, run_dir, table, reported, n_folds))
     if len(runs) > 1:
         folder = write_comparison(out, store.corpus, runs, comparison, data, device)
         log(f"comparison: {folder}")
@@ -198,7 +208,7 @@ def _kept_folds(folds: list, only: list[int] | None) -> list[int]:
     if not only:
         return list(range(1, len(folds) + 1))
     if bad := sorted({k for k in only if not 1 <= k <= len(folds)}):
-        named = ", ".join(f"{k + 1} ({_session(f)})" for k, f in enumerate(folds))
+        named = _named(folds, list(range(1, len(folds) + 1)))
         raise ConfigError(f"--only-folds {','.join(map(str, bad))}: the store has {len(folds)} folds: {named}")
     return sorted(set(only))
 
@@ -208,11 +218,15 @@ def _session(fold: list) -> str:
     return fold[0].name.split("/")[0]
 
 
-def _subset_note(folds: list, kept: list[int]) -> str:
-    named = ", ".join(f"{k} ({_session(folds[k - 1])})" for k in kept)
+def _named(folds: list, numbers: list[int]) -> str:
+    """'1 (Ses01), 3 (Ses03)': 1-based fold numbers with the session each tests on."""
+    return ", ".join(f"{k} ({_session(folds[k - 1])})" for k in numbers)
+
+
+def _subset_note(folds: list, reported: list[int]) -> str:
     return (
-        f"only fold(s) {named} of {len(folds)} trained (--only-folds): a first check, not the protocol's "
-        f"{len(folds)}-fold figure; --resume without --only-folds trains the rest into this run"
+        f"only fold(s) {_named(folds, reported)} of {len(folds)} in this table (--only-folds): a first check, "
+        f"not the protocol's {len(folds)}-fold figure; --resume without --only-folds trains the rest into this run"
     )
 
 
