@@ -56,10 +56,14 @@ def predict(
         raise ConfigError("give recordings (--audio/--video/--text), or --manifest, or --store: one of them")
     if (start is None) != (end is None):
         raise ConfigError("give both --start and --end, or neither")
-    if video_half not in (None, "left", "right"):
-        raise ConfigError(f"--video-half {video_half!r}: use left or right")
+    if (start is not None or video_half) and not any(x is not None for x in (audio, video, text)):
+        raise ConfigError("--start/--end and --video-half cut --audio/--video recordings, not a manifest or a store")
     if out:
         _prepare_out(out)
+    if sources[0]:  # checked before the run's models are loaded
+        from cmarr.predict.predictor import check_arguments
+
+        check_arguments(audio, video, start, end, video_half)
     predictor = load_predictor(run, device, dict(parse_override(s) for s in set_ or []))
     if store:
         preds = predictor.predict_store(store, parse_modalities(modalities))

@@ -66,6 +66,24 @@ def load_predictor(run: str | Path, device: str = "auto", overrides: dict[str, A
     return Predictor(Path(run), device, overrides)
 
 
+def check_arguments(audio, video, start, end, video_half) -> None:
+    """Refuse what can only be a mistake in the arguments of one prediction (ConfigError), before any
+    work: a named file that does not exist (a typo would otherwise leave that modality out of an
+    otherwise successful prediction), a span that is no span, a half without a video. A manifest's
+    rows are data instead: their problems become each row's reasons."""
+    for name, path in (("audio", audio), ("video", video)):
+        if isinstance(path, (str, Path)) and not Path(path).is_file():
+            raise ConfigError(f"{name} {path}: no such file")
+    if (start is None) != (end is None):
+        raise ConfigError("give both start and end (seconds), or neither")
+    if start is not None and not 0 <= start < end:
+        raise ConfigError(f"start {start:g} s, end {end:g} s: a span needs 0 <= start < end")
+    if video_half not in (None, "left", "right"):
+        raise ConfigError(f"video half {video_half!r}: use left or right")
+    if video_half is not None and video is None:
+        raise ConfigError(f"video half {video_half}: no video given to crop")
+
+
 class Predictor:
     def __init__(self, run: Path, device: str = "auto", overrides: dict[str, Any] | None = None):
         self.device = resolve_device(device)
@@ -122,6 +140,7 @@ class Predictor:
             raise ConfigError("a waveform array needs its sample_rate (Hz)")
         if audio is None and video is None and text is None:
             raise ConfigError("give at least one of audio, video, text")
+        check_arguments(audio, video, start, end, video_half)
         with tempfile.TemporaryDirectory(prefix="cmarr-predict-") as tmp:
             if isinstance(audio, np.ndarray):
                 path = Path(tmp) / "audio.wav"

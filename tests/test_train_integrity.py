@@ -188,6 +188,23 @@ def test_predict_checks_the_output_before_any_work(tmp_path):
     assert (tmp_path / "new/deeper").is_dir() and "cannot make" not in r.output
 
 
+def test_predict_refuses_mistaken_arguments_before_any_work(tmp_path):
+    """One prediction's arguments that can only be mistakes exit 2 before the run is read (here it is
+    no run): a named file that does not exist (a typo used to leave that modality out of an otherwise
+    successful prediction, exit 0), a span that is no span, a half without a video, a cut of a manifest."""
+    (tmp_path / "a.wav").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("id\n")
+    for args, message in [
+        (["--audio", str(tmp_path / "nothere.wav"), "--text", "hello"], "nothere.wav: no such file"),
+        (["--audio", str(tmp_path / "a.wav"), "--start", "2", "--end", "1"], "a span needs 0 <= start < end"),
+        (["--audio", str(tmp_path / "a.wav"), "--start", "-1", "--end", "1"], "a span needs 0 <= start < end"),
+        (["--audio", str(tmp_path / "a.wav"), "--video-half", "left"], "no video given to crop"),
+        (["--manifest", str(tmp_path / "m.csv"), "--start", "0", "--end", "1"], "not a manifest or a store"),
+    ]:
+        r = runner.invoke(predict_app, [str(tmp_path), *args])
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)
+
+
 def test_predicting_from_a_store_says_why_a_modality_was_not_used(tmp_path):
     """Each utterance whose modality the store lacks gets the reason the extraction recorded (or
     its status), in the JSON and the CSV; a modality not asked for (--modalities) is not listed."""
