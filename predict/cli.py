@@ -67,10 +67,20 @@ def predict(
     predictor = load_predictor(run, device, dict(parse_override(s) for s in set_ or []))
     if store:
         preds = predictor.predict_store(store, parse_modalities(modalities))
+        if predictor.trained_on(store):
+            err_console.print(
+                f"warning: {store} is the store this run was trained on: every utterance trained the fold models "
+                "that did not hold its session out, so these are no held-out scores (the run's results.md holds "
+                "those)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     elif manifest:
         preds = predictor.predict_manifest(manifest)
     else:
-        preds = [predictor.predict(audio, video, text, start=start, end=end, video_half=video_half)]
+        named = next((f.stem for f in (audio, video) if f is not None), "input")  # the row names the recording
+        preds = [predictor.predict(audio, video, text, start=start, end=end, video_half=video_half, id=named)]
     if out:
         write_csv(out, preds, predictor.classes)
     if as_json:

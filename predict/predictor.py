@@ -183,6 +183,12 @@ class Predictor:
                     dropped[uid].setdefault(m, why)
             return self._predict(data, ids, dropped)
 
+    def trained_on(self, location: str) -> bool:
+        """Whether the store at `location` is the one the run's models were trained on (its
+        fingerprint: the same data and provenance), whose predictions are then no held-out scores."""
+        printed = FeatureStore.open(location).fingerprint()
+        return any(meta.get("store_fingerprint") == printed for _, meta, _ in self.models)
+
     def predict_store(self, location: str, modalities: list[str]) -> list[Prediction]:
         """Utterances of a feature store, given `modalities` (those whose store holds all of them)."""
         store = FeatureStore.open(location)

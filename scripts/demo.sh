@@ -2,13 +2,20 @@
 # The main job end to end on the built-in demo corpus: generate it (IEMOCAP layout), extract all
 # three modalities with the offline demo encoders, verify the store, train and evaluate CM-ARR,
 # its Baseline and one comparison system (CRA) under the paper's protocol with the fast preset,
-# print the Table-2-shaped comparison, and label one new recording with the trained CM-ARR run.
+# print the Table-2-shaped comparison, and label one utterance with the CM-ARR fold model that held it out.
 set -euo pipefail
 out="${1:-demo}"
 cmarr-extract demo --out "$out"
 cmarr-store verify "$out/demo.zarr"
 cmarr-store info "$out/demo.zarr"
 cmarr-train --store "$out/demo.zarr" --folds 5 --preset fast --systems cm-arr,baseline,cra --out "$out/runs"
+# One utterance of Session 5 with its transcript, labelled by the fold model that held Session 5 out
+# (fold 5: sessions are folds in order), so the model has never seen it.
 run=$(ls -d "$out"/runs/demo-cm-arr-* | head -n 1)
 clip=$(ls "$out"/demo-corpus/Session5/sentences/wav/*/*.wav | head -n 1)
-cmarr-predict "$run" --audio "$clip" --text "I can't believe you did that."
+id=$(basename "$clip" .wav)
+dialog=$(basename "$(dirname "$clip")")
+transcript=$(sed -n "s/^$id \[[^]]*\]: //p" "$out/demo-corpus/Session5/dialog/transcriptions/$dialog.txt")
+label=$(awk -F'\t' -v id="$id" '$2 == id {print $3}' "$out/demo-corpus/Session5/dialog/EmoEvaluation/$dialog.txt")
+echo "predicting $id (held out by fold 5; its label: $label): audio $clip, text \"$transcript\""
+cmarr-predict "$run/seed0/fold5/split0" --audio "$clip" --text "$transcript"

@@ -89,6 +89,7 @@ def test_speech_alone_and_an_unusable_input(chain, tmp_path):
     sf.write(silent, np.zeros(16000, np.float32), 16000)
     [q] = _predict(chain, "--audio", str(silent), "--text", rec.text)["predictions"]
     assert q["used"] == ["text"] and "silent" in q["dropped"]["audio"]
+    assert (p["id"], q["id"]) == (rec.audio.path.stem, "silent")  # the row names the recording
     # nothing usable at all: the row says why, and the exit code says so to a script (an empty
     # --text is a given input, not a missing option)
     for args in (["--audio", str(silent)], ["--text", ""]):

@@ -75,7 +75,11 @@ def train(
     out: Annotated[Path, typer.Option(help="Folder for run directories.")] = Path("runs"),
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run of this same command.")] = False,
     selection_gap: Annotated[
-        bool, typer.Option(help="Also score the test part after every epoch, to report (never to select).")
+        bool,
+        typer.Option(
+            help="Also score the test part after every epoch, never to select: each split's metrics.jsonl, and "
+            "the comparison's test-selection gap (with --systems/--ablations)."
+        ),
     ] = False,
     sweep: Annotated[
         list[str] | None, typer.Option(help="Train once per value and plot (Fig. 4), e.g. alpha=0.1,0.5,1,2,5.")
