@@ -175,7 +175,7 @@ class Predictor:
             location = Path(tmp) / "inputs.zarr"
             extract_corpus(records, location, "predict", LabelSet("run", tuple(self.classes)), self.cfg, given)
             store = FeatureStore.open(location)
-            self._check_encoders(store, given)
+            self._check_encoders(store, given, "the recordings, extracted with the run's settings and --set's")
             data = StoreData(store, max_memory_bytes=1 << 40, non_finite="missing", absent_dims=self.dims)
             ids = [r.id for r in records]
             for m in given:  # a row's own reason first (silent audio, empty transcript), then the store's
@@ -233,9 +233,10 @@ class Predictor:
             out.append(Prediction(uid, self.classes[int(probs[i].argmax())], p, used, dropped.get(uid, {})))
         return out
 
-    def _check_encoders(self, store: FeatureStore, modalities: list[str]) -> None:
+    def _check_encoders(self, store: FeatureStore, modalities: list[str], source: str | None = None) -> None:
         """Refuse features that came from other encoders than the run's (same width is not enough:
-        another BERT layer or checkpoint changes every prediction)."""
+        another BERT layer or checkpoint changes every prediction). `source` names them in the message
+        (default: the store's location; new recordings' temporary store means nothing to a user)."""
         specs = store.attrs.get("modalities", {})
         problems = []
         for m in modalities:
@@ -245,7 +246,7 @@ class Predictor:
                 problems.append(f"{m}: " + "; ".join(diffs))
         if problems:
             raise ConfigError(
-                f"{store.location}: features from other encoders than the run was trained on:\n  "
+                f"{source or store.location}: features from other encoders than the run was trained on:\n  "
                 + "\n  ".join(problems)
                 + "\n  predict with the run's encoders (see its checkpoints' recorded extraction settings)"
             )

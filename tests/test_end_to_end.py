@@ -143,3 +143,8 @@ def test_features_from_another_encoder_are_refused(chain, tmp_path):
     assert FeatureStore.open(out / "demo.zarr").modality_names == ["text"]
     r = runner.invoke(predict_app, [str(chain["run"]), "--store", str(out / "demo.zarr"), "--modalities", "text"])
     assert r.exit_code == 2 and "text: layer: -1 -> 1" in r.output
+    new = runner.invoke(predict_app, [str(chain["run"]), "--text", "hello", "--set", "extract.text.layer=1"])
+    said = " ".join(new.output.split())
+    assert new.exit_code == 2 and "text: layer: -1 -> 1" in said, new.output
+    assert "the recordings, extracted with the run's settings and --set's: features from other encoders" in said
+    assert "inputs.zarr" not in said  # prediction's temporary store means nothing to a user
