@@ -273,10 +273,11 @@ def latex(c: dict) -> str:
         cells = [_cell(c, row, s, ("\\textbf{", "}"), "$^\\dagger$").replace("±", "$\\pm$") for s in systems]
         name = row.replace("{", "\\{").replace("}", "\\}")
         body.append(f"${name}$ & " + " & ".join(cells) + " \\\\")
+    subset = _subset(c).replace("--", "-{}-")  # LaTeX would typeset -- as an en dash
     caption = (
         f"WAR / UAR (\\%) on {c['corpus']}, mean $\\pm$ std over folds $\\times$ seeds. Bold: best of the row. "
         "$^\\dagger$: CM-ARR's UAR differs significantly (Wilcoxon signed-rank, Holm-corrected, $p<0.05$)."
-    ) + (f" {_subset(c).replace('--', '-{}-')}." if _subset(c) else "")
+    ) + (f" {subset}." if subset else "")
     return "\n".join([
         "\\begin{table*}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{l{'c' * len(systems)}}}", "\\toprule",
         head + " \\\\", "\\midrule", *body[:6], "\\midrule", *body[6:], "\\bottomrule", "\\end{tabular}",
