@@ -7,7 +7,8 @@
 
 RUN is a run directory (its fold models' probabilities are averaged) or one split folder.
 Exit codes: 0 ok, 1 failure (refused checkpoint, other encoders), 2 usage error, 3 some utterance
-had nothing usable (its row, printed or written, says why).
+had nothing usable (its row, printed or written, says why). An input used with a note (a span that
+ran past its file's end, so fewer seconds were read) is warned about; its row's notes say which.
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ def predict(
             stdout_console().print(_table(preds, predictor.classes, predictor.description))
         if out:
             stdout_console().print(f"wrote {len(preds)} predictions to {out}", markup=False, soft_wrap=True)
+    if noted := [p for p in preds if p.notes]:
+        first = f"{noted[0].id}: {_said(noted[0].notes)}"
+        many = f"{len(noted)} of {len(preds)} predictions used an input not as given (their notes say how), e.g. "
+        err_console.print(
+            f"warning: {many if len(noted) > 1 else ''}{first}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if unusable := [p for p in preds if not p.label]:  # a script sees it without parsing the output
         err_console.print(
             f"{len(unusable)} of {len(preds)} utterance{'s' if len(preds) > 1 else ''} had nothing usable to "
@@ -110,20 +120,26 @@ def _prepare_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: cannot make the folder {out.parent}: {e.strerror or e}") from None
 
 
+def _said(reasons: dict[str, str]) -> str:
+    """'audio: silent audio; video: no-face': a modality -> reason map as one cell."""
+    return "; ".join(f"{m}: {why}" for m, why in reasons.items())
+
+
 def _table(preds, classes: list[str], title: str) -> Table:
-    table = Table("id", "prediction", *classes, "modalities used", "not used", title=title)
+    noted = any(p.notes for p in preds)  # the column only when there is something in it
+    table = Table("id", "prediction", *classes, "modalities used", "not used", *(["notes"] if noted else []),
+                  title=title)  # fmt: skip
     for p in preds:
         probs = [f"{p.probabilities[c]:.3f}" if p.label else "-" for c in classes]
-        dropped = "; ".join(f"{m}: {why}" for m, why in p.dropped.items())
-        table.add_row(p.id, p.label or "(nothing usable)", *probs, ", ".join(p.used) or "-", dropped)
+        cells = [p.id, p.label or "(nothing usable)", *probs, ", ".join(p.used) or "-", _said(p.dropped)]
+        table.add_row(*cells, *([_said(p.notes)] if noted else []))
     return table
 
 
 def write_csv(path: Path, preds, classes: list[str]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "prediction", *(f"p_{c}" for c in classes), "used", "not_used"])
+        w.writerow(["id", "prediction", *(f"p_{c}" for c in classes), "used", "not_used", "notes"])
         for p in preds:
             probs = [f"{p.probabilities[c]:.6f}" if p.label else "" for c in classes]
-            dropped = "; ".join(f"{m}: {why}" for m, why in p.dropped.items())
-            w.writerow([p.id, p.label or "", *probs, ",".join(p.used), dropped])
+            w.writerow([p.id, p.label or "", *probs, ",".join(p.used), _said(p.dropped), _said(p.notes)])

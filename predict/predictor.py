@@ -8,7 +8,8 @@ pipeline), or the prediction is refused with what differs. Each fold model norma
 training fold's statistics; with a run directory, the fold models' class probabilities are
 averaged. The modalities given define the condition; one whose input turns out unusable (no face
 found, digitally silent audio, empty text, unreadable file) is treated as missing, and each
-prediction says which modalities it used.
+prediction says which modalities it used, and what the extraction noted on an input it used (a
+span that ran past its file's end is read as far as the file goes: used, but not as asked).
 """
 
 from __future__ import annotations
@@ -45,17 +46,19 @@ SILENCE = 1e-4  # peak amplitude (full scale 1) below which audio counts as sile
 @dataclass
 class Prediction:
     """One utterance's prediction: the class, every class's probability (averaged over the fold
-    models), the modalities the model was given, and why the others were not."""
+    models), the modalities the model was given, why the others were not, and what the extraction
+    noted on a modality it used (e.g. its span ran past the file's end, so fewer seconds were read)."""
 
     id: str
     label: str | None  # None when no modality was usable
     probabilities: dict[str, float]
     used: list[str]
     dropped: dict[str, str] = field(default_factory=dict)  # modality -> reason
+    notes: dict[str, str] = field(default_factory=dict)  # used modality -> the extraction's note
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "label": self.label, "probabilities": self.probabilities, "used": self.used,
-                "dropped": self.dropped}  # fmt: skip
+                "dropped": self.dropped, "notes": self.notes}  # fmt: skip
 
 
 def load_predictor(run: str | Path, device: str = "auto", overrides: dict[str, Any] | None = None) -> Predictor:
@@ -209,7 +212,7 @@ class Predictor:
 
     def _predict(self, data: StoreData, ids: list[str], dropped, allowed=None) -> list[Prediction]:
         """Group utterances by the modalities they can give (their condition) and average each fold
-        model's probabilities."""
+        model's probabilities; each prediction carries the extraction's notes on the inputs it used."""
         n = len(ids)
         allowed = allowed or {m: np.ones(n, bool) for m in MODALITIES}
         usable = {m: data.present[m] & allowed.get(m, np.zeros(n, bool)) for m in MODALITIES}
@@ -223,6 +226,7 @@ class Predictor:
                 assert len(got) == len(rows)  # every row holds the condition's modalities by construction
                 total += p
             probs[rows] = total / len(self.models)
+        noted = {m: data.store.reasons(m) for m in MODALITIES if m in data.readers}
         out = []
         for i, uid in enumerate(ids):
             used = [m for m in MODALITIES if m in conditions[i]]
@@ -230,7 +234,9 @@ class Predictor:
                 out.append(Prediction(uid, None, {}, [], dropped.get(uid, {})))
                 continue
             p = {c: float(v) for c, v in zip(self.classes, probs[i])}
-            out.append(Prediction(uid, self.classes[int(probs[i].argmax())], p, used, dropped.get(uid, {})))
+            notes = {m: noted[m][uid] for m in used if uid in noted[m]}  # a used item's reason is a note
+            label = self.classes[int(probs[i].argmax())]
+            out.append(Prediction(uid, label, p, used, dropped.get(uid, {}), notes))
         return out
 
     def _check_encoders(self, store: FeatureStore, modalities: list[str], source: str | None = None) -> None:

@@ -99,6 +99,21 @@ def test_speech_alone_and_an_unusable_input(chain, tmp_path):
         assert row["label"] is None and row["used"] == [] and row["dropped"], row
 
 
+def test_a_span_past_the_end_is_used_with_a_note(chain):
+    """--end past the recording's end reads as far as the file goes (as extraction does), and the
+    prediction says so: its notes, and a warning on stderr (it used to be silent)."""
+    rec = next(iter(chain["records"].values()))
+    length = sf.info(rec.audio.path).duration
+    args = ["--audio", str(rec.audio.path), "--start", "0", "--end", f"{length + 2:.2f}", "--json", "--device", "cpu"]
+    r = runner.invoke(predict_app, [str(chain["run"]), *args])
+    assert r.exit_code == 0, r.output
+    [p] = json.loads(r.stdout)["predictions"]
+    assert p["used"] == ["audio"] and "runs 2.0 s past its end" in p["notes"]["audio"], p
+    assert "warning: " in r.stderr and "past its end" in r.stderr
+    inside = _predict(chain, "--audio", str(rec.audio.path), "--start", "0", "--end", f"{length / 2:.2f}")
+    assert inside["predictions"][0]["notes"] == {}
+
+
 def test_a_manifest_writes_a_csv(chain, tmp_path):
     recs = list(chain["records"].values())[:3]
     manifest = tmp_path / "new.csv"

@@ -26,10 +26,10 @@ FAST = [
 ]  # fmt: skip
 
 
-def make_store(path, sessions, labels, missing=None, seed=0, outcome=Status.NO_FACE, reason=None):
+def make_store(path, sessions, labels, missing=None, seed=0, outcome=Status.NO_FACE, reason=None, notes=None):
     """A store with the given session and label per utterance; `missing[m]` marks utterances whose
     modality m is really missing (no face, no transcript), or whose extraction failed (`outcome`),
-    each with the recorded `reason` if one is given."""
+    each with the recorded `reason` if one is given; `notes[m]` = {row: note} on items extracted ok."""
     n = len(sessions)
     rows = [
         {"id": f"u{i:03d}", "label": int(labels[i]), "label_name": FOUR_CLASS.classes[labels[i]],
@@ -43,8 +43,9 @@ def make_store(path, sessions, labels, missing=None, seed=0, outcome=Status.NO_F
         feats = [None if gone[i] else (rng.normal(size=(3, dim)) + labels[i]).astype(np.float32) for i in range(n)]
         status = [outcome if gone[i] else Status.OK for i in range(n)]
         mw = writer.modality(m, ModalitySpec(encoder=f"synthetic-{m}", dim=dim, dtype="float32"))
-        why = {i: reason for i in range(n) if gone[i]} if reason else None
-        mw.write_part(list(range(n)), feats, status, why)
+        why = {i: reason for i in range(n) if gone[i]} if reason else {}
+        why |= (notes or {}).get(m, {})
+        mw.write_part(list(range(n)), feats, status, why or None)
         mw.finalize(64)
     return path
 
@@ -232,6 +233,27 @@ def test_predicting_from_a_store_says_why_a_modality_was_not_used(tmp_path):
     assert "the store this run was trained on" not in r.stderr  # another store
     own = runner.invoke(predict_app, [str(run), "--store", str(store), "--out", str(tmp_path / "o.csv")])
     assert own.exit_code == 0 and "is the store this run was trained on" in " ".join(own.stderr.split())
+
+
+def test_predicting_from_a_store_carries_its_extraction_notes(tmp_path):
+    """An item extracted ok with a note (its span ran past the file's end) was used, but not as its
+    manifest asked: the prediction says so (JSON, CSV, a warning), the other rows have no note."""
+    labels = np.arange(16) % 2
+    store = make_store(tmp_path / "s.zarr", ["A", "B"] * 8, labels)
+    assert _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=1").exit_code == 0
+    [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
+    note = "u002.wav is 3.1 s, span 1-9 s runs 5.9 s past its end (features cover 1-3.1 s)"
+    new = make_store(tmp_path / "n.zarr", ["A", "B"] * 8, labels, notes={"audio": {2: note}})
+    out = tmp_path / "p.csv"
+    r = runner.invoke(predict_app, [str(run), "--store", str(new), "--json", "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = {p["id"]: p for p in json.loads(r.stdout)["predictions"]}
+    assert {uid: p["notes"] for uid, p in rows.items() if p["notes"]} == {"u002": {"audio": note}}
+    assert rows["u002"]["used"] == ["text", "audio", "video"] and rows["u002"]["dropped"] == {}
+    assert {row["id"]: row["notes"] for row in csv.DictReader(open(out)) if row["notes"]} == {"u002": f"audio: {note}"}
+    assert f"warning: u002: audio: {note}" in " ".join(r.stderr.split())
+    without = runner.invoke(predict_app, [str(run), "--store", str(new), "--modalities", "text,video", "--json"])
+    assert all(not p["notes"] for p in json.loads(without.stdout)["predictions"])  # audio not given
 
 
 def test_weights_that_do_not_fit_are_named(tmp_path):
