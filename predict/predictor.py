@@ -145,16 +145,20 @@ class Predictor:
             raise ConfigError("give at least one of audio, video, text")
         check_arguments(audio, video, start, end, video_half)
         with tempfile.TemporaryDirectory(prefix="cmarr-predict-") as tmp:
+            waveform = None
             if isinstance(audio, np.ndarray):
-                path = Path(tmp) / "audio.wav"
-                sf.write(path, np.asarray(audio, np.float32), int(sample_rate), subtype="FLOAT")
-                audio = path
+                waveform = Path(tmp) / "audio.wav"
+                sf.write(waveform, np.asarray(audio, np.float32), int(sample_rate), subtype="FLOAT")
+                audio = waveform
             record = UtteranceRecord(
                 id=id, label="", session="new", speaker="", text=text,
                 audio=MediaSpan(Path(audio), start, end) if audio is not None else None,
                 video=MediaSpan(Path(video), start, end, video_half) if video is not None else None,
             )  # fmt: skip
-            return self.predict_records([record])[0]
+            p = self.predict_records([record])[0]
+        if waveform is not None:  # its temporary file means nothing to the caller: name it as they gave it
+            p = replace(p, dropped=_renamed(p.dropped, waveform), notes=_renamed(p.notes, waveform))
+        return p
 
     def predict_manifest(self, path: str | Path) -> list[Prediction]:
         """Every row of a manifest in cmarr-extract's format (labels optional)."""
@@ -285,6 +289,11 @@ def _unusable(data: StoreData, m: str, ids: list[str]) -> dict[str, str]:
         for i, uid in enumerate(ids)
         if not data.present[m][i]
     }
+
+
+def _renamed(reasons: dict[str, str], waveform: Path) -> dict[str, str]:
+    """Reasons that name a waveform's temporary file, naming it as the caller gave it."""
+    return {m: why.replace(str(waveform), "the waveform") for m, why in reasons.items()}
 
 
 def _gives(record: UtteranceRecord, m: str) -> bool:

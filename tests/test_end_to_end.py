@@ -146,6 +146,9 @@ def test_the_python_api_takes_a_waveform(chain):
     assert from_array.used == from_file.used == ["text", "audio"]
     for c in predictor.classes:
         assert from_array.probabilities[c] == pytest.approx(from_file.probabilities[c], abs=1e-4)
+    # a span past its end is noted as for a file, naming the waveform, not its temporary file
+    past = predictor.predict(audio=wav, sample_rate=rate, start=0.0, end=len(wav) / rate + 1)
+    assert past.notes["audio"].startswith("the waveform is ") and "past its end" in past.notes["audio"], past
 
 
 def test_features_from_another_encoder_are_refused(chain, tmp_path):
