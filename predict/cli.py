@@ -7,8 +7,8 @@
 
 RUN is a run directory (its fold models' probabilities are averaged) or one split folder.
 Exit codes: 0 ok, 1 failure (refused checkpoint, other encoders), 2 usage error, 3 some utterance
-had nothing usable (its row, printed or written, says why). An input used with a note (a span that
-ran past its file's end, so fewer seconds were read) is warned about; its row's notes say which.
+had nothing usable (its row, printed or written, says why). An input used only in part (a span
+past its file's end, a transcript cut to extract.text.max_length) is warned about; its notes say how.
 """
 
 from __future__ import annotations

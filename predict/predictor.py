@@ -8,8 +8,8 @@ pipeline), or the prediction is refused with what differs. Each fold model norma
 training fold's statistics; with a run directory, the fold models' class probabilities are
 averaged. The modalities given define the condition; one whose input turns out unusable (no face
 found, digitally silent audio, empty text, unreadable file) is treated as missing, and each
-prediction says which modalities it used, and what the extraction noted on an input it used (a
-span that ran past its file's end is read as far as the file goes: used, but not as asked).
+prediction says which modalities it used, and what the extraction noted on an input it used only
+in part (a span past its file's end is read as far as the file goes; a long transcript is cut).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ SILENCE = 1e-4  # peak amplitude (full scale 1) below which audio counts as sile
 class Prediction:
     """One utterance's prediction: the class, every class's probability (averaged over the fold
     models), the modalities the model was given, why the others were not, and what the extraction
-    noted on a modality it used (e.g. its span ran past the file's end, so fewer seconds were read)."""
+    noted on a modality it used only in part (its span ran past the file's end, its transcript was cut)."""
 
     id: str
     label: str | None  # None when no modality was usable

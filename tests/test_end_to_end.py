@@ -99,9 +99,10 @@ def test_speech_alone_and_an_unusable_input(chain, tmp_path):
         assert row["label"] is None and row["used"] == [] and row["dropped"], row
 
 
-def test_a_span_past_the_end_is_used_with_a_note(chain):
+def test_an_input_used_in_part_is_noted(chain):
     """--end past the recording's end reads as far as the file goes (as extraction does), and the
-    prediction says so: its notes, and a warning on stderr (it used to be silent)."""
+    prediction says so: its notes, and a warning on stderr (it used to be silent); so does a
+    transcript cut to extract.text.max_length."""
     rec = next(iter(chain["records"].values()))
     length = sf.info(rec.audio.path).duration
     args = ["--audio", str(rec.audio.path), "--start", "0", "--end", f"{length + 2:.2f}", "--json", "--device", "cpu"]
@@ -112,6 +113,9 @@ def test_a_span_past_the_end_is_used_with_a_note(chain):
     assert "warning: " in r.stderr and "past its end" in r.stderr
     inside = _predict(chain, "--audio", str(rec.audio.path), "--start", "0", "--end", f"{length / 2:.2f}")
     assert inside["predictions"][0]["notes"] == {}
+    # a transcript longer than extract.text.max_length is cut to it, and said so the same way
+    [long] = _predict(chain, "--text", "so " * 600)["predictions"]
+    assert long["notes"]["text"].startswith("transcript cut to its first 510 of 600 word pieces"), long
 
 
 def test_a_manifest_writes_a_csv(chain, tmp_path):
