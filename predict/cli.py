@@ -93,7 +93,7 @@ def predict(
             stdout_console().print(f"wrote {len(preds)} predictions to {out}", markup=False, soft_wrap=True)
     if noted := [p for p in preds if p.notes]:
         first = f"{noted[0].id}: {_said(noted[0].notes)}"
-        many = f"{len(noted)} of {len(preds)} predictions used an input not as given (their notes say how), e.g. "
+        many = f"{len(noted)} of {len(preds)} predictions used an input only in part (their notes say how), e.g. "
         err_console.print(
             f"warning: {many if len(noted) > 1 else ''}{first}",
             markup=False,
