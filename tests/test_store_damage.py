@@ -102,6 +102,10 @@ DAMAGES = {
         lambda p: _edit_json(p / "audio/values/zarr.json", lambda m: m.__setitem__("data_type", "int32")),
         "audio/values: dtype int32 disagrees with spec float32",
     ),
+    "class_list_reordered": (  # root metadata, which no checksum covers: the labels' names catch it
+        lambda p: _edit_json(p / "zarr.json", lambda m: m["attributes"]["label_set"]["classes"].reverse()),
+        "disagrees with its utterance table",
+    ),
     "offsets_not_monotone": (lambda p: _rewrite(p, "audio/offsets", lambda d: _swap(d, 5, 6)), "audio/offsets"),
     "status_disagrees_with_frames": (
         lambda p: _rewrite(p, "text/status", lambda d: d.__setitem__(slice(None), Status.OK)),
@@ -111,9 +115,9 @@ DAMAGES = {
 
 
 def _read_everything(path) -> None:
-    """What a trainer does: the table, every modality's offsets and status, every frame."""
+    """What a trainer does: the table, its labels, every modality's offsets and status, every frame."""
     store = FeatureStore.open(path)
-    assert len(store.utterances["id"]) == len(store)
+    assert len(store.utterances["id"]) == len(store) == len(store.labels)
     for name in store.modality_names:
         reader = store.modality(name)
         reader.load_all()

@@ -79,7 +79,7 @@ class StoreData:
                 f"{store.location}: the store has no {', '.join(unknown)} features (training needs all three)"
             )
         self.readers = {m: store.modality(m) for m in MODALITIES if m not in absent}
-        self.labels = store.utterances["label"].astype(np.int64)
+        self.labels = store.labels  # checked against the utterances' label names
         n = len(self.labels)
         self.present = {
             m: self.readers[m].status == Status.OK if m in self.readers else np.zeros(n, bool) for m in MODALITIES

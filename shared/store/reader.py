@@ -127,6 +127,16 @@ class FeatureStore:
     def __len__(self) -> int:
         return len(self.utterances["id"])
 
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """[n] int64 class index per utterance into `classes` (-1: unlabelled), checked against the
+        table's `label_name` column (StoreDamagedError otherwise): the class list sits in the root
+        metadata, which no checksum covers, and a reordered or renamed list would relabel every
+        utterance while every check passes."""
+        if problems := label_problems(self.classes, self.utterances):
+            raise StoreDamagedError(self.location, problems[0])
+        return self.utterances["label"].astype(np.int64)
+
     def modality(self, name: str) -> ModalityReader:
         if name not in self.modality_names:
             raise StoreError(f"{self.location}: no modality {name!r} (has {self.modality_names})")
@@ -207,6 +217,42 @@ def _block_bounds(readers: list[ModalityReader], block_frames: int) -> np.ndarra
     rows = np.max([r.offsets for r in readers], axis=0)  # cumulative rows, worst modality
     cuts = np.searchsorted(rows, np.arange(block_frames, rows[-1] + block_frames, block_frames))
     return np.unique(np.concatenate([[0], np.clip(cuts, 0, n), [n]]))
+
+
+def label_problems(classes: Sequence[str], table: dict[str, np.ndarray]) -> list[str]:
+    """Where the utterance table's class indices disagree with the store's class list: an index
+    outside it, a class name that is not the list's class at that index, or an unlabelled
+    utterance (-1) named one of the classes. Empty when they agree."""
+    label, label_name, ids = table["label"], table["label_name"], table["id"]
+    names = np.array([str(x) for x in label_name.tolist()], dtype=object)
+    label = np.asarray(label, dtype=np.int64)
+    inside = (label >= 0) & (label < len(classes))
+    expected = np.array([*classes, ""], dtype=object)[np.where(inside, label, len(classes))]
+    changed = (  # the metadata edited by hand, or a relabel killed between its two columns
+        "the store's class list (label_set: " + ", ".join(classes) + ") disagrees with its utterance table: it was "
+        "edited after extraction, or an update of the labels was interrupted (re-running the extraction completes it)"
+    )
+    problems = []
+    if len(outside := np.flatnonzero(~inside & (label != -1))):
+        first = int(outside[0])
+        listed = ", ".join(classes)
+        problems.append(
+            f"{len(outside)} utterances hold a class index outside the store's class list (label_set: {listed}; "
+            f"{ids[first]}: {label[first]})"
+        )
+    if len(wrong := np.flatnonzero(inside & (names != expected))):
+        first = int(wrong[0])
+        problems.append(
+            f"{changed}: {len(wrong)} utterances' class index disagrees with their label name ({ids[first]}: "
+            f"index {label[first]} is {classes[label[first]]} in the list, the utterance says {names[first]})"
+        )
+    if len(unnamed := np.flatnonzero((label == -1) & np.isin(names, list(classes)))):
+        first = int(unnamed[0])
+        problems.append(
+            f"{changed}: {len(unnamed)} unlabelled utterances are named one of its classes "
+            f"({ids[first]}: {names[first]})"
+        )
+    return problems
 
 
 def layout_problems(

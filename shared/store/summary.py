@@ -15,7 +15,7 @@ def summarize(store: FeatureStore, scan: bool = True) -> dict[str, Any]:
     table, offsets and status are read. Damage met on the way raises `StoreDamagedError`."""
     utt = store.utterances
     classes = store.classes
-    labels = utt["label"]
+    labels = store.labels  # checked against the class list
     per_class = {c: int((labels == k).sum()) for k, c in enumerate(classes)}
     if (labels < 0).any():
         per_class["(unlabelled)"] = int((labels < 0).sum())

@@ -1,9 +1,10 @@
 """`verify`: prove a store is complete and reads back exactly what was written.
 
 Checks, in order: the store opens (root metadata, schema version); every column of the utterance
-table; per modality the finalized flag, the layout (values shape and dtype against the spec,
-offsets and status against each other, see `layout_problems`) and every chunk of every array
-against the CRC32 recorded at write time, counting non-finite values in ok items' frames; last,
+table, and its labels against the store's class list; per modality the finalized flag, the layout
+(values shape and dtype against the spec, offsets and status against each other, see
+`layout_problems`) and every chunk of every array against the CRC32 recorded at write time,
+counting non-finite values in ok items' frames; last,
 that every modality the store's config asked for was written. It goes on past damage, so one run
 lists all of it; readers stop at the first damaged chunk they meet.
 """
@@ -16,7 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from cmarr.shared.errors import StoreDamagedError, StoreError, StoreIncompleteError
 from cmarr.shared.store.checksums import CheckedArray
-from cmarr.shared.store.reader import FeatureStore, layout_problems, nonfinite_per_utterance, staged_parts
+from cmarr.shared.store.reader import (
+    FeatureStore,
+    label_problems,
+    layout_problems,
+    nonfinite_per_utterance,
+    staged_parts,
+)
 from cmarr.shared.store.schema import UTTERANCE_COLUMNS, UTTERANCES, Status
 
 MAX_LISTED = 10  # utterances named per kind of problem; the rest are counted
@@ -86,6 +93,8 @@ def _verify_table(store: FeatureStore, report: VerifyReport) -> int:
             _scan(arr, report)
     if len(lengths) > 1:
         report.problems.append(f"{UTTERANCES}: columns differ in length {sorted(lengths)}")
+    elif lengths and not report.problems:  # the columns read back as written: do they agree with the class list?
+        report.problems += label_problems(store.classes, store.utterances)
     return min(lengths) if lengths else 0
 
 
