@@ -114,7 +114,9 @@ def extract_corpus(
     out = Path(out)
     with store_lock(out), open_executor(executor, cfg) as run:
         run.check(run.cfg.extract.modalities)
-        writer, updated = open_store(out, records, corpus, label_set, run.cfg, overwrite)
+        # the settings as given: a cluster's executor resolves `auto` to its workers' device, which
+        # would make the same command's store another config (and print) than a single process's
+        writer, updated = open_store(out, records, corpus, label_set, cfg, overwrite)
         reports = [extract_modality(writer, records, m, run, overwrite, progress) for m in run.cfg.extract.modalities]
     return ExtractionReport(out, reports, updated)
 

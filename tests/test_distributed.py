@@ -88,6 +88,21 @@ def test_cluster_extraction_equals_single_process(client, damaged, tmp_path):
     _assert_same_store(path, single)
 
 
+def test_a_cluster_records_the_settings_as_given(client, damaged, tmp_path):
+    """The same command makes the same store, print included, with or without a cluster: the
+    cluster's executor resolves `auto` to its workers' device, which was recorded as the store's
+    config (another print, so every run on it another run id, for the same features)."""
+    corpus, _ = damaged
+    same = ["--set", "extract.cpu_threads=1", "--set", "extract.shard_batches=1", "--num-workers", "0"]
+    common = ["demo", "--corpus-dir", str(corpus), "--modalities", "text", *same]  # the default device: auto
+    single = runner.invoke(extract_app, [*common, "--out", str(tmp_path / "a")])
+    dist = runner.invoke(extract_app, [*common, "--out", str(tmp_path / "b"), "--scheduler", client.scheduler.address])
+    assert single.exit_code == dist.exit_code, (single.output, dist.output)
+    a, b = (FeatureStore.open(tmp_path / x / "demo.zarr") for x in "ab")
+    assert 'device = "auto"' in a.attrs["config_toml"] and a.attrs["config_toml"] == b.attrs["config_toml"]
+    assert a.fingerprint() == b.fingerprint()
+
+
 def test_a_killed_worker_costs_only_its_shard(client, damaged, tmp_path):
     from cmarr.extract.encoders.demo_models import apply_profile
     from cmarr.extract.pipeline import extract_corpus

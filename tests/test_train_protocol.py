@@ -225,9 +225,12 @@ def test_only_folds_then_resume_gives_the_full_run(store, tmp_path):
 
 
 def test_only_folds_reports_every_finished_fold(store, tmp_path):
-    """Also: the thread count is no setting of the run (resumed here with another)."""
-    first = _train(store, tmp_path, epochs=1, extra=["--only-folds", "4", "--set", "train.cpu_threads=2"])
-    run = _train(store, tmp_path, epochs=1, extra=["--only-folds", "2", "--resume", "--set", "train.cpu_threads=1"])
+    """Also: the thread count and the device are no settings of the run (resumed here with others: a
+    --jobs cluster resolves `auto` to its workers' device, and a run may resume on a GPU)."""
+    started = ["--only-folds", "4", "--set", "train.cpu_threads=2", "--device", "auto"]
+    first = _train(store, tmp_path, epochs=1, extra=started)
+    resumed = ["--resume", "--set", "train.cpu_threads=1", "--device", "cpu"]
+    run = _train(store, tmp_path, epochs=1, extra=["--only-folds", "2", *resumed])
     assert run == first
     assert [f["fold"] for f in json.loads((run / "results.json").read_text())["folds"]] == [2, 4]
     assert "only fold(s) 2 (Ses02), 4 (Ses04) of 5 in this table" in (run / "results.md").read_text()

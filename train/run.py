@@ -26,13 +26,15 @@ from cmarr.train.report import fold_metrics, summarize, write_reports
 from cmarr.train.systems import System, count_parameters, get_system
 
 # Keys of [train] that are not the protocol: the system choice, the preset (already applied to the
-# sections), the seed (in the run id itself) and the CPU thread count (how fast, not what: a run
-# resumes on a machine with other cores, or with cpu_threads = 1 beside other work; threads can
-# change float rounding as a device can); the per-system sections enter through the system.
+# sections), the seed (in the run id itself), and where it runs: the device and the CPU thread count
+# (how fast, not what: a run resumes on a machine with other cores or a GPU, with cpu_threads = 1
+# beside other work, or on a --jobs cluster, which resolves `auto` to the workers' device; both can
+# change float rounding, nothing else); the per-system sections enter through the system.
 _NOT_PROTOCOL = {
     "system",
     "preset",
     "seed",
+    "device",
     "cpu_threads",
     "cm_arr",
     "mmin_family",
