@@ -183,7 +183,7 @@ def import_mmin_cmd(
 @reports_errors(output="out")
 def export_h5_cmd(
     store: StoreArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write A/, V/, L/ and target/ into.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="A new (or empty) folder for A/, V/, L/, target/.")],
 ) -> None:
     """Export a store in MMIN's HDF5 layout (float32, one dataset per utterance id, numbered target/<cv>/
     folders), which MMIN's loaders and `import-mmin` read."""

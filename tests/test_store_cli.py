@@ -97,6 +97,24 @@ def test_import_and_export_commands(tmp_path):
     assert (tmp_path / "h5" / "A" / "comparE.h5").is_file()
 
 
+def test_export_h5_leaves_nothing_half_written(small_store, tmp_path):
+    """A damaged chunk met half way (after L/ and A/ were written) fails the export with nothing
+    left at --out or beside it; an --out that holds files is refused, and kept as it was."""
+    path, _ = small_store
+    video_chunk = path / "video/values/c/0/0"
+    data = bytearray(video_chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    video_chunk.write_bytes(bytes(data))
+    out = tmp_path / "exports" / "h5"
+    r = runner.invoke(app, ["export-h5", str(path), "--out", str(out)])
+    assert r.exit_code == 1 and "video/values chunk 0" in r.stderr, r.output
+    assert list((tmp_path / "exports").iterdir()) == []  # no export, no partial folder beside it
+    (out / "mine").mkdir(parents=True)
+    r = runner.invoke(app, ["export-h5", str(path), "--out", str(out)])
+    assert r.exit_code == 2 and "exists and is not empty" in r.stderr, r.output
+    assert [p.name for p in out.iterdir()] == ["mine"]
+
+
 def test_pack_cut_short_leaves_no_zip(small_store, tmp_path, monkeypatch):
     import errno
     import zipfile

@@ -18,7 +18,10 @@ MMIN's loaders read the export and an import gives the store back.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,9 +91,29 @@ def import_mmin(
 
 
 def export_h5(store_location: str, out: str | Path, modalities: list[str] | None = None) -> Interchange:
-    """Write a store out in MMIN's layout (float32 features, one dataset per id, numbered cvs)."""
+    """Write a store out in MMIN's layout (float32 features, one dataset per id, numbered cvs) into
+    the new folder `out`. The export is written beside it and appears at `out` only when whole, so
+    a failure (a damaged chunk met half way) leaves nothing behind; an `out` that exists and is not
+    empty is refused (ConfigError) rather than written over."""
     store = FeatureStore.open(store_location)
     out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out}: exists and is not empty; export into a new folder (nothing is written over)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        notes = _write_export(store, partial, modalities)
+        if out.exists():
+            out.rmdir()  # empty: checked above
+        os.rename(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return Interchange(out, notes=notes)
+
+
+def _write_export(store: FeatureStore, out: Path, modalities: list[str] | None) -> list[str]:
+    """The export's files under `out`; returns notes for the user."""
     ids = store.utterances["id"]
     keys = [_escape(u) for u in ids]
     for name in modalities or store.modality_names:
@@ -109,7 +132,7 @@ def export_h5(store_location: str, out: str | Path, modalities: list[str] | None
     (out / EXPORT_META).write_text(json.dumps({"cv_groups": cv_groups, "escaped_ids": escaped}, indent=1))
     if escaped:
         notes.append(f"{len(escaped)} ids hold '/', written with it escaped as %2F (e.g. {next(iter(escaped))})")
-    return Interchange(out, notes=notes)
+    return notes
 
 
 # ---------------------------------------------------------------------- import
