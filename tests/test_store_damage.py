@@ -218,3 +218,18 @@ def test_nan_in_an_ok_item_is_found_by_verify_and_counted_by_info(small_store):
     counts = {m: v["nonfinite_values"] for m, v in json.loads(result.stdout)["modalities"].items()}
     assert counts == {"text": 0, "audio": 0, "video": 4}
     assert runner.invoke(app, ["verify", str(path)]).exit_code == 1
+
+
+def test_verify_checks_the_recorded_reasons_against_the_status(small_store):
+    """Reasons sit in metadata no checksum covers: one for an utterance the store lacks, or a
+    failure's reason on an item whose status is ok, is reported (reads do not use them to decide
+    anything, so only verify, and pack through it, say so)."""
+    path, _ = small_store
+    store = FeatureStore.open(path)
+    ok = str(store.utterances["id"][int(np.flatnonzero(store.modality("audio").status == Status.OK)[0])])
+    _edit_json(path / "audio/zarr.json", lambda m: m["attributes"]["failures"].update({"nobody": "x", ok: "y"}))
+    problems = verify_store(str(path)).problems
+    assert any("audio: failures name 1 utterances the store does not hold (nobody)" in p for p in problems), problems
+    said = f"whose status says otherwise (a reason there belongs to an item that failed): {ok}"
+    assert any(said in p for p in problems), problems
+    assert len(problems) == 2

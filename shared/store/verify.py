@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 import numpy as np
+from cmarr.shared.console import some_named
 from cmarr.shared.errors import StoreDamagedError, StoreError, StoreIncompleteError
 from cmarr.shared.store.checksums import CheckedArray
 from cmarr.shared.store.reader import (
@@ -61,8 +62,9 @@ def verify_store(location: str, checksums: bool = True) -> VerifyReport:
         return report
     report.notes += store.notes
     n = _verify_table(store, report)
+    ids = None if report.problems else [str(u) for u in store.utterances["id"].tolist()]  # the table read clean
     for name in store.modality_names:
-        _verify_modality(store, name, n, report, checksums)
+        _verify_modality(store, name, n, ids, report, checksums)
     report.incomplete += [
         f"{m}: asked for by the store's config (extract.modalities) but never written; "
         "re-run the extraction to complete the store"
@@ -98,7 +100,9 @@ def _verify_table(store: FeatureStore, report: VerifyReport) -> int:
     return min(lengths) if lengths else 0
 
 
-def _verify_modality(store: FeatureStore, name: str, n: int, report: VerifyReport, checksums: bool) -> None:
+def _verify_modality(
+    store: FeatureStore, name: str, n: int, ids: list[str] | None, report: VerifyReport, checksums: bool
+) -> None:
     try:
         group = store.group(name)
     except StoreError as err:
@@ -122,10 +126,34 @@ def _verify_modality(store: FeatureStore, name: str, n: int, report: VerifyRepor
         layout_ok = not problems
         if pending := int((status == Status.PENDING).sum()):
             report.incomplete.append(f"{name}: {pending} utterances still pending")
+        if not problems and ids is not None:
+            report.problems += _reason_problems(name, group.attrs, ids, status)
     if checksums:
         report.chunks_checked += values.n_chunks
         counts = nonfinite_per_utterance(values, offsets if layout_ok else None, report.problems.append)
         _report_nonfinite(store, name, counts, report)
+
+
+def _reason_problems(name: str, attrs, ids: list[str], status: np.ndarray) -> list[str]:
+    """The recorded reasons against the status column (finalize writes both from one plan): a
+    failure's reason belongs to a failed item, a note to one that did not fail, both to an
+    utterance of the store. Metadata has no checksum; a hand edit shows here."""
+    row = {u: i for i, u in enumerate(ids)}
+    problems = []
+    for kind, belongs, said in (("failures", True, "failed"), ("notes", False, "did not fail")):
+        recorded = attrs.get(kind, {})
+        unknown = [u for u in recorded if u not in row]
+        wrong = [u for u in recorded if u in row and (status[row[u]] == Status.FAILED) != belongs]
+        if unknown:
+            problems.append(
+                f"{name}: {kind} name {len(unknown)} utterances the store does not hold ({some_named(unknown)})"
+            )
+        if wrong:
+            problems.append(
+                f"{name}: {kind} hold reasons for {len(wrong)} utterances whose status says otherwise (a reason "
+                f"there belongs to an item that {said}): {some_named(wrong)}"
+            )
+    return problems
 
 
 def _report_nonfinite(store: FeatureStore, name: str, counts: np.ndarray, report: VerifyReport) -> None:
