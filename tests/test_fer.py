@@ -117,6 +117,10 @@ def test_train_learns_the_patterns_and_extract_uses_the_checkpoint(tmp_path):
         app, ["evaluate", str(ckpt), "--fer2013", str(files[0]), "--ferplus", str(files[1]), "--device", "cpu"]
     )
     assert again.exit_code == 0 and _metrics(again.stdout)["private"]["accuracy"] == private["accuracy"]
+    for output in (result.stdout, again.stdout):  # what a person reads: counts in words, every class's recall
+        assert output.startswith("images: Training ") and "left out: " in output and "{'" not in output
+        lines = [line for line in output.splitlines() if line.startswith(("public:", "private:"))]
+        assert len(lines) == 2 and all(line.count(c + " ") >= 1 for line in lines for c in CLASSES), lines
 
     import torch
 
@@ -152,12 +156,24 @@ def test_train_learns_the_patterns_and_extract_uses_the_checkpoint(tmp_path):
     assert video.available.all() and video.spec.weights_sha256 and video.dim == 48
 
 
-@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage" * 50])
+def _truncated_torch_file(path):
+    import torch
+
+    torch.save({"w": torch.zeros(1000)}, path)
+    return path.read_bytes()[:700]
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage" * 50, "truncated"])
 def test_evaluate_refuses_a_file_that_is_not_a_checkpoint_in_one_line(tmp_path, content):
+    """An input file that is not a checkpoint: a failure (exit 1, as extraction's help says of input
+    files that cannot be read), in one line whose quoted cause ends on a whole word."""
     files = build(tmp_path, per_split=(8, 8, 8))
-    (tmp_path / "bad.pt").write_bytes(content)
-    args = ["evaluate", str(tmp_path / "bad.pt"), "--fer2013", str(files[0]), "--ferplus", str(files[1])]
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(_truncated_torch_file(bad) if content == "truncated" else content)
+    args = ["evaluate", str(bad), "--fer2013", str(files[0]), "--ferplus", str(files[1])]
     result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert result.output.startswith(f"error: {tmp_path / 'bad.pt'}: not a Denseface checkpoint")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: {bad}: not a Denseface checkpoint")
     assert "Traceback" not in result.output
+    cause = " ".join(result.output.split()).rpartition("cmarr-fer: ")[2]
+    assert not cause or cause.endswith(" ...)") or len(cause) <= 121, cause

@@ -14,6 +14,7 @@ with `weights_only=True` (nothing in it can run code):
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.shared.config import VideoEncoderConfig
-from cmarr.shared.errors import ConfigError
+from cmarr.shared.errors import ConfigError, InputDataError
 
 FER_MEAN, FER_STD = 131.0754, 47.858177  # FER+ pixel statistics (Denseface normalisation)
 REQUIRED = ("arch", "normalization", "classes", "state_dict")
@@ -67,10 +68,11 @@ def save_denseface(
 
 
 def load_denseface(path: str | Path, expect: VideoEncoderConfig | None = None) -> DensefaceCheckpoint:
-    """Read a checkpoint. Raises ConfigError, in one line naming the file, for a file that is not
-    one (missing, empty, truncated, garbage, missing keys, weights of another network) and, given
-    `expect`, for one whose architecture or normalisation disagrees with the config (features of a
-    different network would silently mix in the store)."""
+    """Read a checkpoint. Raises, in one line naming the file, ConfigError for a file that is not
+    there and, given `expect`, for one whose architecture or normalisation disagrees with the
+    config (features of a different network would silently mix in the store); InputDataError for
+    a file that is not a checkpoint (empty, truncated, garbage, missing keys, weights of another
+    network)."""
     path = Path(path)
     if not path.is_file():
         key = " (extract.video.checkpoint)" if expect is not None else ""
@@ -88,22 +90,23 @@ def load_denseface(path: str | Path, expect: VideoEncoderConfig | None = None) -
 
 def _read(path: Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
-        raise ConfigError(f"{path}: not a Denseface checkpoint (empty file)")
+        raise InputDataError(f"{path}: not a Denseface checkpoint (empty file)")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-        raise ConfigError(f"{path}: not a Denseface checkpoint (truncated, or not from cmarr-fer: {first})") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        said = textwrap.shorten(first, 120, placeholder=" ...")  # whole words: torch's messages run long
+        raise InputDataError(f"{path}: not a Denseface checkpoint (truncated, or not from cmarr-fer: {said})") from None
     if not isinstance(content, dict) or (missing := [k for k in REQUIRED if k not in content]):
         what = f"no {', '.join(missing)}" if isinstance(content, dict) else f"a {type(content).__name__}"
-        raise ConfigError(f"{path}: not a Denseface checkpoint ({what})")
+        raise InputDataError(f"{path}: not a Denseface checkpoint ({what})")
     return content
 
 
 def _arch(path: Path, raw: Any) -> DenseNetArch:
     known = {f.name for f in fields(DenseNetArch)}
     if not isinstance(raw, dict) or set(raw) - known:
-        raise ConfigError(f"{path}: not a Denseface checkpoint (its arch is {raw!r})")
+        raise InputDataError(f"{path}: not a Denseface checkpoint (its arch is {raw!r})")
     return DenseNetArch(**raw)
 
 
@@ -115,7 +118,7 @@ def _load_weights(path: Path, net: DenseNetBC, state: Any) -> None:
         k for k in want if k in have and getattr(have[k], "shape", None) != want[k].shape
     ]
     if wrong:
-        raise ConfigError(
+        raise InputDataError(
             f"{path}: its weights do not fit its arch ({len(wrong)} tensors missing, extra or of another shape, "
             f"e.g. {wrong[0]!r})"
         )

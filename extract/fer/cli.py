@@ -29,6 +29,9 @@ def train(
     config: Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key, e.g. fer.epochs=30.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    skip_bad_rows: Annotated[
+        bool | None, typer.Option("--skip-bad-rows", help="Skip and count malformed rows (fer.skip_bad_rows).")
+    ] = None,
 ) -> None:
     """Train DenseNet-BC on FER+ (architecture and normalisation from [extract.video], schedule from [fer])."""
     from cmarr.extract.fer.data import load_fer
@@ -37,9 +40,11 @@ def train(
     overrides = dict(parse_override(s) for s in set_ or [])
     if device:
         overrides["fer.device"] = device
+    if skip_bad_rows:
+        overrides["fer.skip_bad_rows"] = True
     cfg = load_config(config, overrides)
     data = load_fer(fer2013, ferplus, cfg.fer.skip_bad_rows)
-    stdout_console().print({u: len(s.images) for u, s in data.splits.items()} | {"skipped": data.skipped})
+    _print_counts(data)
     out.parent.mkdir(parents=True, exist_ok=True)
     with ProgressReporter("batches") as progress:
         metrics = train_fer(
@@ -66,15 +71,29 @@ def evaluate(
     skip_bad_rows: Annotated[bool, typer.Option(help="Skip and count malformed rows instead of failing.")] = False,
 ) -> None:
     """Accuracy and per-class recall on PublicTest and PrivateTest."""
+    from cmarr.extract.encoders.denseface_checkpoint import load_denseface
     from cmarr.extract.fer.data import load_fer
     from cmarr.extract.fer.trainer import evaluate_checkpoint
 
-    _print(evaluate_checkpoint(checkpoint, load_fer(fer2013, ferplus, skip_bad_rows), resolve_device(device)))
+    model = load_denseface(checkpoint)  # refused before the images are read
+    data = load_fer(fer2013, ferplus, skip_bad_rows)
+    _print_counts(data)
+    _print(evaluate_checkpoint(model, data, resolve_device(device)))
+
+
+def _print_counts(data) -> None:
+    """'images: Training N, PublicTest N, PrivateTest N; left out: N (mostly unknown/NF), ...' (or none)."""
+    counts = ", ".join(f"{usage} {len(split.images)}" for usage, split in data.splits.items())
+    skipped = ", ".join(f"{n} ({why})" for why, n in data.skipped.items()) or "none"
+    stdout_console().print(f"images: {counts}; left out: {skipped}", highlight=False, markup=False)
 
 
 def _print(metrics: dict) -> None:
     for split in ("public", "private"):
         m = metrics[split]
-        recall = ", ".join(f"{c} {r:.2f}" for c, r in m["recall"].items() if r is not None)
-        stdout_console().print(f"{split}: accuracy {m['accuracy']:.4f} on {m['n']} images; recall: {recall}")
+        # a class without a test image has no recall: said, not dropped from the line
+        recall = ", ".join(f"{c} {r:.2f}" if r is not None else f"{c} n/a (no image)" for c, r in m["recall"].items())
+        stdout_console().print(
+            f"{split}: accuracy {m['accuracy']:.4f} on {m['n']} images; recall: {recall}", highlight=False
+        )
     print(json.dumps({k: {"accuracy": metrics[k]["accuracy"], "n": metrics[k]["n"]} for k in ("public", "private")}))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cmarr.extract.encoders.denseface_checkpoint import load_denseface, save_denseface
+from cmarr.extract.encoders.denseface_checkpoint import DensefaceCheckpoint, load_denseface, save_denseface
 from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.extract.fer.data import CLASSES, FerData, FerSplit
 from cmarr.shared.config import FerConfig, VideoEncoderConfig
@@ -144,9 +144,10 @@ def train_fer(
     return metrics
 
 
-def evaluate_checkpoint(path: Path, data: FerData, device: torch.device) -> dict:
-    """PublicTest and PrivateTest metrics of a checkpoint, its faces normalised as it records."""
-    checkpoint = load_denseface(path)
+def evaluate_checkpoint(path: Path | DensefaceCheckpoint, data: FerData, device: torch.device) -> dict:
+    """PublicTest and PrivateTest metrics of a checkpoint (a path, or one loaded already), its faces
+    normalised as it records."""
+    checkpoint = path if isinstance(path, DensefaceCheckpoint) else load_denseface(path)
     norm = checkpoint.normalization
     video = VideoEncoderConfig(face_size=int(norm["size"]), mean=float(norm["mean"]), std=float(norm["std"]))
     net = checkpoint.net.to(device)
