@@ -15,7 +15,7 @@ from cmarr.extract.encoders.densenet import DenseNetArch, DenseNetBC
 from cmarr.extract.encoders.speech import SpeechEncoder
 from cmarr.extract.encoders.text import TextEncoder
 from cmarr.shared.config import AudioEncoderConfig, TextEncoderConfig, VideoEncoderConfig
-from cmarr.shared.errors import ConfigError
+from cmarr.shared.errors import ConfigError, InputDataError
 from cmarr.shared.store.schema import Status
 
 CPU = torch.device("cpu")
@@ -354,7 +354,7 @@ def _garbage_checkpoints(folder):
 
 def test_damaged_or_foreign_checkpoints_are_one_line_errors_naming_the_file(tmp_path):
     for name, words in _garbage_checkpoints(tmp_path).items():
-        with pytest.raises(ConfigError) as caught:
+        with pytest.raises(InputDataError) as caught:  # an input file that is no checkpoint: exit 1
             load_denseface(tmp_path / name)
         message = str(caught.value)
         assert message.startswith(f"{tmp_path / name}: ") and words in message, (name, message)
