@@ -10,8 +10,8 @@ import zarr
 from cmarr.shared.store.checksums import write_checked
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 from cmarr.train.cli import train_app
-from cmarr.train.comparison import _best, holm, significance
-from cmarr.train.report import ROWS
+from cmarr.train.comparison import _best, holm, significance, significance_note
+from cmarr.train.report import ROWS, mean_std
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -66,6 +66,21 @@ def test_significance_marks_a_clear_difference_and_not_noise():
     assert sig["mmin"]["{t}"]["uar_difference"] == pytest.approx(10, abs=2)
     few = significance({"cm-arr": _folds(0.1, 5, 0), "mmin": _folds(0.0, 5, 1)})
     assert not any(r["significant"] for r in few["mmin"].values())  # 5 pairs can never reach p < 0.05
+
+
+def test_one_pair_is_not_tested_and_the_footnote_says_what_the_mark_can_mean():
+    """--only-folds 1: one pair is no test (p was reported as 1.0, Holm-corrected with the rest); the
+    footnote says so, and says when the pairs are too few for any p below 0.05 (5: 2^-4 = 0.0625)."""
+    one = significance({"cm-arr": _folds(0.1, 5, 0)[:1], "mmin": _folds(0.0, 5, 1)[:1]})
+    assert all(r["p"] is None and r["p_holm"] is None and not r["significant"] for r in one["mmin"].values())
+    assert "not tested: 1 paired fold run" in significance_note(1)
+    assert "smallest possible p is 0.0625, so no difference can be marked" in significance_note(5)
+    assert "smallest" not in significance_note(6)  # 2^-5 = 0.031
+
+
+def test_a_mean_over_one_fold_run_shows_no_spread():
+    cell = {"war_mean": 12.5, "war_std": 0.0, "uar_mean": 25.0, "uar_std": 0.0, "runs": 1}
+    assert (mean_std(cell, "war"), mean_std({**cell, "runs": 2}, "uar", " ± ")) == ("12.50", "25.00 ± 0.00")
 
 
 def test_equal_scores_are_all_best_whatever_their_float_rounding():

@@ -26,7 +26,7 @@ import torch
 from cmarr.shared.provenance import text_sha256
 from cmarr.train.missing import MISSING
 from cmarr.train.paper import reference
-from cmarr.train.report import ROWS
+from cmarr.train.report import ROWS, mean_std
 
 REFERENCE = "cm-arr"
 ALPHA = 0.05
@@ -100,23 +100,41 @@ def significance(folds: dict[str, list[dict]]) -> dict:
             ]
             pairs = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b))]
             diffs = np.array([a - b for a, b in pairs])
-            if len(pairs) < 2 or not np.any(diffs != 0):
+            if len(pairs) < 2:
+                p = None  # one pair is no test: reported as not tested, not as p = 1
+            elif not np.any(diffs != 0):
                 p = 1.0
             else:
                 p = float(wilcoxon(diffs, zero_method="zsplit", alternative="two-sided").pvalue)
             tests.append((system, row, p, len(pairs), float(np.mean(diffs)) if len(pairs) else float("nan")))
-    corrected = holm([t[2] for t in tests])
+    tested = [t for t in tests if t[2] is not None]
+    corrected = dict(zip(((t[0], t[1]) for t in tested), holm([t[2] for t in tested])))  # over the tests made
     out: dict = {}
-    for (system, row, p, n, diff), ph in zip(tests, corrected):
+    for system, row, p, n, diff in tests:
+        ph = corrected.get((system, row))
         out.setdefault(system, {})[row] = {
-            "test": "wilcoxon signed-rank, two-sided, Holm-corrected",
+            "test": "wilcoxon signed-rank, two-sided, Holm-corrected" if p is not None else "not tested (< 2 pairs)",
             "pairs": n,
             "uar_difference": 100 * diff,  # CM-ARR minus the system, in points
             "p": p,
             "p_holm": ph,
-            "significant": ph < ALPHA,
+            "significant": ph is not None and ph < ALPHA,
         }
     return out
+
+
+def significance_note(pairs: int) -> str:
+    """What the † can mean with `pairs` paired fold runs: nothing below 2, and nothing at all while
+    the smallest two-sided p an exact signed-rank test can give, 2^(1 - pairs), is not below ALPHA."""
+    if pairs < 2:
+        return f"not tested: {pairs} paired fold run (a signed-rank test needs at least 2)"
+    smallest = 2.0 ** (1 - pairs)
+    if smallest >= ALPHA:
+        return (
+            f"Wilcoxon signed-rank over {pairs} paired fold runs, Holm-corrected, p < {ALPHA}; with {pairs} pairs "
+            f"the smallest possible p is {smallest:.3g}, so no difference can be marked (more seeds give more pairs)"
+        )
+    return f"Wilcoxon signed-rank over {pairs} paired fold runs, Holm-corrected, p < {ALPHA}"
 
 
 def _key(fold: dict) -> tuple[int, int]:
@@ -215,7 +233,7 @@ def _cell(c: dict, row: str, s: str, bold=("**", "**"), mark="†") -> str:
     if math.isnan(t["war_mean"]):
         return "n/a"
     best = c["best"][row]
-    war, uar = f"{t['war_mean']:.2f}±{t['war_std']:.2f}", f"{t['uar_mean']:.2f}±{t['uar_std']:.2f}"
+    war, uar = (mean_std(t, m, "±") for m in ("war", "uar"))
     war = f"{bold[0]}{war}{bold[1]}" if s in best.get("war", ()) else war
     uar = f"{bold[0]}{uar}{bold[1]}" if s in best.get("uar", ()) else uar
     sig = c["significance"].get(s, {}).get(row, {}).get("significant")
@@ -232,8 +250,7 @@ def markdown(c: dict) -> str:
     pairs = min(c["n_pairs"].values())
     lines += [
         "",
-        "Bold: best WAR / best UAR of the row. † CM-ARR's UAR differs from the system's (Wilcoxon signed-rank "
-        f"over {pairs} paired fold runs, Holm-corrected, p < {ALPHA}).",
+        f"Bold: best WAR / best UAR of the row. † CM-ARR's UAR differs from the system's ({significance_note(pairs)}).",
     ]
     with_paper = [s for s in systems if c["paper"][s]]
     if with_paper:

@@ -70,10 +70,13 @@ def coverage_note(table: dict, n_runs: int) -> str | None:
 
 
 def mean_std(t: dict, metric: str, plus: str = " +- ") -> str:
-    """'mean +- std' of `metric` ('war' or 'uar', %) of a table cell; 'n/a' for a condition with no
-    test utterance in any fold."""
+    """'mean +- std' of `metric` ('war' or 'uar', %) of a table cell; the mean alone over one fold
+    run (a single value has no spread; '+- 0.00' would read as a measured one); 'n/a' for a
+    condition with no test utterance in any fold."""
     if math.isnan(t[f"{metric}_mean"]):
         return "n/a"
+    if t.get("runs") == 1:
+        return f"{t[f'{metric}_mean']:.2f}"
     return f"{t[f'{metric}_mean']:.2f}{plus}{t[f'{metric}_std']:.2f}"
 
 
