@@ -149,8 +149,10 @@ def pack(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Zip to write (default: STORE.zip).")] = None,
 ) -> None:
     """Verify a finished directory store, then pack it into one uncompressed .zarr.zip that cmarr reads directly."""
+    replaced = (out or store.with_name(store.name + ".zip")).exists()
     path = pack_store(store, out)
-    stdout_console().print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+    said = ", replacing the zip that was there" if replaced else ""
+    stdout_console().print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB{said})", highlight=False)
 
 
 @app.command("import-mmin")

@@ -82,8 +82,13 @@ def test_missing_store_is_a_message_not_a_traceback(tmp_path):
 def test_pack_then_verify_the_zip(small_store, tmp_path):
     path, _ = small_store
     out = tmp_path / "x.zarr.zip"
-    assert runner.invoke(app, ["pack", str(path), "--out", str(out)]).exit_code == 0
+    first = runner.invoke(app, ["pack", str(path), "--out", str(out)])
+    assert first.exit_code == 0 and "replacing" not in first.output
     assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
+    again = runner.invoke(app, ["pack", str(path), "--out", str(out)])  # said, not silent
+    assert again.exit_code == 0 and "replacing the zip that was there" in " ".join(again.output.split())
+    zipped = runner.invoke(app, ["pack", str(out)])  # a usage mistake (exit 2), not a failure
+    assert zipped.exit_code == 2 and "a .zarr.zip is packed already" in " ".join(zipped.output.split())
 
 
 def test_import_and_export_commands(tmp_path):

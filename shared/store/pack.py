@@ -10,15 +10,18 @@ import os
 import zipfile
 from pathlib import Path
 
-from cmarr.shared.errors import StoreError
+from cmarr.shared.errors import ConfigError, StoreError
 from cmarr.shared.store.verify import verify_store
 
 
 def pack_store(directory: str | Path, out: str | Path | None = None) -> Path:
-    """Zip `directory` into `out` (default: `<directory>.zip`) once `verify` finds it complete and sound."""
+    """Zip `directory` into `out` (default: `<directory>.zip`, an existing one replaced) once `verify`
+    finds it complete and sound. Raises ConfigError for a `directory` that is no folder, StoreError
+    for a store that is not complete and sound (nothing written)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise StoreError(f"{directory}: pack takes a directory store")
+        what = "no such folder" if not directory.exists() else "a file (a .zarr.zip is packed already)"
+        raise ConfigError(f"{directory}: pack takes a directory store; this is {what}")
     report = verify_store(str(directory))  # a shared store is a proven one: damage is not copied on
     if not report.ok:
         lines = report.problems + report.incomplete
