@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from cmarr.shared.store import FeatureStore, StoreWriter
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 
 SMALL = {
@@ -38,3 +39,14 @@ def assert_same(a: np.ndarray | None, b: np.ndarray) -> None:
         assert b.shape[0] == 0
     else:
         assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def shuffle_session_labels(path, session: str, seed: int) -> None:
+    """Permute the labels of one session's utterances in the store at `path`, through the writer
+    and in both label columns, as a relabel writes them (verify checks that they agree)."""
+    store = FeatureStore.open(path)
+    labels = store.utterances["label"].copy()
+    held = np.flatnonzero(store.utterances["session"] == session)
+    labels[held] = np.random.default_rng(seed).permutation(labels[held])
+    names = [store.classes[k] for k in labels]
+    StoreWriter.open(path).update_utterances({"label": labels, "label_name": names})

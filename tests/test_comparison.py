@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from cmarr.shared.store import FeatureStore, StoreWriter
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 from cmarr.train.cli import train_app
 from cmarr.train.comparison import _best, holm, significance, significance_note
 from cmarr.train.report import ROWS, mean_std
 from typer.testing import CliRunner
+
+from tests.conftest import shuffle_session_labels
 
 runner = CliRunner()
 MODS = {"text": SyntheticModality(4, 5), "audio": SyntheticModality(8, 6), "video": SyntheticModality(3, 4)}
@@ -154,12 +155,7 @@ def test_shuffled_test_labels_leave_every_chosen_epoch_unchanged(store, tmp_path
     assert clean.exit_code == 0, clean.output
     shuffled = tmp_path / "shuffled.zarr"
     write_synthetic_store(shuffled, 60, MODS, dtype="float32", seed=5, class_signal=1.0)
-    before = FeatureStore.open(shuffled)
-    labels, session = before.utterances["label"].copy(), before.utterances["session"]
-    held = np.flatnonzero(session == "Ses01")
-    labels[held] = np.random.default_rng(1).permutation(labels[held])
-    names = [before.classes[k] for k in labels]  # a relabel changes both columns (verify checks they agree)
-    StoreWriter.open(shuffled).update_utterances({"label": labels, "label_name": names})
+    shuffle_session_labels(shuffled, "Ses01", seed=1)
     r = runner.invoke(train_app, ["--store", str(shuffled), "--out", str(tmp_path / "b"), *args])
     assert r.exit_code == 0, r.output
     [a], [b] = list((tmp_path / "a").glob("*/seed0/fold1/split0")), list((tmp_path / "b").glob("*/seed0/fold1/split0"))

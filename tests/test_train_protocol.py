@@ -11,12 +11,12 @@ import time
 
 import numpy as np
 import pytest
-import zarr
 from cmarr.predict.cli import app as predict_app
-from cmarr.shared.store.checksums import write_checked
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 from cmarr.train.cli import train_app
 from typer.testing import CliRunner
+
+from tests.conftest import shuffle_session_labels
 
 runner = CliRunner()
 MODS = {
@@ -110,11 +110,7 @@ def test_shuffled_test_labels_stay_at_chance_while_validation_does_not(tmp_path)
     """No test leakage into selection: fold 1's test labels are noise, its validation is not."""
     path = tmp_path / "s.zarr"
     write_synthetic_store(path, 200, MODS, dtype="float32", seed=4, class_signal=0.8)
-    group = zarr.open_group(str(path / "utterances"), mode="r+")
-    labels, session = group["label"][:], group["session"][:]
-    held = np.flatnonzero(session == "Ses01")
-    labels[held] = np.random.default_rng(0).permutation(labels[held])
-    write_checked(group, "label", labels)
+    shuffle_session_labels(path, "Ses01", seed=0)
     run = _train(path, tmp_path / "runs", epochs=5)
     fold1 = json.loads((run / "seed0/fold1/split0/result.json").read_text())
     test_full = fold1["test"]["{s,v,t}"]
