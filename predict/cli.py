@@ -55,13 +55,11 @@ def predict(
     sources = [any(x is not None for x in (audio, video, text)), bool(manifest), bool(store)]
     if sum(sources) != 1:
         raise ConfigError("give recordings (--audio/--video/--text), or --manifest, or --store: one of them")
-    if (start is None) != (end is None):
-        raise ConfigError("give both --start and --end, or neither")
-    if (start is not None or video_half) and not any(x is not None for x in (audio, video, text)):
+    if not sources[0] and (start is not None or end is not None or video_half):
         raise ConfigError("--start/--end and --video-half cut --audio/--video recordings, not a manifest or a store")
     if out:
         _prepare_out(out)
-    if sources[0]:  # checked before the run's models are loaded
+    if sources[0]:  # checked before the run's models are loaded (a lone --start or --end too)
         from cmarr.predict.predictor import check_arguments
 
         check_arguments(audio, video, start, end, video_half)

@@ -14,7 +14,7 @@ import typer
 from cmarr.shared.console import ProgressReporter, err_console, reports_errors, some_named, stdout_console
 from cmarr.shared.errors import EXIT_FAILURE
 from cmarr.shared.store.mmin import export_h5, import_mmin
-from cmarr.shared.store.pack import pack_store
+from cmarr.shared.store.pack import pack_store, zip_path
 from cmarr.shared.store.reader import FeatureStore
 from cmarr.shared.store.schema import Status
 from cmarr.shared.store.summary import summarize
@@ -149,7 +149,7 @@ def pack(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Zip to write (default: STORE.zip).")] = None,
 ) -> None:
     """Verify a finished directory store, then pack it into one uncompressed .zarr.zip that cmarr reads directly."""
-    replaced = (out or store.with_name(store.name + ".zip")).exists()
+    replaced = zip_path(store, out).exists()
     path = pack_store(store, out)
     said = ", replacing the zip that was there" if replaced else ""
     stdout_console().print(f"wrote {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB{said})", highlight=False)

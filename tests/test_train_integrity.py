@@ -201,6 +201,8 @@ def test_predict_refuses_mistaken_arguments_before_any_work(tmp_path):
         (["--audio", str(tmp_path / "a.wav"), "--start", "-1", "--end", "1"], "a span needs 0 <= start < end"),
         (["--audio", str(tmp_path / "a.wav"), "--video-half", "left"], "no video given to crop"),
         (["--manifest", str(tmp_path / "m.csv"), "--start", "0", "--end", "1"], "not a manifest or a store"),
+        (["--manifest", str(tmp_path / "m.csv"), "--end", "1"], "not a manifest or a store"),
+        (["--audio", str(tmp_path / "a.wav"), "--start", "1"], "give both start and end"),
     ]:
         r = runner.invoke(predict_app, [str(tmp_path), *args])
         assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (args, r.output)

@@ -144,10 +144,11 @@ def train_fer(
     return metrics
 
 
-def evaluate_checkpoint(path: Path | DensefaceCheckpoint, data: FerData, device: torch.device) -> dict:
+def evaluate_checkpoint(checkpoint: Path | DensefaceCheckpoint, data: FerData, device: torch.device) -> dict:
     """PublicTest and PrivateTest metrics of a checkpoint (a path, or one loaded already), its faces
     normalised as it records."""
-    checkpoint = path if isinstance(path, DensefaceCheckpoint) else load_denseface(path)
+    if not isinstance(checkpoint, DensefaceCheckpoint):
+        checkpoint = load_denseface(checkpoint)
     norm = checkpoint.normalization
     video = VideoEncoderConfig(face_size=int(norm["size"]), mean=float(norm["mean"]), std=float(norm["std"]))
     net = checkpoint.net.to(device)

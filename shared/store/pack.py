@@ -14,6 +14,12 @@ from cmarr.shared.errors import ConfigError, StoreError
 from cmarr.shared.store.verify import verify_store
 
 
+def zip_path(directory: str | Path, out: str | Path | None = None) -> Path:
+    """The zip `pack_store` writes: `out`, or `<directory>.zip` beside the store."""
+    directory = Path(directory)
+    return Path(out) if out else directory.with_name(directory.name + ".zip")
+
+
 def pack_store(directory: str | Path, out: str | Path | None = None) -> Path:
     """Zip `directory` into `out` (default: `<directory>.zip`, an existing one replaced) once `verify`
     finds it complete and sound. Raises ConfigError for a `directory` that is no folder, StoreError
@@ -27,7 +33,7 @@ def pack_store(directory: str | Path, out: str | Path | None = None) -> Path:
         lines = report.problems + report.incomplete
         more = f" (and {len(lines) - 1} more; cmarr-store verify lists them)" if len(lines) > 1 else ""
         raise StoreError(f"{directory}: not packed: the store is {report.state}: {lines[0]}{more}")
-    out = Path(out) if out else directory.with_name(directory.name + ".zip")
+    out = zip_path(directory, out)
     tmp = out.with_name(out.name + ".partial")
     # Stored, not deflated: chunks are already compressed, and stored members can be read
     # in place by offset, which is what makes a zip usable as a Zarr store.

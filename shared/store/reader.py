@@ -228,14 +228,14 @@ def label_problems(classes: Sequence[str], table: dict[str, np.ndarray]) -> list
     label = np.asarray(label, dtype=np.int64)
     inside = (label >= 0) & (label < len(classes))
     expected = np.array([*classes, ""], dtype=object)[np.where(inside, label, len(classes))]
+    listed = ", ".join(classes)
     changed = (  # the metadata edited by hand, or a relabel killed between its two columns
-        "the store's class list (label_set: " + ", ".join(classes) + ") disagrees with its utterance table: it was "
-        "edited after extraction, or an update of the labels was interrupted (re-running the extraction completes it)"
+        f"the store's class list (label_set: {listed}) disagrees with its utterance table: it was edited after "
+        "extraction, or an update of the labels was interrupted (re-running the extraction completes it)"
     )
     problems = []
     if len(outside := np.flatnonzero(~inside & (label != -1))):
         first = int(outside[0])
-        listed = ", ".join(classes)
         problems.append(
             f"{len(outside)} utterances hold a class index outside the store's class list (label_set: {listed}; "
             f"{ids[first]}: {label[first]})"
