@@ -83,8 +83,9 @@ def main() -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="cmarr-bench-inductor-")
 
     import torch
-    from cmarr.shared.train_config import ModelConfig
+
     from cmarr.train.model import stacked
+    from cmarr.train.model.cmarr import ModelConfig
     from cmarr.train.model.flow import ModalityFlow
     from cmarr.train.model.reconstruction import ReconstructionModule
 

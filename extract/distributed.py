@@ -27,7 +27,7 @@ from cmarr.extract.corpora.record import UtteranceRecord
 from cmarr.extract.encoders import Encoder, build_encoder, check_settings
 from cmarr.extract.pipeline import Encoded, plan_modality
 from cmarr.shared.cluster import GPU, cluster_device, require_gpu_workers
-from cmarr.shared.config import ExtractConfig, PipelineConfig, config_hash, with_overrides
+from cmarr.shared.config import EXTRACTION_SECTIONS, ExtractConfig, PipelineConfig, config_hash, with_overrides
 from cmarr.shared.console import err_console
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.store import ModalitySpec, StoreWriter
@@ -61,7 +61,7 @@ class EncoderPlugin(WorkerPlugin):
 
 
 def plugin_name(cfg: PipelineConfig) -> str:
-    return f"cmarr-encoders-{config_hash(cfg)[:12]}"
+    return f"cmarr-encoders-{config_hash(cfg, EXTRACTION_SECTIONS)[:12]}"
 
 
 def _plugin(name: str) -> EncoderPlugin:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from cmarr.extract.corpora.record import UtteranceRecord
-from cmarr.shared.config import PipelineConfig, config_hash, to_toml
+from cmarr.shared.config import EXTRACTION_SECTIONS, PipelineConfig, config_hash, to_toml
 from cmarr.shared.console import some_named
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet
@@ -40,7 +40,7 @@ def open_store(
     number of utterances whose value was brought up to date from the corpus."""
     table = UtteranceTable.from_records([r.table_row(label_set.classes) for r in records])
     if not (path / "zarr.json").is_file():
-        return StoreWriter.create(path, table, corpus, label_set, to_toml(cfg), config_hash(cfg)), {}
+        return StoreWriter.create(path, table, corpus, label_set, to_toml(cfg, EXTRACTION_SECTIONS), config_hash(cfg, EXTRACTION_SECTIONS)), {}
     writer = StoreWriter.open(path)
     store = FeatureStore.open(path, allow_incomplete=True)
     _check_same_utterances(path, store, table, label_set)

@@ -15,7 +15,6 @@ in part (a span past its file's end is read as far as the file goes; a long tran
 from __future__ import annotations
 
 import functools
-import json
 import tempfile
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -38,7 +37,8 @@ from cmarr.shared.store import FeatureStore, Status
 from cmarr.train.data import StoreData
 from cmarr.train.evaluation import predict_proba
 from cmarr.train.missing import MissingCondition
-from cmarr.train.predict import final_checkpoint, load_model
+from cmarr.train.rundir import RunDir
+from cmarr.train.trained import final_checkpoint, load_model
 
 SILENCE = 1e-4  # peak amplitude (full scale 1) below which audio counts as silent
 
@@ -307,11 +307,10 @@ def run_checkpoints(run: Path) -> list[Path]:
     run = Path(run)
     if not run.exists():
         raise ConfigError(f"{run}: no such run directory, split folder or checkpoint")
-    if (run / "system.json").is_file():
-        final = json.loads((run / "system.json").read_text())["stages"][-1]["name"]
-        found = sorted(run.glob(f"seed*/fold*/split*/{final}/checkpoint.pt"))
+    if RunDir(run).system.is_file():
+        found = RunDir(run).final_checkpoints()
         if not found:
-            raise ConfigError(f"{run}: no finished split (no {final}/checkpoint.pt); train it first")
+            raise ConfigError(f"{run}: no finished split (no {RunDir(run).final_stage()} checkpoint); train it first")
         return found
     return [final_checkpoint(run)]
 

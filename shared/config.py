@@ -18,7 +18,7 @@ from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES, Modality
 from cmarr.shared.provenance import text_sha256
 from cmarr.shared.sections import Section
-from cmarr.shared.train_config import TrainConfig
+from cmarr.shared.train_config import SECTIONS, TrainConfig
 from pydantic import BaseModel, Field, ValidationError
 
 DEFAULT_CONFIG_NAME = "pipeline.toml"
@@ -104,7 +104,7 @@ class PipelineConfig(Section):
 
     store: StoreConfig = StoreConfig()
     extract: ExtractConfig = ExtractConfig()
-    train: TrainConfig = TrainConfig()
+    train: TrainConfig = Field(default_factory=TrainConfig)  # made when used: sections register later
     fer: FerConfig = FerConfig()
 
 
@@ -146,13 +146,20 @@ def parse_override(assignment: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def to_toml(config: PipelineConfig) -> str:
-    """The resolved config as TOML text (what stores and run directories record)."""
-    return tomli_w.dumps(config.model_dump(mode="json"))
+# What a feature store records of the config: the sections that shaped its features. A [train] or
+# [fer] setting never changes a store's fingerprint (nor, through it, any run id on the store).
+EXTRACTION_SECTIONS = ("store", "extract")
 
 
-def config_hash(config: PipelineConfig) -> str:
-    return text_sha256(to_toml(config))
+def to_toml(config: PipelineConfig, sections: tuple[str, ...] | None = None) -> str:
+    """The resolved config as TOML text (what run directories record), or only its `sections`
+    (what stores record: `EXTRACTION_SECTIONS`)."""
+    dumped = config.model_dump(mode="json")
+    return tomli_w.dumps({k: v for k, v in dumped.items() if sections is None or k in sections})
+
+
+def config_hash(config: PipelineConfig, sections: tuple[str, ...] | None = None) -> str:
+    return text_sha256(to_toml(config, sections))
 
 
 def _read_raw(path: str | Path | None) -> tuple[str, dict[str, Any]]:
@@ -194,11 +201,15 @@ def _format_validation(err: ValidationError, source: str) -> str:
 
 
 def config_keys(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[str]:
-    """Every dotted key of the config schema, in declaration order."""
+    """Every dotted key of the config schema, in declaration order (under `train.`, the protocol
+    keys, then the sections registered so far)."""
+    fields = {name: field.annotation for name, field in model.model_fields.items()}
+    if model is TrainConfig:
+        fields.update(SECTIONS)
     keys = []
-    for name, field in model.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            keys += config_keys(field.annotation, f"{prefix}{name}.")
+    for name, annotation in fields.items():
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += config_keys(annotation, f"{prefix}{name}.")
         else:
             keys.append(prefix + name)
     return keys

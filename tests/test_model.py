@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from cmarr.shared.train_config import CMARRConfig, ModelConfig, TrainConfig
+from scipy.linalg import sqrtm
+
+from cmarr.shared.train_config import TrainConfig
 from cmarr.train.batch import Batch
 from cmarr.train.losses import ContrastiveAlignment, supcon_loss, w2_distance
+from cmarr.train.model.cmarr import ModelConfig
 from cmarr.train.model.flow import ModalityFlow
 from cmarr.train.model.pooling import masked_adaptive_pool
 from cmarr.train.systems import get_system
-from scipy.linalg import sqrtm
-
+from cmarr.train.systems.cmarr import CMARRConfig
 from tests.random_modules import randomised
 
 TINY = ModelConfig(

@@ -9,20 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+from torch.nn import functional as F
+from typer.testing import CliRunner
+
 from cmarr.shared.store import FeatureStore
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
-from cmarr.shared.train_config import SYSTEM_NAMES, StageOptim, TrainConfig
+from cmarr.shared.train_config import SECTIONS, StageOptim, TrainConfig
 from cmarr.train import stage as stage_module
 from cmarr.train.checkpoint import CheckpointError, load_checkpoint
 from cmarr.train.cli import train_app
 from cmarr.train.data import StoreData
 from cmarr.train.model.base import SystemModel
 from cmarr.train.protocol import make_splits
+from cmarr.train.rundir import StageDir
 from cmarr.train.stage import SplitContext, run_stage
-from cmarr.train.systems import SYSTEMS, Link, Stage, System
-from torch import nn
-from torch.nn import functional as F
-from typer.testing import CliRunner
+from cmarr.train.systems import SYSTEMS, Link, Stage, System, get_system, group
 
 runner = CliRunner()
 MODS = {"text": SyntheticModality(4, 3), "audio": SyntheticModality(6, 4), "video": SyntheticModality(3, 2)}
@@ -85,13 +87,18 @@ def _ctx(data, fold: int, seed: int = 0, run: str = "r1") -> SplitContext:
                         torch.device("cpu"), meta=meta, log=lambda m: None)  # fmt: skip
 
 
-def test_the_registry_names_every_configurable_system():
-    assert set(SYSTEMS) <= set(SYSTEM_NAMES)
+def test_every_built_in_system_is_registered_with_its_sections():
+    table2 = ("cm-arr", "baseline", "utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin", "dicmor")
+    assert group("table2") == table2
+    assert group("ablations") == ("baseline", "no-udcl", "no-spcl", "no-attention", "point")
+    for name, spec in SYSTEMS.items():
+        assert set(spec.reads) <= set(SECTIONS), name
+        assert get_system(name, TrainConfig()).config.keys() == set(spec.reads)
 
 
 def test_a_teacher_is_copied_frozen_and_an_init_trains(data, tmp_path):
     system, ctx = _toy_system(), _ctx(data, 0)
-    folders = {s.name: tmp_path / s.name for s in system.stages}
+    folders = {s.name: StageDir(tmp_path / s.name) for s in system.stages}
     pre = run_stage(system, 0, ctx, folders)
     teacher_before = {k: v.clone() for k, v in load_checkpoint(pre)[0].items() if k.startswith("enc.")}
     model = stage_module.build_stage_model(system.stages[1], ctx, folders)
@@ -108,11 +115,11 @@ def test_a_teacher_is_copied_frozen_and_an_init_trains(data, tmp_path):
 
 def test_a_checkpoint_from_another_fold_is_refused(data, tmp_path):
     system = _toy_system()
-    other = {s.name: tmp_path / "fold2" / s.name for s in system.stages}
+    other = {s.name: StageDir(tmp_path / "fold2" / s.name) for s in system.stages}
     run_stage(system, 0, _ctx(data, 1), other)
-    mine = {s.name: tmp_path / "fold1" / s.name for s in system.stages}
-    mine["pre"].mkdir(parents=True)
-    (mine["pre"] / "checkpoint.pt").write_bytes((other["pre"] / "checkpoint.pt").read_bytes())
+    mine = {s.name: StageDir(tmp_path / "fold1" / s.name) for s in system.stages}
+    mine["pre"].path.mkdir(parents=True)
+    mine["pre"].checkpoint.write_bytes(other["pre"].checkpoint.read_bytes())
     with pytest.raises(CheckpointError, match="another fold"):
         run_stage(system, 1, _ctx(data, 0), mine)
 
@@ -126,11 +133,11 @@ def test_resume_at_every_boundary_is_the_uninterrupted_run(data, tmp_path, monke
     line written), resumes to the same weights and metrics log."""
     optim = StageOptim(lr=1e-2, batch_size=8, epochs=6, patience=1)
     system = System("t", "t", (Stage("only", lambda d, k: Toy(d, k), optim, {"cls": 1.0}),))
-    reference = run_stage(system, 0, _ctx(data, 0), {"only": tmp_path / "ref"})
+    reference = run_stage(system, 0, _ctx(data, 0), {"only": StageDir(tmp_path / "ref")})
     ref_lines = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
     assert len(ref_lines) < 6  # it stopped early
 
-    folder = tmp_path / "killed"
+    folder = StageDir(tmp_path / "killed")
     calls = {"n": 0}
     real_save, real_checkpoint = stage_module.save_state, stage_module.save_checkpoint
 
@@ -158,7 +165,7 @@ def test_resume_at_every_boundary_is_the_uninterrupted_run(data, tmp_path, monke
     a, b = load_checkpoint(reference), load_checkpoint(resumed)
     assert all(torch.equal(a[0][k], b[0][k]) for k in a[0])
     assert a[1]["best_epoch"] == b[1]["best_epoch"]
-    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    lines = folder.metrics.read_text().splitlines()
     strip = [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
     assert strip == [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in ref_lines]
 

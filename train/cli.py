@@ -7,11 +7,15 @@ error. `--jobs N` or `--scheduler ADDRESS` runs the grid's jobs on dask (see tra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
+from typer.core import TyperGroup
+
 from cmarr.shared.cluster import require_gpu_workers
 from cmarr.shared.config import PipelineConfig, load_config, parse_override, with_overrides
 from cmarr.shared.console import reports_errors, stdout_console
@@ -19,8 +23,7 @@ from cmarr.shared.devices import resolve_device
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
 from cmarr.train.presets import apply_preset
-from rich.table import Table
-from typer.core import TyperGroup
+from cmarr.train.run import TrainingRequest
 
 Config = Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
@@ -100,50 +103,68 @@ def train(
         raise ConfigError("--jobs must be at least 1")
     if jobs > 1 and scheduler:
         raise ConfigError("give either --jobs (a local cluster) or --scheduler (a running one), not both")
+    request = TrainingRequest(
+        store=store,
+        cfg=cfg,
+        out=out,
+        systems=tuple(selected_systems(cfg.train.system, systems, ablations)),  # checked before any cluster starts
+        folds=folds,
+        seeds=tuple(range(cfg.train.seed, cfg.train.seed + seeds)),
+        require=tuple(m.strip() for m in require.split(",")) if require else (),
+        only_folds=tuple(_parse_folds(only_folds)) if only_folds else (),
+        resume=resume,
+        report_test=selection_gap,
+        comparison="table2" if systems else "table3",
+    )
+    for run in train_on_cluster(request, jobs, scheduler, sweep):
+        _print_run(run)
+
+
+def train_on_cluster(request: TrainingRequest, jobs: int, scheduler: str | None, sweep: list[str] | None) -> list:
+    """Run the request in this process, on `jobs` local dask workers or on a running cluster; with
+    `sweep`, once per value of each swept key (printing each sweep's figure) and return nothing."""
     from cmarr.shared.cluster import cluster_device, dask_client, local_gpus
-    from cmarr.train.report import coverage_note, mean_std
     from cmarr.train.run import run_training
 
-    names = selected_systems(cfg.train.system, systems, ablations)  # checked before any cluster starts
-    required = [m.strip() for m in require.split(",")] if require else []
-    subset = _parse_folds(only_folds) if only_folds else None
-    first = cfg.train.seed
-    log = lambda msg: stdout_console().print(msg, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
-    cluster = f"local:{jobs}" if jobs > 1 else None
-    with dask_client(scheduler, cluster, local_gpus(cfg.train.device)) as client:
+    cfg, log = request.cfg, _log
+    with dask_client(scheduler, f"local:{jobs}" if jobs > 1 else None, local_gpus(cfg.train.device)) as client:
         if client is not None:
             cfg = with_overrides(cfg, {"train.device": cluster_device(client, cfg.train.device)}, "--scheduler")
             require_gpu_workers(client, cfg.train.device == "cuda")
-        device_ = resolve_device(cfg.train.device) if client is None else None
+        device = resolve_device(cfg.train.device) if client is None else None
+        request = dataclasses.replace(request, cfg=cfg)
+        if not sweep:
+            return run_training(request, device, log, client)
+        from cmarr.train.sweep import run_sweep
 
-        def grid(c, names=names):
-            return run_training(
-                store, c, folds, list(range(first, first + seeds)), out, required, device_, resume, log,
-                names, client, selection_gap, "table2" if systems else "table3", subset,
-            )  # fmt: skip
+        def grid(c):
+            return run_training(dataclasses.replace(request, cfg=c, systems=(cfg.train.system,)), device, log, client)
 
-        if sweep:
-            from cmarr.train.sweep import run_sweep
+        for spec in sweep:
+            stdout_console().print(f"sweep: {run_sweep(spec, cfg, request.out, grid)}", markup=False)
+        return []
 
-            for spec in sweep:
-                stdout_console().print(
-                    f"sweep: {run_sweep(spec, cfg, out, lambda c: grid(c, [cfg.train.system]))}", markup=False
-                )
-            return
-        runs = grid(cfg)
-    for run in runs:
-        subset_note = (
-            f" (only fold(s) {','.join(map(str, run.folds))} of {run.n_folds}: a first check)"
-            if len(run.folds) < run.n_folds
-            else ""
-        )
-        view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}{subset_note}")
-        for row, t in run.table.items():
-            view.add_row(row, mean_std(t, "war", " ± "), mean_std(t, "uar", " ± "))
-        stdout_console().print(view)
-        if note := coverage_note(run.table, max(t["runs"] for t in run.table.values())):
-            stdout_console().print(f"note: {note}", markup=False, soft_wrap=True)
-        stdout_console().print(f"run directory: {run.run_dir}", markup=False, soft_wrap=True)
+
+def _log(msg: str) -> None:
+    stdout_console().print(msg, highlight=False, markup=False, soft_wrap=True)
+
+
+def _print_run(run) -> None:
+    """A system's table (WAR and UAR per condition, mean ± std over folds) and where its run is."""
+    from cmarr.train.report import coverage_note, mean_std
+
+    subset_note = (
+        f" (only fold(s) {','.join(map(str, run.folds))} of {run.n_folds}: a first check)"
+        if len(run.folds) < run.n_folds
+        else ""
+    )
+    view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}{subset_note}")
+    for row, t in run.table.items():
+        view.add_row(row, mean_std(t, "war", " ± "), mean_std(t, "uar", " ± "))
+    stdout_console().print(view)
+    if note := coverage_note(run.table, max(t["runs"] for t in run.table.values())):
+        stdout_console().print(f"note: {note}", markup=False, soft_wrap=True)
+    stdout_console().print(f"run directory: {run.run_dir}", markup=False, soft_wrap=True)
 
 
 def _parse_folds(text: str) -> list[int]:
@@ -156,17 +177,17 @@ def _parse_folds(text: str) -> list[int]:
 
 def selected_systems(main: str, systems: str | None, ablations: str | None) -> list[str]:
     """The systems a command trains: `--systems` (or the config's one) plus `--ablations`."""
-    from cmarr.train.systems import ABLATIONS, SYSTEMS, TABLE2
+    from cmarr.train.systems import SYSTEMS, group
 
-    def parse(text: str, everything: tuple[str, ...], option: str) -> list[str]:
-        wanted = list(everything) if text == "all" else [a.strip() for a in text.split(",") if a.strip()]
+    def parse(text: str, everything: str, option: str) -> list[str]:
+        wanted = list(group(everything)) if text == "all" else [a.strip() for a in text.split(",") if a.strip()]
         if bad := [a for a in wanted if a not in SYSTEMS]:
             raise ConfigError(f"{option}: unknown system(s) {', '.join(bad)}; choose from {', '.join(SYSTEMS)} or all")
         return wanted
 
-    names = parse(systems, TABLE2, "--systems") if systems else [main]
+    names = parse(systems, "table2", "--systems") if systems else [main]
     if ablations:
-        names += parse(ablations, ABLATIONS, "--ablations")
+        names += parse(ablations, "ablations", "--ablations")
     return list(dict.fromkeys(names))
 
 

@@ -27,6 +27,7 @@ from cmarr.shared.provenance import text_sha256
 from cmarr.train.missing import MISSING
 from cmarr.train.paper import reference
 from cmarr.train.report import ROWS, mean_std
+from cmarr.train.rundir import RunDir
 
 REFERENCE = "cm-arr"
 ALPHA = 0.05
@@ -34,7 +35,7 @@ ALPHA = 0.05
 
 def build_comparison(corpus: str, runs: list, kind: str = "table2") -> dict:
     """The comparison of `runs` (SystemRun: system, run_dir, table) as a JSON-ready dict."""
-    folds = {r.system: json.loads((r.run_dir / "results.json").read_text())["folds"] for r in runs}
+    folds = {r.system: RunDir(r.run_dir).read_results()["folds"] for r in runs}
     cells = {r.system: r.table for r in runs}
     systems = [r.system for r in runs]
     return {
@@ -156,10 +157,12 @@ def holm(pvalues: list[float]) -> list[float]:
 def selection_gap(run_dir: Path, system: str) -> dict | None:
     """Avg. WAR/UAR with each split's epoch chosen on the *test* score (the peers' practice),
     against the honest (validation-selected) Avg.; None when the run logged no test scores."""
-    results = json.loads((run_dir / "results.json").read_text())
-    final = json.loads((run_dir / "system.json").read_text())["stages"][-1]["name"]
+    run = RunDir(run_dir)
+    results, final = run.read_results(), run.final_stage()
     picked = []
-    for log in sorted(run_dir.glob(f"seed*/fold*/split*/{final}/metrics.jsonl")):
+    for log in (s.stage(final).metrics for s in run.splits()):
+        if not log.is_file():
+            continue
         epochs = [json.loads(line) for line in log.read_text().splitlines()]
         epochs = [e for e in epochs if "test" in e]
         if not epochs:

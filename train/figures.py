@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from cmarr.shared.modalities import MODALITIES
+from cmarr.train.rundir import RunDir
 
 COLOURS = {"audio": ("#9ecae1", "#08519c"), "text": ("#fcbba1", "#a50f15"), "video": ("#a1d99b", "#006d2c")}
 LABEL = {"audio": "speech", "text": "text", "video": "video"}
@@ -146,17 +147,17 @@ def write_tsne(path: Path, sets: dict[str, dict[str, tuple]], title: str, max_po
 def reconstruction_report(folder: Path, runs: list, data, device) -> dict:
     """For every run whose system reconstructs, the first fold's test representations: a t-SNE PNG
     and the MMD² per modality. Returns {system: {modality: mmd2}}."""
-    from cmarr.train.predict import final_checkpoint, load_model
+    from cmarr.train.trained import final_checkpoint, load_model
 
     sets, distances = {}, {}
     for run in runs:
-        split = next(iter(sorted(run.run_dir.glob("seed*/fold1/split0"))), None)
+        split = next((s for s in RunDir(run.run_dir).splits("1") if s.path.name == "split0"), None)
         if split is None:
             continue
-        model, meta, norm = load_model(final_checkpoint(split))
+        model, meta, norm = load_model(final_checkpoint(split.path))
         if not hasattr(model, "reconstruct"):
             continue
-        result = json.loads((split / "result.json").read_text())
+        result = split.read_result()
         rows = np.asarray(result["test"]["{s,v,t}"]["ids"], dtype=np.int64)  # the fold's complete test utterances
         sets[run.system] = representation_sets(model.to(device), data, rows, norm, device)
         distances[run.system] = {m: mmd2(t, r) for m, (t, r) in sets[run.system].items()}

@@ -3,7 +3,7 @@
 A job's result depends only on the store, the config, its system and its seed: `train_split`
 seeds torch and numpy itself, and the splits are drawn from the seed alone. Jobs can therefore
 run in any order, in this process or on dask workers, and give the same numbers. Each finished
-job is appended to the run directory's ledger (`ledger.jsonl`); a resumed run does not submit
+job is appended to the run directory's ledger (`RunDir.ledger`); a resumed run does not submit
 the jobs its ledger lists, and a job that was cut off resumes from its `state.pt`.
 """
 
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from cmarr.shared.cluster import GPU, worker_cache
 from cmarr.shared.config import PipelineConfig
 from cmarr.shared.devices import cpu_threads, resolve_device
 from cmarr.shared.provenance import now_utc
 from cmarr.train.protocol import Split, train_split
-
-LEDGER = "ledger.jsonl"
+from cmarr.train.rundir import RunDir, SplitDir
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,13 +42,13 @@ class Job:
         return f"{self.system}/seed{self.seed}/fold{self.fold}/split{self.split}"
 
     @property
-    def folder(self) -> Path:
-        return self.run_dir / f"seed{self.seed}" / f"fold{self.fold}" / f"split{self.split}"
+    def folder(self) -> SplitDir:
+        return RunDir(self.run_dir).split(self.seed, self.fold, self.split)
 
 
 def finished(run_dir: Path) -> set[str]:
     """Keys of the jobs the ledger lists whose results are still in place."""
-    path = run_dir / LEDGER
+    path = RunDir(run_dir).ledger
     if not path.is_file():
         return set()
     keys = set()
@@ -57,7 +57,7 @@ def finished(run_dir: Path) -> set[str]:
             entry = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill
             continue
-        if (run_dir / entry["folder"] / "result.json").is_file():
+        if SplitDir(run_dir / entry["folder"]).result.is_file():
             keys.add(entry["job"])
     return keys
 
@@ -65,12 +65,12 @@ def finished(run_dir: Path) -> set[str]:
 def record(job: Job, seconds: float, where: str) -> None:
     entry = {
         "job": job.key,
-        "folder": str(job.folder.relative_to(job.run_dir)),
+        "folder": str(job.folder.path.relative_to(job.run_dir)),
         "seconds": round(seconds, 3),
         "worker": where,
         "finished": now_utc(),
     }
-    with open(job.run_dir / LEDGER, "a") as f:
+    with open(RunDir(job.run_dir).ledger, "a") as f:
         f.write(json.dumps(entry) + "\n")
 
 
@@ -112,9 +112,10 @@ def run_local(data, cfgs: dict[str, PipelineConfig], jobs: list[Job], device, lo
 
 def _remote_job(store_location: str, cfg: PipelineConfig, job: Job, report_test: bool) -> tuple[dict, float, str]:
     """On a worker: the store is loaded once per worker process and kept for its next jobs."""
+    from distributed import get_worker
+
     from cmarr.shared.store import FeatureStore
     from cmarr.train.data import StoreData
-    from distributed import get_worker
 
     cache = worker_cache()
     if cache.get("train-store") != store_location:
@@ -122,8 +123,8 @@ def _remote_job(store_location: str, cfg: PipelineConfig, job: Job, report_test:
         data = StoreData(FeatureStore.open(store_location), non_finite=cfg.train.non_finite)
         cache["train-data"], cache["train-store"] = data, store_location
     start = time.perf_counter()
-    job.folder.mkdir(parents=True, exist_ok=True)
-    with open(job.folder / "train.log", "a") as f:
+    job.folder.path.mkdir(parents=True, exist_ok=True)
+    with open(job.folder.log, "a") as f:
 
         def log(msg):
             print(msg, file=f, flush=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
+
 from cmarr.shared.console import some_named
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
@@ -26,9 +28,9 @@ from cmarr.train.checkpoint import load_checkpoint
 from cmarr.train.data import StoreData
 from cmarr.train.evaluation import evaluate
 from cmarr.train.missing import ALL
+from cmarr.train.rundir import SplitDir
 from cmarr.train.stage import SplitContext, build_stage_model, run_stage
 from cmarr.train.systems.base import System
-from sklearn.model_selection import train_test_split
 
 
 @dataclass
@@ -134,7 +136,7 @@ def train_split(
     cfg: TrainConfig,
     seed: int,
     device: torch.device,
-    folder: Path,
+    folder: SplitDir,
     meta: dict,
     log=print,
     report_test: bool = False,
@@ -142,10 +144,10 @@ def train_split(
     """Train every stage of `system` on one split (resuming whatever was interrupted), then test
     the last stage's best model under all seven conditions. Returns (and writes) `result.json`;
     `predictions.csv` holds every test utterance's probabilities per condition."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = folder / "result.json"
+    folder.path.mkdir(parents=True, exist_ok=True)
+    done = folder.result
     if done.is_file():
-        return json.loads(done.read_text())
+        return folder.read_result()
     norm = data.normaliser(split.train)
     norm_meta = {
         "mean": {m: v.tolist() for m, v in norm.mean.items()},
@@ -155,16 +157,16 @@ def train_split(
         data, split.train, split.val, split.test, norm, seed, device, cfg.amp, cfg.include_full_condition,
         report_test, {**meta, "split": split.name, "seed": seed, "norm": norm_meta}, log,
     )  # fmt: skip
-    folders = {s.name: folder / s.name for s in system.stages}
+    folders = {s.name: folder.stage(s.name) for s in system.stages}
     stages = {}
     for index, stage in enumerate(system.stages):
         path = run_stage(system, index, ctx, folders)
         stages[stage.name] = {k: v for k, v in load_checkpoint(path)[1].items() if k in ("best_epoch", "val_score")}
     last = system.stages[-1]
     model = build_stage_model(last, ctx, folders).to(device)
-    model.load_state_dict(load_checkpoint(folders[last.name] / "checkpoint.pt")[0])
+    model.load_state_dict(load_checkpoint(folders[last.name].checkpoint)[0])
     test = evaluate(model, data, split.test, norm, device, ALL, cfg.amp)
-    _write_predictions(folder / "predictions.csv", data, test)
+    _write_predictions(folder.predictions, data, test)
     result = {"split": split.name, "stages": stages, "test": _without_probs(test)}
     tmp = done.with_name(done.name + ".partial")
     tmp.write_text(json.dumps(result))

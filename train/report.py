@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from cmarr.train.metrics import confusion, war_uar
+from cmarr.train.rundir import RunDir
 from cmarr.train.missing import FULL, MISSING
 from cmarr.train.paper import reference
 
@@ -111,8 +112,9 @@ def write_reports(
     n_runs = len(per_fold)
     header = {"system": system.name, "title": system.title, "options": system.options} if system else {}
     body = {**header, "table": table, "folds": per_fold, "classes": classes, "warnings": list(warnings)}
-    (run_dir / "results.json").write_text(json.dumps(body, indent=1))
-    with open(run_dir / "results.csv", "w", newline="") as f:
+    run = RunDir(run_dir)
+    run.results("json").write_text(json.dumps(body, indent=1))
+    with open(run.results("csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["condition", "war_mean", "war_std", "uar_mean", "uar_std"])
         for row in ROWS:
@@ -126,8 +128,8 @@ def write_reports(
         options = ", ".join(f"{k} {v}" for k, v in system.options.items())
         notes.insert(0, f"system {system.name}: stages {stages}" + (f"; options: {options}" if options else ""))
     paper = reference(corpus, system.name) if system else {}
-    (run_dir / "results.md").write_text(markdown(table, title, n_runs, paper, corpus, notes))
-    _confusion_pngs(run_dir / "confusion", per_fold, classes)
+    run.results("md").write_text(markdown(table, title, n_runs, paper, corpus, notes))
+    _confusion_pngs(run.confusion, per_fold, classes)
 
 
 def _confusion_pngs(folder: Path, per_fold: list[dict], classes: list[str]) -> None:

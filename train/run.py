@@ -8,12 +8,12 @@ so the reports do not depend on where or in which order the jobs ran.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
 from cmarr.shared.config import PipelineConfig, to_toml, with_overrides
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.provenance import software, text_sha256
@@ -23,28 +23,16 @@ from cmarr.train.data import StoreData
 from cmarr.train.grid import Job, finished, run_distributed, run_local
 from cmarr.train.protocol import class_coverage, make_splits, modality_coverage
 from cmarr.train.report import fold_metrics, summarize, write_reports
+from cmarr.train.rundir import RunDir, run_dir_for
 from cmarr.train.systems import System, count_parameters, get_system
 
-# Keys of [train] that are not the protocol: the system choice, the preset (already applied to the
-# sections), the seed (in the run id itself), and where it runs: the device and the CPU thread count
-# (how fast, not what: a run resumes on a machine with other cores or a GPU, with cpu_threads = 1
-# beside other work, or on a --jobs cluster, which resolves `auto` to the workers' device; both can
-# change float rounding, nothing else); the per-system sections enter through the system.
-_NOT_PROTOCOL = {
-    "system",
-    "preset",
-    "seed",
-    "device",
-    "cpu_threads",
-    "cm_arr",
-    "mmin_family",
-    "utt_fusion",
-    "cra",
-    "mmin",
-    "if_mmin",
-    "cif_mmin",
-    "dicmor",
-}
+# The keys of [train] that decide every system's numbers (an allow-list: a key added to [train] later
+# stays out of every run id until it is added here). Not in it: the system choice (in the run id
+# itself), the preset (already applied to the sections), the seed (in the run id itself), and where
+# a run runs: the device and the CPU thread count (a run resumes on a machine with other cores or a
+# GPU, or on a --jobs cluster; both can change float rounding, nothing else). A system's own
+# sections enter through the system (`System.config`: the sections its registration reads).
+PROTOCOL_KEYS = ("val_rule", "val_fraction", "include_full_condition", "amp", "non_finite")
 
 
 @dataclass
@@ -59,48 +47,13 @@ class SystemRun:
 def run_hash(cfg: PipelineConfig, system: System) -> str:
     """Hash of what decides a system's numbers: the protocol keys and the config sections the
     system reads (changing another system's settings leaves this run's id alone)."""
-    protocol = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in _NOT_PROTOCOL}
+    protocol = {k: getattr(cfg.train, k) for k in PROTOCOL_KEYS}
     return text_sha256(json.dumps({"protocol": protocol, "system": system.name, **system.config}, sort_keys=True))
 
 
 def run_id(store: FeatureStore, cfg: PipelineConfig, system: System, seeds: list[int]) -> str:
     seed_tag = "_".join(map(str, seeds))
     return f"{store.corpus}-{system.name}-{run_hash(cfg, system)[:8]}-{store.fingerprint()[:8]}-s{seed_tag}"
-
-
-def run_dir_for(base: Path, name: str, resume: bool) -> Path:
-    """The run directory for run id `name`: a new suffix unless resuming."""
-    path = base / name
-    if resume:
-        if not path.is_dir():
-            raise ConfigError(f"--resume: no run at {path} to resume{_why_no_run(base, name)}")
-        return path
-    k = 2
-    while path.exists():
-        path, k = base / f"{name}-{k}", k + 1
-    return path
-
-
-def _why_no_run(base: Path, name: str) -> str:
-    """What sets the runs in `base` of the same corpus, system and seeds apart from run id `name`
-    (see `run_id`): another store fingerprint (the store changed since) or other settings."""
-    head, settings, store, seeds = name.rsplit("-", 3)
-    pattern = re.compile(rf"{re.escape(head)}-([0-9a-f]{{8}})-([0-9a-f]{{8}})-{re.escape(seeds)}")
-    entries = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
-    found = [m.groups() for entry in entries if (m := pattern.fullmatch(entry))]
-    if stores := sorted({f for h, f in found if h == settings}):
-        return (
-            f"; {base} holds this run on a store of fingerprint {', '.join(stores)}, and the store now reads "
-            f"{store}: it changed since (re-extracted, relabelled, utterances updated). Train on it anew "
-            "(without --resume), or point --store at the store that run used"
-        )
-    if hashes := sorted({h for h, f in found if f == store}):
-        return (
-            f"; {base} holds runs of this corpus, system and seeds on this store with other settings "
-            f"(settings hash {', '.join(hashes)}, now {settings}): resume with the settings that run used "
-            "(its config.toml, --config)"
-        )
-    return ""
 
 
 def job_meta(data: StoreData, cfg: PipelineConfig, job: Job) -> dict:
@@ -121,91 +74,129 @@ def job_meta(data: StoreData, cfg: PipelineConfig, job: Job) -> dict:
     }
 
 
-def run_training(
-    store_location: str,
-    cfg: PipelineConfig,
-    folds: int | None,
-    seeds: list[int],
-    out: Path,
-    require: list[str],
-    device: torch.device,
-    resume: bool = False,
-    log=print,
-    systems: list[str] | None = None,
-    client=None,
-    report_test: bool = False,
-    comparison: str = "table2",
-    only_folds: list[int] | None = None,
-) -> list[SystemRun]:
-    """Train every system (default: the config's) for every seed and fold. With a dask `client`
-    the jobs run on its workers, which must see `store_location` and `out` at the same paths.
-    `report_test`: also score the test part after every epoch, for the report only. With several
-    systems, a comparison folder (`comparison`: table2, or table3 for ablations) is written too.
-    `only_folds` (1-based) trains and reports those folds only, a first check; the run id does not
-    depend on it, so `resume` without it later trains the other folds into the same run."""
-    store = FeatureStore.open(store_location)
-    data = StoreData(store, 0 if client else 8 << 30, cfg.train.non_finite)  # the driver needs labels only
-    indices, note = _used(data, require)
-    cfgs = {s: with_overrides(cfg, {"train.system": s}, "--systems") for s in systems or [cfg.train.system]}
-    splits = {seed: make_splits(data, indices, folds, cfg.train, seed, note) for seed in seeds}
-    warnings = class_coverage(data, indices, splits[seeds[0]]) + modality_coverage(data, indices)
-    kept = _kept_folds(splits[seeds[0]], only_folds)
-    for w in warnings:
-        log(f"warning: {w}")
-    if len(kept) < len(splits[seeds[0]]):
-        log(f"training only fold(s) {_named(splits[seeds[0]], kept)} of {len(splits[seeds[0]])} (--only-folds)")
-    run_dirs, jobs = {}, []
-    for name, scfg in cfgs.items():
-        system = get_system(name, scfg.train)
-        run_dir = run_dirs[name] = run_dir_for(out, run_id(store, scfg, system, seeds), resume)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(to_toml(scfg))
-        provenance = {**store.provenance(), "require": require, "n_used": int(len(indices)), "software": software()}
-        (run_dir / "store.json").write_text(json.dumps({**provenance, "warnings": warnings}, indent=1, default=str))
-        (run_dir / "system.json").write_text(
-            json.dumps(describe_system(system, data.dims, len(store.classes)), indent=1)
-        )
-        done = finished(run_dir)
-        jobs += [
-            job
-            for seed in seeds
-            for k, fold in enumerate(splits[seed])
-            if k + 1 in kept
-            for j, s in enumerate(fold)
-            if (job := Job(name, seed, k + 1, j, s, run_dir)).key not in done
-        ]
+@dataclass(frozen=True)
+class TrainingRequest:
+    """What one `cmarr-train run` trains: systems x seeds x folds over one store."""
+
+    store: str  # the store's location: a directory, a .zarr.zip or a URL
+    cfg: PipelineConfig
+    out: Path = Path("runs")  # the folder of run directories
+    systems: tuple[str, ...] = ()  # empty: the config's train.system
+    folds: int | None = None  # None: one per session
+    seeds: tuple[int, ...] = (0,)
+    require: tuple[str, ...] = ()  # keep only utterances holding these modalities
+    only_folds: tuple[int, ...] = ()  # 1-based; empty: every fold (the run id does not depend on it)
+    resume: bool = False
+    report_test: bool = False  # also score the test part after every epoch, for the report only
+    comparison: str = "table2"  # the comparison folder's kind with several systems: table2 or table3
+
+
+@dataclass
+class _Plan:
+    """What every system of a request shares: the store, the utterances used, the splits per seed."""
+
+    store: FeatureStore
+    data: StoreData
+    indices: np.ndarray
+    splits: dict[int, list]  # seed -> folds -> splits
+    kept: list[int]  # the 1-based folds to train
+    warnings: list[str]
+
+    @property
+    def folds(self) -> list:
+        return next(iter(self.splits.values()))
+
+
+def run_training(request: TrainingRequest, device: torch.device | None, log=print, client=None) -> list[SystemRun]:
+    """Train every requested system for every seed and fold, then write each system's reports (and,
+    with several systems, a comparison folder). With a dask `client` the jobs run on its workers,
+    which must see `request.store` and `request.out` at the same paths; `resume` trains only the jobs
+    a run has not finished, so after `only_folds` it adds the other folds to the same run."""
+    plan = _plan(request, client, log)
+    names = request.systems or (request.cfg.train.system,)
+    cfgs = {s: with_overrides(request.cfg, {"train.system": s}, "--systems") for s in names}
+    run_dirs = {name: _prepare_run_dir(request, plan, name, cfg) for name, cfg in cfgs.items()}
+    jobs = [job for name, run_dir in run_dirs.items() for job in _missing_jobs(request, plan, name, run_dir)]
     if jobs and client is not None:
-        run_distributed(client, store_location, cfgs, jobs, log, report_test)
+        run_distributed(client, request.store, cfgs, jobs, log, request.report_test)
     elif jobs:
-        run_local(data, cfgs, jobs, device, log, report_test)
-    runs = []
-    for name, run_dir in run_dirs.items():
-        # every fold the run has finished: those just trained, and (after --only-folds) earlier ones
-        done, n_folds = finished(run_dir), len(splits[seeds[0]])
-        reported = [
-            k + 1
-            for k in range(n_folds)
-            if k + 1 in kept
-            or all(Job(name, sd, k + 1, j, s, run_dir).key in done for sd in seeds for j, s in enumerate(splits[sd][k]))
-        ]
-        per_fold = []
-        for seed in seeds:
-            for k in (k - 1 for k in reported):
-                fold = splits[seed][k]
-                results = [_result(Job(name, seed, k + 1, j, s, run_dir)) for j, s in enumerate(fold)]
-                metrics = fold_metrics(results, data.labels, len(store.classes))
-                per_fold.append({"seed": seed, "fold": k + 1, "session": _session(fold), "metrics": metrics})
-        table = summarize(per_fold)
-        system = get_system(name, cfgs[name].train)
-        notes = warnings + ([_subset_note(splits[seeds[0]], reported)] if len(reported) < n_folds else [])
-        folds_in = f"{len(reported)} of {n_folds}" if len(reported) < n_folds else n_folds
-        title = f"{system.title} on {store.corpus}: {folds_in} folds x {len(seeds)} seed(s)"
-        write_reports(run_dir, table, per_fold, store.classes, title, store.corpus, system, notes)
-        runs.append(SystemRun(name, run_dir, table, reported, n_folds))
+        run_local(plan.data, cfgs, jobs, device, log, request.report_test)
+    runs = [_report(request, plan, name, run_dir, cfgs[name]) for name, run_dir in run_dirs.items()]
     if len(runs) > 1:
-        folder = write_comparison(out, store.corpus, runs, comparison, data, device)
+        folder = write_comparison(request.out, plan.store.corpus, runs, request.comparison, plan.data, device)
         log(f"comparison: {folder}")
     return runs
+
+
+def _plan(request: TrainingRequest, client, log) -> _Plan:
+    store = FeatureStore.open(request.store)
+    data = StoreData(store, 0 if client else 8 << 30, request.cfg.train.non_finite)  # the driver needs labels only
+    indices, note = _used(data, list(request.require))
+    splits = {s: make_splits(data, indices, request.folds, request.cfg.train, s, note) for s in request.seeds}
+    folds = splits[request.seeds[0]]
+    warnings = class_coverage(data, indices, folds) + modality_coverage(data, indices)
+    kept = _kept_folds(folds, list(request.only_folds))
+    for w in warnings:
+        log(f"warning: {w}")
+    if len(kept) < len(folds):
+        log(f"training only fold(s) {_named(folds, kept)} of {len(folds)} (--only-folds)")
+    return _Plan(store, data, indices, splits, kept, warnings)
+
+
+def _prepare_run_dir(request: TrainingRequest, plan: _Plan, name: str, cfg: PipelineConfig) -> Path:
+    """The system's run directory (a new one, or the run to resume), with its config, its store's
+    provenance and its system's description written."""
+    system = get_system(name, cfg.train)
+    path = run_dir_for(request.out, run_id(plan.store, cfg, system, list(request.seeds)), request.resume)
+    path.mkdir(parents=True, exist_ok=True)
+    run = RunDir(path)
+    run.config.write_text(to_toml(cfg))
+    provenance = {**plan.store.provenance(), "require": list(request.require), "n_used": int(len(plan.indices))}
+    provenance = {**provenance, "software": software(), "warnings": plan.warnings}
+    run.store.write_text(json.dumps(provenance, indent=1, default=str))
+    run.system.write_text(json.dumps(describe_system(system, plan.data.dims, len(plan.store.classes)), indent=1))
+    return path
+
+
+def _missing_jobs(request: TrainingRequest, plan: _Plan, name: str, run_dir: Path) -> list[Job]:
+    """The jobs of the kept folds that the run directory has not finished."""
+    done = finished(run_dir)
+    return [
+        job
+        for seed in request.seeds
+        for k, fold in enumerate(plan.splits[seed])
+        if k + 1 in plan.kept
+        for j, s in enumerate(fold)
+        if (job := Job(name, seed, k + 1, j, s, run_dir)).key not in done
+    ]
+
+
+def _report(request: TrainingRequest, plan: _Plan, name: str, run_dir: Path, cfg: PipelineConfig) -> SystemRun:
+    """Write the system's reports over every fold the run has finished: those just trained, and
+    (after --only-folds) earlier ones."""
+    done, n_folds, seeds = finished(run_dir), len(plan.folds), request.seeds
+    reported = [
+        k + 1
+        for k in range(n_folds)
+        if k + 1 in plan.kept
+        or all(
+            Job(name, sd, k + 1, j, s, run_dir).key in done for sd in seeds for j, s in enumerate(plan.splits[sd][k])
+        )
+    ]
+    per_fold = []
+    for seed in seeds:
+        for k in (k - 1 for k in reported):
+            fold = plan.splits[seed][k]
+            results = [Job(name, seed, k + 1, j, s, run_dir) for j, s in enumerate(fold)]
+            metrics = fold_metrics([_result(job) for job in results], plan.data.labels, len(plan.store.classes))
+            per_fold.append({"seed": seed, "fold": k + 1, "session": _session(fold), "metrics": metrics})
+    table = summarize(per_fold)
+    system = get_system(name, cfg.train)
+    notes = plan.warnings + ([_subset_note(plan.folds, reported)] if len(reported) < n_folds else [])
+    folds_in = f"{len(reported)} of {n_folds}" if len(reported) < n_folds else n_folds
+    title = f"{system.title} on {plan.store.corpus}: {folds_in} folds x {len(seeds)} seed(s)"
+    write_reports(run_dir, table, per_fold, plan.store.classes, title, plan.store.corpus, system, notes)
+    return SystemRun(name, run_dir, table, reported, n_folds)
 
 
 def _kept_folds(folds: list, only: list[int] | None) -> list[int]:
@@ -274,7 +265,6 @@ def describe_system(system: System, dims: dict[str, int], n_classes: int) -> dic
 
 
 def _result(job: Job) -> dict:
-    path = job.folder / "result.json"
-    if not path.is_file():
-        raise ConfigError(f"{path}: job {job.key} has no result; re-run with --resume")
-    return json.loads(path.read_text())
+    if not job.folder.result.is_file():
+        raise ConfigError(f"{job.folder.result}: job {job.key} has no result; re-run with --resume")
+    return job.folder.read_result()

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from cmarr.shared.devices import autocast
 from cmarr.shared.errors import CmarrError
 from cmarr.shared.prefetch import prefetch
@@ -38,6 +39,7 @@ from cmarr.train.data import Normaliser, StoreData
 from cmarr.train.evaluation import evaluate, missing_uar, summary
 from cmarr.train.missing import ALL, FULL, MISSING, Sampler, build_sampler, training_rows
 from cmarr.train.model.base import SystemModel
+from cmarr.train.rundir import StageDir, StageProgress, StageState
 from cmarr.train.systems.base import Stage, System
 
 
@@ -63,82 +65,103 @@ class SplitContext:
     log: Callable[[str], None] = print
 
 
-def run_stage(system: System, index: int, ctx: SplitContext, folders: dict[str, Path]) -> Path:
+def run_stage(system: System, index: int, ctx: SplitContext, folders: dict[str, StageDir]) -> Path:
     """Train stage `index` of `system` into `folders[stage.name]`; returns its checkpoint (resuming a
     killed stage from its state, or returning at once when the stage had finished)."""
     stage = system.stages[index]
     folder = folders[stage.name]
-    folder.mkdir(parents=True, exist_ok=True)
-    ckpt, state_path = folder / "checkpoint.pt", folder / "state.pt"
-    if ckpt.is_file() and not state_path.is_file():
-        _check_owner(ckpt, ctx, stage.name)
-        return ckpt
-    seed = ctx.seed + 1000 * index  # stage 0 keeps the run's seed
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = build_stage_model(stage, ctx, folders).to(ctx.device)
-    opt = make_optimizer(stage.optim, model)
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(stage.optim, e + 1))
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp == "fp16" and ctx.device.type == "cuda")
-    sampler = build_sampler(stage.sampler, ctx.include_full, stage.sampler_rate, seed)
-    progress = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0, "done": False, "metrics_bytes": 0}
-    best_state = None
-    if state_path.is_file():
-        saved = load_state(state_path)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"]["lr"])
-        scaler.load_state_dict(saved["schedule"]["scaler"])
-        rng.bit_generator.state = saved["rng"]["numpy"]
-        restore_rng(saved["rng"])
-        progress, best_state = saved["progress"], saved.get("best_model")
-        _truncate(folder / "metrics.jsonl", progress["metrics_bytes"])  # lines of epochs the state does not hold
-        ctx.log(f"{ctx.meta.get('split', '')} {stage.name}: resuming after epoch {progress['epoch']}")
-    else:  # from scratch: a kill before the first state was saved may have left epoch 1's line
-        _truncate(folder / "metrics.jsonl", 0)
-    rows = training_rows(sampler, ctx.data.present, ctx.train)
-    total = stage.optim.epochs + stage.optim.decay_epochs
-    while not progress["done"]:
-        epoch = progress["epoch"] + 1
-        t0 = time.perf_counter()
-        sums = train_epoch(model, stage, sampler, ctx, rows, opt, scaler, rng)
-        schedule.step()
-        val = evaluate(model, ctx.data, ctx.val, ctx.norm, ctx.device, _selection_conditions(stage), ctx.amp)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    if folder.checkpoint.is_file() and not folder.state.is_file():
+        _check_owner(folder.checkpoint, ctx, stage.name)
+        return folder.checkpoint
+    run = _StageRun(system, index, ctx, folders)
+    while not run.state.progress.done:
+        run.epoch()
+    progress = run.state.progress
+    meta = {**ctx.meta, "stage": stage.name, "best_epoch": progress.best_epoch, "val_score": progress.best}
+    save_checkpoint(folder.checkpoint, run.state.best_model, meta)
+    folder.state.unlink(missing_ok=True)
+    return folder.checkpoint
+
+
+class _StageRun:
+    """One stage's training loop: its model, optimiser, schedule, generators and progress, built
+    from the stage's seed (the draws in a fixed order) and resumed from `state.pt` when there is one."""
+
+    def __init__(self, system: System, index: int, ctx: SplitContext, folders: dict[str, StageDir]):
+        self.stage, self.ctx, self.folder = system.stages[index], ctx, folders[system.stages[index].name]
+        self.tests = ctx.report_test and index == len(system.stages) - 1  # logged only: selection never reads it
+        seed = ctx.seed + 1000 * index  # stage 0 keeps the run's seed
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.model = build_stage_model(self.stage, ctx, folders).to(ctx.device)
+        optim = self.stage.optim
+        self.opt = make_optimizer(optim, self.model)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda e: lr_factor(optim, e + 1))
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp == "fp16" and ctx.device.type == "cuda")
+        self.sampler = build_sampler(self.stage.sampler, ctx.include_full, self.stage.sampler_rate, seed)
+        self.state = self._resumed() if self.folder.state.is_file() else self._fresh()
+        self.rows = training_rows(self.sampler, ctx.data.present, ctx.train)
+
+    def _fresh(self) -> StageState:
+        # from scratch: a kill before the first state was saved may have left epoch 1's line
+        _truncate(self.folder.metrics, 0)
+        return StageState({}, {}, {}, {}, StageProgress())
+
+    def _resumed(self) -> StageState:
+        saved = StageState.from_dict(load_state(self.folder.state))
+        self.model.load_state_dict(saved.model)
+        self.opt.load_state_dict(saved.optimizer)
+        self.schedule.load_state_dict(saved.schedule["lr"])
+        self.scaler.load_state_dict(saved.schedule["scaler"])
+        self.rng.bit_generator.state = saved.rng["numpy"]
+        restore_rng(saved.rng)
+        _truncate(self.folder.metrics, saved.progress.metrics_bytes)  # lines of epochs the state does not hold
+        self.ctx.log(f"{self.ctx.meta.get('split', '')} {self.stage.name}: resuming after epoch {saved.progress.epoch}")
+        return saved
+
+    def epoch(self) -> None:
+        """Train one epoch, select on validation, log its line and save the whole state."""
+        stage, ctx, progress = self.stage, self.ctx, self.state.progress
+        epoch, t0 = progress.epoch + 1, time.perf_counter()
+        sums = train_epoch(self.model, stage, self.sampler, ctx, self.rows, self.opt, self.scaler, self.rng)
+        self.schedule.step()
+        val = evaluate(self.model, ctx.data, ctx.val, ctx.norm, ctx.device, _selection_conditions(stage), ctx.amp)
         score = missing_uar(val) if stage.select_on == "missing" else val[FULL.name]["uar"]
-        improved = score > progress["best"] or best_state is None
+        improved = score > progress.best or self.state.best_model is None
         if improved:
-            progress.update(best=score, best_epoch=epoch, stale=0)
-            best_state = copy.deepcopy(model.state_dict())
+            progress.best, progress.best_epoch, progress.stale = score, epoch, 0
+            self.state.best_model = copy.deepcopy(self.model.state_dict())
         else:
-            progress["stale"] += 1
+            progress.stale += 1
         line = {"epoch": epoch, "seconds": round(time.perf_counter() - t0, 3), **sums, "val_score": score}
         line["val"] = summary(val)
-        if ctx.report_test and index == len(system.stages) - 1:  # logged only: selection never reads it
-            line["test"] = summary(evaluate(model, ctx.data, ctx.test, ctx.norm, ctx.device, ALL, ctx.amp))
-        progress["metrics_bytes"] = _append(folder / "metrics.jsonl", line)
-        progress["epoch"] = epoch
-        patience = stage.optim.patience
-        progress["done"] = epoch >= total or bool(patience and progress["stale"] >= patience)
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "progress": progress}
-        state["schedule"] = {"lr": schedule.state_dict(), "scaler": scaler.state_dict()}
-        state["rng"] = {"numpy": rng.bit_generator.state, **rng_state()}
-        save_state(state_path, {**state, "best_model": best_state})
+        if self.tests:
+            line["test"] = summary(evaluate(self.model, ctx.data, ctx.test, ctx.norm, ctx.device, ALL, ctx.amp))
+        progress.metrics_bytes = _append(self.folder.metrics, line)
+        progress.epoch = epoch
+        patience, total = stage.optim.patience, stage.optim.epochs + stage.optim.decay_epochs
+        progress.done = epoch >= total or bool(patience and progress.stale >= patience)
+        self._save()
         ctx.log(
             f"{ctx.meta.get('split', '')} {stage.name} epoch {epoch}: loss {sums.get('loss', float('nan')):.3f}, "
             f"val UAR ({stage.select_on}) {score:.3f}" + (" *" if improved else "")
         )
-    meta = {**ctx.meta, "stage": stage.name, "best_epoch": progress["best_epoch"], "val_score": progress["best"]}
-    save_checkpoint(ckpt, best_state, meta)
-    state_path.unlink(missing_ok=True)
-    return ckpt
+
+    def _save(self) -> None:
+        state = self.state
+        state.model, state.optimizer = self.model.state_dict(), self.opt.state_dict()
+        state.schedule = {"lr": self.schedule.state_dict(), "scaler": self.scaler.state_dict()}
+        state.rng = {"numpy": self.rng.bit_generator.state, **rng_state()}
+        save_state(self.folder.state, state.to_dict())
 
 
-def build_stage_model(stage: Stage, ctx: SplitContext, folders: dict[str, Path]) -> SystemModel:
+def build_stage_model(stage: Stage, ctx: SplitContext, folders: dict[str, StageDir]) -> SystemModel:
     """The stage's model, with the sub-modules its links copy from earlier stages' checkpoints."""
     n_classes = len(ctx.data.store.classes)
     model = stage.build(ctx.data.dims, n_classes)
     for link in stage.links:
-        path = folders[link.stage] / "checkpoint.pt"
+        path = folders[link.stage].checkpoint
         state, _ = load_checkpoint(path)
         _check_owner(path, ctx, link.stage)
         for target, source in link.modules.items():

@@ -10,9 +10,10 @@ the prediction: only the training losses read its true features, and only to bui
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
-from cmarr.shared.train_config import LossConfig, ModelConfig
+from cmarr.shared.sections import Section
 from cmarr.train.batch import Batch
 from cmarr.train.losses import ContrastiveAlignment, reconstruction_loss, supcon_loss
 from cmarr.train.model.base import SystemModel
@@ -23,8 +24,38 @@ from cmarr.train.model.reconstruction import ReconstructionModule
 from cmarr.train.model.stacked import RowStack, flows_forward, flows_inverse, reconstruct
 from cmarr.train.model.uncertainty import Gaussians, UncertaintyModule
 from cmarr.train.precision import full_precision, scatter_rows
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
+
+
+class ModelConfig(Section):
+    width: int = Field(128, gt=0)  # uncertainty module width (paper: 128)
+    heads: int = Field(8, gt=0)  # attention heads in the uncertainty module
+    latent_dim: int = Field(64, gt=0)  # common width D of the projections and flows
+    latent_len: int = Field(50, gt=0)  # common length T after masked adaptive pooling
+    kernel_size: int = Field(5, gt=0)  # Conv1d projection kernel ("same" padding)
+    flow_steps: int = Field(32, gt=0)  # Glow steps per modality (DiCMoR's count)
+    flow_hidden: int = Field(64, gt=0)  # coupling subnet channels
+    rcab_blocks: int = Field(20, gt=0)  # residual channel-attention blocks (one group)
+    rcab_reduction: int = Field(16, gt=0)  # channel-attention squeeze ratio
+    fusion_heads: int = Field(4, gt=0)
+    proj_dim: int = Field(128, gt=0)  # SPCL projection width
+    dropout: float = Field(0.1, ge=0, lt=1)
+    alignment: Literal["distribution", "point"] = "distribution"  # Table 3 "w/ Point" = point
+    umc_attention: bool = True  # Table 3 "w/o attention" switches the UMC's attention off
+    fusion: Literal["paper", "all-queries"] = "paper"  # paper: text queries speech and video (Eq. 10-13)
+
+
+class LossConfig(Section):
+    alpha: float = Field(1.0, ge=0)  # UDCL weight
+    beta: float = Field(0.1, ge=0)  # SPCL weight (section 4.2; 4.5 calls 0.5 optimal)
+    lambda_rec: float = Field(10.0, ge=0)  # reconstruction weight
+    w_nll: float = Field(0.1, ge=0)  # flow Gaussian NLL weight (flows get no gradient without it)
+    tau_init: float = Field(0.07, gt=0)  # UDCL learnable temperature, initial value
+    d2w_scale_init: float = -1 / 200  # a in S = a * D2W + b (must stay negative)
+    d2w_shift_init: float = 4.0  # b
+    spcl_temperature: float = Field(0.07, gt=0)
 
 
 @dataclass

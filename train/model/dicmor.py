@@ -20,10 +20,11 @@ the prediction). A modality a row does not give is never computed on for the pre
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from cmarr.shared.modalities import LETTER
-from cmarr.shared.train_config import DiCMoRModel
+from cmarr.shared.sections import Section
 from cmarr.train.batch import Batch
 from cmarr.train.model.base import SystemModel
 from cmarr.train.model.dicmor_flow import ClassPriors, DiCMoRFlow, bits_per_dim
@@ -31,8 +32,56 @@ from cmarr.train.model.mult import MulTFusion
 from cmarr.train.model.pooling import masked_adaptive_pool
 from cmarr.train.model.reconstruction import ResidualChannelAttentionBlock
 from cmarr.train.precision import full_precision, scatter_rows
+from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 from torch.nn import functional as F
+
+
+class DiCMoRModel(Section):
+    """DiCMoR's modules (mdswyz/DiCMoR dicmor.py, MOSI's config: d = 32, 4 crossmodal layers)."""
+
+    width: int = Field(32, gt=0)  # common width d (MOSI 32, MOSEI 64); even, and a multiple of `heads`
+    heads: int = Field(8, gt=0)
+    layers: int = Field(4, gt=0)  # crossmodal layers (nlevels; MOSEI 6); self-attention: max(layers, 3)
+    seq_len: int = Field(50, gt=0)  # common length after masked adaptive pooling (DiCMoR's word-aligned 50)
+    kernel_size: int = Field(5, gt=0)  # projection kernel, no padding: seq_len - kernel_size + 1 steps
+    flow: Literal["glow", "dicmor-exact"] = "glow"  # glow: whole Glow steps; dicmor-exact: coupling-only steps
+    flow_steps: int = Field(32, gt=0)
+    flow_hidden: int = Field(64, gt=0)  # channels of each coupling subnet
+    rcab_blocks: int = Field(20, gt=0)  # residual channel-attention blocks per reconstructor
+    rcab_reduction: int = Field(16, gt=0)  # channel-attention squeeze ratio
+    attention: Literal["causal-last", "full-mean"] = "causal-last"  # MulT's causal mask + last step, or neither
+    text_dropout: float = Field(0.5, ge=0, lt=1)  # on the text input
+    attn_dropout: float = Field(0.3, ge=0, lt=1)  # attention dropout with text as source, and in self-attention
+    attn_dropout_audio: float = Field(0.2, ge=0, lt=1)  # attention dropout with audio as source
+    attn_dropout_video: float = Field(0.0, ge=0, lt=1)  # attention dropout with video as source
+    embed_dropout: float = Field(0.2, ge=0, lt=1)
+    relu_dropout: float = Field(0.0, ge=0, lt=1)
+    res_dropout: float = Field(0.0, ge=0, lt=1)
+    output_dropout: float = Field(0.5, ge=0, lt=1)
+
+    @field_validator("width")
+    @classmethod
+    def _even(cls, width: int) -> int:
+        if width % 2:
+            raise ValueError("must be even (each coupling splits the channels in half)")
+        return width
+
+    @field_validator("heads")
+    @classmethod
+    def _divides_width(cls, heads: int, info: ValidationInfo) -> int:
+        width = info.data.get("width")
+        if width is not None and width % heads:
+            raise ValueError(f"must divide width {width}")
+        return heads
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _fits_length(cls, kernel: int, info: ValidationInfo) -> int:
+        length = info.data.get("seq_len")
+        if length is not None and kernel > length:
+            raise ValueError(f"must not exceed seq_len {length}")
+        return kernel
 
 
 @dataclass

@@ -1,40 +1,41 @@
-"""The registry of trainable systems: a name -> the function that defines it from the config.
+"""The trainable systems: each module here defines one (models, loss terms, weights, stages, its
+config section) and registers it once, at its end, with `register_system` (`registry.py`).
 
-Adding a system: a module here defining it (models, loss terms, weights, stages), its config
-section in `shared/train_config.py` (and `pipeline.toml`), and one line below.
+Adding a system: a module with its `register_system(...)` call (here, imported below, or a plugin:
+`cmarr-train --plugin MODULE` or an installed package's `cmarr.systems` entry point); nothing else in
+cmarr names it. `examples/my_system.py` is a complete small one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+# The built-in systems, in the order reports list them; importing a module registers its systems.
+# isort: off
+from cmarr.train.systems import cmarr, utt_fusion, cra, mmin, if_mmin, cif_mmin, dicmor  # noqa: E402, F401
 
-from cmarr.shared.errors import ConfigError
-from cmarr.shared.train_config import SYSTEM_NAMES, TrainConfig
-from cmarr.train.systems import cif_mmin, cmarr, cra, dicmor, if_mmin, mmin, utt_fusion
+# isort: on
 from cmarr.train.systems.base import Link, Stage, System, count_parameters
+from cmarr.train.systems.registry import (
+    SYSTEMS,
+    SystemSpec,
+    discover,
+    fast_preset,
+    get_system,
+    group,
+    load_plugin,
+    register_system,
+)
 
-SYSTEMS: dict[str, Callable[[TrainConfig], System]] = {
-    "cm-arr": cmarr.cm_arr,
-    "baseline": cmarr.baseline,
-    **{name: partial(cmarr.cm_arr, variant=name) for name in cmarr.ABLATIONS},
-    "utt-fusion": utt_fusion.utt_fusion,
-    "cra": cra.cra,
-    "mmin": mmin.mmin,
-    "if-mmin": if_mmin.if_mmin,
-    "cif-mmin": cif_mmin.cif_mmin,
-    "dicmor": dicmor.dicmor,
-}
-TABLE2 = ("cm-arr", "baseline", "utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin", "dicmor")  # --systems all
-ABLATIONS = ("baseline", *cmarr.ABLATIONS)  # --ablations all: Table 3's columns
-
-
-def get_system(name: str, cfg: TrainConfig) -> System:
-    """The system `name` as the config defines it."""
-    if name not in SYSTEMS:
-        known = ", ".join(n for n in SYSTEM_NAMES if n in SYSTEMS)
-        raise ConfigError(f"unknown system {name!r}; choose from {known}")
-    return SYSTEMS[name](cfg)
-
-
-__all__ = ["ABLATIONS", "SYSTEMS", "TABLE2", "Link", "Stage", "System", "count_parameters", "get_system"]
+__all__ = [
+    "SYSTEMS",
+    "Link",
+    "Stage",
+    "System",
+    "SystemSpec",
+    "count_parameters",
+    "discover",
+    "fast_preset",
+    "get_system",
+    "group",
+    "load_plugin",
+    "register_system",
+]

@@ -18,9 +18,15 @@ weights load silently either way. Default: maxpool, as trained.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Literal
 
 import torch
-from cmarr.shared.train_config import TrainConfig
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from cmarr.shared.sections import Section
+from cmarr.shared.train_config import StageOptim, TrainConfig
 from cmarr.train.batch import Batch
 from cmarr.train.model.base import SystemModel
 from cmarr.train.model.mmin_parts import (
@@ -37,9 +43,40 @@ from cmarr.train.model.mmin_parts import (
 )
 from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
-from cmarr.train.systems.utt_fusion import family_sections
-from torch import nn
-from torch.nn import functional as F
+from cmarr.train.systems.registry import register_system
+from cmarr.train.systems.utt_fusion import MMIN_FAMILY
+
+
+class CIFPretrainLoss(Section):
+    ce: float = Field(1.0, ge=0)
+    cl_tv: float = Field(0.25, ge=0)  # contrastive text-video (weights hard-coded in CIF-MMIN's backward)
+    cl_ta: float = Field(0.25, ge=0)
+    cl_va: float = Field(0.5, ge=0)
+
+
+class CIFMMINLoss(Section):
+    ce: float = Field(1.0, ge=0)
+    imagination: float = Field(8.0, ge=0)
+    consistent: float = Field(100.0, ge=0)
+
+
+class CIFMMINConfig(Section):
+    """CIF-MMIN (Liu et al., TAFFC 2024): contrastive pretraining, then CIF-MMIN."""
+
+    pretrain: StageOptim = StageOptim(
+        lr=2e-4, beta1=0.9, batch_size=64, epochs=30, decay_epochs=10, clip=0.5, clip_mode="norm-per-module"
+    )
+    optim: StageOptim = StageOptim(
+        lr=2e-4, beta1=0.5, batch_size=64, epochs=20, decay_epochs=20, clip=1.0, clip_mode="norm-per-module"
+    )
+    ae_layers: list[int] = [256, 128, 64]
+    blocks: int = Field(5, gt=0)
+    pretrain_dropout: float = Field(0.3, ge=0, lt=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    conl_pooling: Literal["maxpool", "last"] = "maxpool"  # last = as published (stage 2's text ConL pools by h_n)
+    pretrain_loss: CIFPretrainLoss = CIFPretrainLoss()
+    loss: CIFMMINLoss = CIFMMINLoss()
+
 
 ORDER = ModalityEncoders.ORDER
 
@@ -141,4 +178,22 @@ def cif_mmin(cfg: TrainConfig) -> System:
     main = Stage("cif-mmin", lambda dims, k: CIFMMIN(dims, k, cfg), c.optim, weights, "six", links=links)
     options = {"masked_pooling": cfg.mmin_family.masked_pooling, "conl_pooling": c.conl_pooling}
     title = "CIF-MMIN (Liu et al., TAFFC 2024): contrastive pretraining, then consistency-aided imagination"
-    return System("cif-mmin", title, (pre, main), options, family_sections(cfg, "cif_mmin"))
+    return System("cif-mmin", title, (pre, main), options)
+
+
+FAST = {
+    "train.cif_mmin.pretrain.batch_size": 16,
+    "train.cif_mmin.pretrain.epochs": 6,
+    "train.cif_mmin.pretrain.decay_epochs": 2,
+    "train.cif_mmin.optim.batch_size": 16,
+    "train.cif_mmin.optim.epochs": 4,
+    "train.cif_mmin.optim.decay_epochs": 4,
+}  # `--preset fast`: see utt_fusion.FAST
+register_system(
+    "cif-mmin",
+    cif_mmin,
+    sections={"cif_mmin": CIFMMINConfig},
+    reads=(MMIN_FAMILY, "cif_mmin"),
+    fast=FAST,
+    groups=("table2",),
+)

@@ -14,9 +14,13 @@ early stopping on validation UAR averaged over the six missing conditions.
 
 from __future__ import annotations
 
-from cmarr.shared.train_config import TrainConfig
-from cmarr.train.model.cmarr import CMARR, Baseline
+from functools import partial
+
+from cmarr.shared.sections import Section
+from cmarr.shared.train_config import StageOptim, TrainConfig
+from cmarr.train.model.cmarr import CMARR, Baseline, LossConfig, ModelConfig
 from cmarr.train.systems.base import Stage, System
+from cmarr.train.systems.registry import register_system
 
 TITLES = {
     "cm-arr": "CM-ARR (Sun et al.): alignment, reconstruction, refinement",
@@ -28,8 +32,14 @@ TITLES = {
 ABLATIONS = ("no-udcl", "no-spcl", "no-attention", "point")
 
 
-def _section(cfg: TrainConfig) -> dict:
-    return {"cm_arr": cfg.cm_arr.model_dump(mode="json")}
+class CMARRConfig(Section):
+    """CM-ARR, its Table-3 ablations and the paper's Baseline (section 4.2: lr 1e-5, batch 16, 100 epochs)."""
+
+    optim: StageOptim = StageOptim(
+        optimizer="adamw", lr=1e-5, batch_size=16, epochs=100, patience=10, clip=1.0, clip_mode="norm"
+    )
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
 
 
 def cm_arr(cfg: TrainConfig, variant: str = "cm-arr") -> System:
@@ -50,11 +60,25 @@ def cm_arr(cfg: TrainConfig, variant: str = "cm-arr") -> System:
     }
     stage = Stage(variant, lambda dims, k: CMARR(dims, k, model_cfg, lw), c.optim, weights, sampler="six")
     options = {"fusion": model_cfg.fusion, "alignment": model_cfg.alignment, "umc_attention": model_cfg.umc_attention}
-    return System(variant, TITLES[variant], (stage,), options, _section(cfg))
+    return System(variant, TITLES[variant], (stage,), options)
 
 
 def baseline(cfg: TrainConfig) -> System:
     c = cfg.cm_arr
     stage = Stage("baseline", lambda dims, k: Baseline(dims, k, c.model), c.optim, {"cls": 1.0}, sampler="none")
     title = "Baseline (Table 3): CM-ARR's projection and fusion, trained on complete data"
-    return System("baseline", title, (stage,), {"fusion": c.model.fusion}, _section(cfg))
+    return System("baseline", title, (stage,), {"fusion": c.model.fusion})
+
+
+# `--preset fast`: a short schedule at a higher rate, and small flows and reconstruction stacks
+FAST = {
+    "train.cm_arr.optim.lr": 1e-3,
+    "train.cm_arr.optim.epochs": 20,
+    "train.cm_arr.optim.patience": 5,
+    "train.cm_arr.model.flow_steps": 4,
+    "train.cm_arr.model.rcab_blocks": 2,
+}
+register_system("cm-arr", cm_arr, sections={"cm_arr": CMARRConfig}, fast=FAST, groups=("table2",))
+register_system("baseline", baseline, reads=("cm_arr",), groups=("table2", "ablations"))
+for _variant in ABLATIONS:
+    register_system(_variant, partial(cm_arr, variant=_variant), reads=("cm_arr",), groups=("ablations",))

@@ -15,18 +15,45 @@ Weights normal(0, 0.02) as GCNet's script sets. Settings: `[train.cra]`.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Literal
 
 import torch
-from cmarr.shared.train_config import TrainConfig
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from cmarr.shared.sections import Section
+from cmarr.shared.train_config import StageOptim, TrainConfig
 from cmarr.train.batch import Batch
 from cmarr.train.model.base import SystemModel
 from cmarr.train.model.mmin_parts import FcClassifier, ResidualAE, init_weights, slot
 from cmarr.train.model.pooling import masked_mean
 from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Stage, System
-from cmarr.train.systems.utt_fusion import family_sections
-from torch import nn
-from torch.nn import functional as F
+from cmarr.train.systems.registry import register_system
+from cmarr.train.systems.utt_fusion import MMIN_FAMILY
+
+
+class CRALoss(Section):
+    ce: float = Field(1.0, ge=0)
+    recon: float = Field(0.02, ge=0)  # GCNet's run_cra.sh sweep: 0.01-0.03 (recon summed over the batch)
+
+
+class CRAConfig(Section):
+    """Cascaded residual autoencoder (Tran et al. 2017) as GCNet's `mmin_CRA` builds it."""
+
+    optim: StageOptim = StageOptim(
+        lr=1e-3, beta1=0.5, batch_size=256, epochs=20, decay_epochs=80, clip=5.0, clip_mode="norm-per-module"
+    )
+    ae_layers: list[int] = [256, 128]
+    blocks: int = Field(2, gt=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    target: Literal["input", "embedding"] = "input"  # reconstruct the input features (GCNet) or the embeddings
+    recon_norm: Literal["sum-over-batch", "mean"] = "sum-over-batch"  # GCNet sums over the batch
+    missingness: Literal["six", "fixed-rate"] = "six"  # cmarr's six-condition sampler, or GCNet's fixed mask
+    mask_rate: float = Field(0.5, ge=0, lt=1)  # fixed-rate missingness: share of missing modality entries
+    loss: CRALoss = CRALoss()
+
 
 ORDER = ("audio", "text", "video")  # GCNet concatenates A, L, V
 
@@ -95,4 +122,12 @@ def cra(cfg: TrainConfig) -> System:
     )  # fmt: skip
     options = {"target": c.target, "recon_norm": c.recon_norm, "missingness": c.missingness}
     title = "CRA (Tran et al., CVPR 2017) as GCNet's baseline: cascaded residual autoencoder on utterance vectors"
-    return System("cra", title, (stage,), options, family_sections(cfg, "cra"))
+    return System("cra", title, (stage,), options)
+
+
+FAST = {
+    "train.cra.optim.batch_size": 16,
+    "train.cra.optim.epochs": 4,
+    "train.cra.optim.decay_epochs": 16,
+}  # `--preset fast`: see utt_fusion.FAST
+register_system("cra", cra, sections={"cra": CRAConfig}, reads=(MMIN_FAMILY, "cra"), fast=FAST, groups=("table2",))

@@ -19,9 +19,15 @@ script's weight 100 never reaches the model: its flag does not exist, so the cod
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Literal
 
 import torch
-from cmarr.shared.train_config import TrainConfig
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from cmarr.shared.sections import Section
+from cmarr.shared.train_config import StageOptim, TrainConfig
 from cmarr.train.batch import Batch
 from cmarr.train.model.base import SystemModel
 from cmarr.train.model.mmin_parts import (
@@ -38,9 +44,39 @@ from cmarr.train.model.mmin_parts import (
 )
 from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
-from cmarr.train.systems.utt_fusion import family_sections
-from torch import nn
-from torch.nn import functional as F
+from cmarr.train.systems.registry import register_system
+from cmarr.train.systems.utt_fusion import MMIN_FAMILY
+
+
+class IFPretrainLoss(Section):
+    ce: float = Field(1.0, ge=0)
+    cmd: float = Field(1.0, ge=0)  # central moment discrepancy between the shared features
+
+
+class IFMMINLoss(Section):
+    ce: float = Field(1.0, ge=0)
+    imagination: float = Field(1.0, ge=0)
+    invariant: float = Field(100.0, ge=0)  # the script's intent (it passes 100 under a flag the code lacks)
+
+
+class IFMMINConfig(Section):
+    """IF-MMIN (Zuo et al., ICASSP 2023): shared-encoder pretraining with CMD, then IF-MMIN."""
+
+    pretrain: StageOptim = StageOptim(
+        lr=2e-4, beta1=0.9, batch_size=64, epochs=10, decay_epochs=10, clip=0.5, clip_mode="norm-per-module"
+    )
+    optim: StageOptim = StageOptim(
+        lr=2e-4, beta1=0.5, batch_size=128, epochs=20, decay_epochs=20, clip=1.0, clip_mode="norm-per-module"
+    )
+    ae_layers: list[int] = [256, 128, 64]
+    blocks: int = Field(5, gt=0)
+    pretrain_dropout: float = Field(0.3, ge=0, lt=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    ifim_variant: Literal["2024", "2022"] = "2024"  # the authors' current IF-IM forward, or the one at release
+    published_invariant_weight: bool = False  # true: weight 1, what the published code runs with the bad flag dropped
+    pretrain_loss: IFPretrainLoss = IFPretrainLoss()
+    loss: IFMMINLoss = IFMMINLoss()
+
 
 ORDER = ModalityEncoders.ORDER
 
@@ -145,4 +181,22 @@ def if_mmin(cfg: TrainConfig) -> System:
         "published_invariant_weight": c.published_invariant_weight,
     }
     title = "IF-MMIN (Zuo et al., ICASSP 2023): shared-encoder pretraining with CMD, then invariant-aided imagination"
-    return System("if-mmin", title, (pre, main), options, family_sections(cfg, "if_mmin"))
+    return System("if-mmin", title, (pre, main), options)
+
+
+FAST = {
+    "train.if_mmin.pretrain.batch_size": 16,
+    "train.if_mmin.pretrain.epochs": 4,
+    "train.if_mmin.pretrain.decay_epochs": 4,
+    "train.if_mmin.optim.batch_size": 16,
+    "train.if_mmin.optim.epochs": 4,
+    "train.if_mmin.optim.decay_epochs": 4,
+}  # `--preset fast`: see utt_fusion.FAST
+register_system(
+    "if-mmin",
+    if_mmin,
+    sections={"if_mmin": IFMMINConfig},
+    reads=(MMIN_FAMILY, "if_mmin"),
+    fast=FAST,
+    groups=("table2",),
+)

@@ -14,7 +14,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from cmarr.shared.train_config import TrainConfig
+from pydantic import Field
+from torch.nn import functional as F
+
+from cmarr.shared.sections import Section
+from cmarr.shared.train_config import StageOptim, TrainConfig
 from cmarr.train.batch import Batch
 from cmarr.train.model.base import SystemModel
 from cmarr.train.model.mmin_parts import (
@@ -29,8 +33,28 @@ from cmarr.train.model.mmin_parts import (
 )
 from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
-from cmarr.train.systems.utt_fusion import family_sections, pretraining_stage
-from torch.nn import functional as F
+from cmarr.train.systems.registry import register_system
+from cmarr.train.systems.utt_fusion import MMIN_FAMILY, pretraining_stage
+
+
+class MMINLoss(Section):
+    ce: float = Field(1.0, ge=0)
+    imagination: float = Field(4.0, ge=0)  # MSE to the teacher's embeddings (scripts/CAP_mmin.sh: 4)
+    cycle: float = Field(2.0, ge=0)  # backward autoencoder back to the student's embeddings (2)
+
+
+class MMINConfig(Section):
+    """MMIN (Zhao et al., ACL 2021): utt-fusion pretraining ([train.utt_fusion]), then MMIN with it as teacher."""
+
+    optim: StageOptim = StageOptim(
+        lr=2e-4, beta1=0.5, batch_size=128, epochs=30, decay_epochs=30, clip=1.0, clip_mode="norm-per-module"
+    )
+    ae_layers: list[int] = [256, 128, 64]
+    blocks: int = Field(5, gt=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    share_cycle: bool = False  # one autoencoder both ways (MMIN's MSP-IMPROV script)
+    loss: MMINLoss = MMINLoss()
+
 
 ORDER = ModalityEncoders.ORDER
 
@@ -86,4 +110,19 @@ def mmin(cfg: TrainConfig) -> System:
     )  # fmt: skip
     options = {"masked_pooling": cfg.mmin_family.masked_pooling, "share_cycle": cfg.mmin.share_cycle}
     title = "MMIN (Zhao et al., ACL 2021): utt-fusion pretraining, then imagination with a frozen teacher"
-    return System("mmin", title, (pretraining_stage(cfg), stage), options, family_sections(cfg, "utt_fusion", "mmin"))
+    return System("mmin", title, (pretraining_stage(cfg), stage), options)
+
+
+FAST = {
+    "train.mmin.optim.batch_size": 16,
+    "train.mmin.optim.epochs": 6,
+    "train.mmin.optim.decay_epochs": 6,
+}  # `--preset fast`: see utt_fusion.FAST
+register_system(
+    "mmin",
+    mmin,
+    sections={"mmin": MMINConfig},
+    reads=(MMIN_FAMILY, "utt_fusion", "mmin"),
+    fast=FAST,
+    groups=("table2",),
+)

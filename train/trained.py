@@ -10,6 +10,7 @@ from cmarr.shared.train_config import TrainConfig
 from cmarr.train.checkpoint import CheckpointError, load_checkpoint
 from cmarr.train.data import Normaliser
 from cmarr.train.model.base import SystemModel
+from cmarr.train.rundir import SplitDir, StageDir
 from cmarr.train.systems import get_system
 
 
@@ -19,16 +20,16 @@ def final_checkpoint(split_dir: Path) -> Path:
     split_dir = Path(split_dir)
     if split_dir.is_file():
         return split_dir
-    if (split_dir / "checkpoint.pt").is_file():
-        return split_dir / "checkpoint.pt"
-    found = sorted(split_dir.glob("*/checkpoint.pt"))
+    if StageDir(split_dir).checkpoint.is_file():
+        return StageDir(split_dir).checkpoint
+    found = sorted(s.checkpoint for s in map(StageDir, split_dir.iterdir()) if s.checkpoint.is_file())
     if not found:
         raise ConfigError(
             f"{split_dir}: no checkpoint (point at a finished split folder, e.g. runs/<id>/seed0/fold1/split0)"
         )
     _, meta = load_checkpoint(found[0])
     last = get_system(meta["system"], TrainConfig.model_validate(meta["train_config"])).stages[-1].name
-    path = split_dir / last / "checkpoint.pt"
+    path = SplitDir(split_dir).stage(last).checkpoint
     if not path.is_file():
         raise ConfigError(f"{split_dir}: the final stage {last!r} of {meta['system']} has no checkpoint (unfinished?)")
     return path
