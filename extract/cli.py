@@ -5,19 +5,21 @@ Exit codes: 0 ok, 1 failure, 2 usage/config error, 3 finished but some items fai
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_type_hints
 
 import typer
 from cmarr.extract.corpora.record import CorpusScan
 from cmarr.shared.config import PipelineConfig, load_config, parse_override
 from cmarr.shared.console import ProgressReporter, err_console, reports_errors, stdout_console
 from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
-from cmarr.shared.labels import get_label_set
+from cmarr.shared.labels import LabelSet, get_label_set
 from cmarr.shared.modalities import parse_modalities
 from rich.markup import escape
 from rich.table import Table
@@ -64,6 +66,53 @@ Cluster = Annotated[str | None, typer.Option(help="Start a local dask cluster: l
 
 
 @dataclass(frozen=True)
+class Options:
+    """The options every extract command takes, in the order its help lists them; `extract_command` adds them
+    to a command (typer reads these annotations and defaults), which gets them as one `opts: Options`."""
+
+    out: Out = None
+    config: Config = None
+    set_: Sets = None
+    profile: Profile = None
+    device: Device = None
+    modalities: Modalities = None
+    overwrite: Overwrite = False
+    dry_run: DryRun = False
+    num_workers: Workers = None
+    scheduler: Scheduler = None
+    cluster: Cluster = None
+
+
+def extract_command(name: str | None = None, *, without: tuple[str, ...] = ()) -> Callable:
+    """Register `fn` as an extract command taking `Options`' fields (all but `without`) besides its own
+    parameters. Its help lists them where `fn` declares `opts: Options`, but --out, which comes right after
+    `fn`'s leading required parameters (what names the corpus: --root, PATH)."""
+
+    def register(fn: Callable) -> Callable:
+        hints = get_type_hints(Options, include_extras=True)
+        shared = [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+            for f in fields(Options)
+            if f.name not in without
+        ]
+        out, *rest = shared  # --out is Options' first field
+        own = inspect.signature(fn, eval_str=True).parameters.values()
+        listed = [q.replace(kind=q.KEYWORD_ONLY) for p in own for q in (rest if p.name == "opts" else [p])]
+        listed.insert(next(i for i, p in enumerate(listed) if p.default is not p.empty), out)
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            opts = Options(**{p.name: kwargs.pop(p.name) for p in shared})
+            return fn(**kwargs, opts=opts)
+
+        command.__signature__ = inspect.Signature(listed)
+        command.__annotations__ = {p.name: p.annotation for p in listed}
+        return app.command(name)(reports_errors(command))
+
+    return register
+
+
+@dataclass(frozen=True)
 class Settings:
     """The command's config (file + options) and the keys the user set explicitly."""
 
@@ -71,21 +120,23 @@ class Settings:
     explicit: frozenset[str]
 
 
-def _settings(config, sets, profile, device, workers, modalities) -> Settings:
-    overrides = dict(parse_override(s) for s in sets or [])
-    options = {"extract.profile": profile, "extract.device": device, "extract.num_workers": workers}
+def _settings(opts: Options) -> Settings:
+    overrides = dict(parse_override(s) for s in opts.set_ or [])
+    options = {"extract.profile": opts.profile, "extract.device": opts.device, "extract.num_workers": opts.num_workers}
     overrides.update({key: value for key, value in options.items() if value is not None})
-    if modalities:
-        overrides["extract.modalities"] = parse_modalities(modalities)
-    return Settings(load_config(config, overrides), frozenset(overrides))
+    if opts.modalities:
+        overrides["extract.modalities"] = parse_modalities(opts.modalities)
+    return Settings(load_config(opts.config, overrides), frozenset(overrides))
 
 
-def _run(read: Callable[[], CorpusScan], corpus, out, label_set, settings, overwrite, dry_run, scheduler, cluster):
-    """Print the dry-run summary, or extract and print what happened. `read` reads the corpus."""
-    path = store_path(out or Path(settings.cfg.store.dir), corpus)
-    scan = read()
+def _run(opts: Options, corpus: str, label_set: LabelSet, read: Callable[[Path], CorpusScan]) -> None:
+    """Print the dry-run summary, or extract and print what happened. `read(folder)` reads the corpus; `folder` is
+    where the store goes (--out, or the config's store.dir)."""
+    settings = _settings(opts)
+    path = store_path(opts.out or Path(settings.cfg.store.dir), corpus)
+    scan = read(path.parent)
     scan.problems.extend(scan.label_warnings(label_set.classes))
-    if dry_run:
+    if opts.dry_run:
         from cmarr.extract.media.span import span_problems
 
         scan.problems.extend(span_problems(scan.records, settings.cfg.extract.modalities))
@@ -106,11 +157,11 @@ def _run(read: Callable[[], CorpusScan], corpus, out, label_set, settings, overw
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with (
-            dask_client(scheduler, cluster, local_gpus(cfg.extract.device)) as client,
+            dask_client(opts.scheduler, opts.cluster, local_gpus(cfg.extract.device)) as client,
             ProgressReporter("utterances") as progress,
         ):
             report = extract_corpus(
-                scan.records, path, corpus, label_set, cfg, overwrite=overwrite, progress=progress.update,
+                scan.records, path, corpus, label_set, cfg, overwrite=opts.overwrite, progress=progress.update,
                 executor=client,
             )  # fmt: skip
     except BaseException:
@@ -181,47 +232,26 @@ def _print_report(report) -> None:
         raise typer.Exit(EXIT_ITEMS_FAILED)
 
 
-@app.command()
-@reports_errors
+@extract_command()
 def iemocap(
     root: Annotated[Path, typer.Option(help="The IEMOCAP_full_release folder.")],
-    out: Out = None,
     label_set: Labels = "4class",
-    config: Config = None,
-    set_: Sets = None,
-    profile: Profile = None,
-    device: Device = None,
-    modalities: Modalities = None,
-    overwrite: Overwrite = False,
-    dry_run: DryRun = False,
-    num_workers: Workers = None,
-    scheduler: Scheduler = None,
-    cluster: Cluster = None,
+    *,
+    opts: Options,
 ) -> None:
     """IEMOCAP in its original layout (4-class by default: ang, hap+exc, neu, sad)."""
     from cmarr.extract.corpora.iemocap import read_iemocap
 
     labels = get_label_set(label_set)
-    settings = _settings(config, set_, profile, device, num_workers, modalities)
-    _run(lambda: read_iemocap(root, labels), "iemocap", out, labels, settings, overwrite, dry_run, scheduler, cluster)
+    _run(opts, "iemocap", labels, lambda _: read_iemocap(root, labels))
 
 
-@app.command("msp-improv")
-@reports_errors
+@extract_command("msp-improv")
 def msp_improv(
     root: Annotated[Path, typer.Option(help="The MSP-IMPROV folder (Evaluation.txt, Audio/, Video/ or sessionN/).")],
-    out: Out = None,
     label_set: Labels = "4class",
-    config: Config = None,
-    set_: Sets = None,
-    profile: Profile = None,
-    device: Device = None,
-    modalities: Modalities = None,
-    overwrite: Overwrite = False,
-    dry_run: DryRun = False,
-    num_workers: Workers = None,
-    scheduler: Scheduler = None,
-    cluster: Cluster = None,
+    *,
+    opts: Options,
     types: Annotated[str, typer.Option(help="Recording types to keep: S (paper), R, T, P.")] = "S",
     exclude: Annotated[Path | None, typer.Option(help="File of clip ids to leave out (e.g. no-face list).")] = None,
 ) -> None:
@@ -229,50 +259,28 @@ def msp_improv(
     from cmarr.extract.corpora.msp_improv import read_msp_improv
 
     labels = get_label_set(label_set)
-    settings = _settings(config, set_, profile, device, num_workers, modalities)
-    read = lambda: read_msp_improv(root, labels, types, exclude)  # noqa: E731
-    _run(read, "msp-improv", out, labels, settings, overwrite, dry_run, scheduler, cluster)
+    _run(opts, "msp-improv", labels, lambda _: read_msp_improv(root, labels, types, exclude))
 
 
-@app.command()
-@reports_errors
+@extract_command()
 def manifest(
     path: Annotated[Path, typer.Argument(help="CSV, TSV or JSONL manifest (see README).")],
-    out: Out = None,
     corpus: Annotated[str, typer.Option(help="Store name.")] = "custom",
     label_set: Annotated[str, typer.Option(help="4class, 6class, all, or your classes: calm,tense,...")] = "4class",
-    config: Config = None,
-    set_: Sets = None,
-    profile: Profile = None,
-    device: Device = None,
-    modalities: Modalities = None,
-    overwrite: Overwrite = False,
-    dry_run: DryRun = False,
-    num_workers: Workers = None,
-    scheduler: Scheduler = None,
-    cluster: Cluster = None,
+    *,
+    opts: Options,
 ) -> None:
     """Your own recordings, described by a manifest (id, label, speaker, session, text/audio/video)."""
     from cmarr.extract.corpora.manifest import read_manifest
 
     labels = get_label_set(label_set)
-    settings = _settings(config, set_, profile, device, num_workers, modalities)
-    _run(lambda: read_manifest(path, labels), corpus, out, labels, settings, overwrite, dry_run, scheduler, cluster)
+    _run(opts, corpus, labels, lambda _: read_manifest(path, labels))
 
 
-@app.command()
-@reports_errors
+@extract_command(without=("profile",))
 def demo(
-    out: Out = None,
-    config: Config = None,
-    set_: Sets = None,
-    device: Device = None,
-    modalities: Modalities = None,
-    overwrite: Overwrite = False,
-    dry_run: DryRun = False,
-    num_workers: Workers = None,
-    scheduler: Scheduler = None,
-    cluster: Cluster = None,
+    *,
+    opts: Options,
     corpus_dir: Annotated[
         Path | None, typer.Option(help="Where to generate the corpus (default: OUT/demo-corpus).")
     ] = None,
@@ -285,11 +293,10 @@ def demo(
     from cmarr.extract.corpora.demo import ensure_demo_corpus
     from cmarr.extract.corpora.iemocap import read_iemocap
 
-    settings = _settings(config, set_, "demo", device, num_workers, modalities)
     labels = get_label_set("4class")
-    root = corpus_dir or (out or Path(settings.cfg.store.dir)) / "demo-corpus"
 
-    def read() -> CorpusScan:
+    def read(folder: Path) -> CorpusScan:
+        root = corpus_dir or folder / "demo-corpus"
         return read_iemocap(ensure_demo_corpus(root, utterances_per_dialog, seed, stdout_console().print), labels)
 
-    _run(read, "demo", out, labels, settings, overwrite, dry_run, scheduler, cluster)
+    _run(replace(opts, profile="demo"), "demo", labels, read)
