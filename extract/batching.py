@@ -1,8 +1,10 @@
 """Length-sorted batches under a padded-size budget.
 
-The plan is a function of the whole corpus, never of what a resumed run has left to do: a
-resumed run re-forms exactly the same batches, so every utterance sees the same padding and gets
-bit-identical features (padding changes wav2vec2-base outputs through its group norm).
+The plan is a function of the whole corpus (and the encoder's budget), never of what a resumed run
+has left to do: a resumed run, a retried dask shard and a single-process run form exactly the same
+batches, so a staged part keeps its batch's name (`batch_loop.batch_tag`) and every utterance gets
+bit-identical features. Padding is masked or kept out of each item's normalisation (see the
+encoders), but a batch's size and padding still change float rounding.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The batch every system trains and predicts on (one collate for all; padding happens only here).
+"""The batch every system trains and predicts on: padded, normalised features and which rows give and
+hold each modality. `StoreData.batch` (data.py) builds every one, so all systems share one collate
+and one padding.
 
 Legend: B batch, T_m steps of modality m, F_m its feature width.
 """

@@ -63,8 +63,9 @@ class ContrastiveAlignment(nn.Module):
 def supcon_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al.) on L2-normalised embeddings (N, E): every other
     sample with the same label is a positive, averaged over anchors that have one. Called without
-    `ref_emb`, so the embeddings are their own references with self-pairs excluded (the pitfall of
-    passing `ref_emb` without a cloned `ref_labels`, noted in DESIGN.md, does not arise)."""
+    `ref_emb`, so the embeddings are their own references with self-pairs excluded: the pitfall of
+    `ref_emb` does not arise (its `ref_labels` must then be a clone of the labels, else SupConLoss
+    silently drops every positive)."""
     from pytorch_metric_learning.losses import SupConLoss
 
     return SupConLoss(temperature=temperature)(embeddings, labels)
