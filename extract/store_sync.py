@@ -40,7 +40,8 @@ def open_store(
     number of utterances whose value was brought up to date from the corpus."""
     table = UtteranceTable.from_records([r.table_row(label_set.classes) for r in records])
     if not (path / "zarr.json").is_file():
-        return StoreWriter.create(path, table, corpus, label_set, to_toml(cfg, EXTRACTION_SECTIONS), config_hash(cfg, EXTRACTION_SECTIONS)), {}
+        recorded = to_toml(cfg, EXTRACTION_SECTIONS), config_hash(cfg, EXTRACTION_SECTIONS)
+        return StoreWriter.create(path, table, corpus, label_set, *recorded), {}
     writer = StoreWriter.open(path)
     store = FeatureStore.open(path, allow_incomplete=True)
     _check_same_utterances(path, store, table, label_set)

@@ -158,6 +158,12 @@ def to_toml(config: PipelineConfig, sections: tuple[str, ...] | None = None) -> 
     return tomli_w.dumps({k: v for k, v in dumped.items() if sections is None or k in sections})
 
 
+def recorded_toml(config: PipelineConfig, train_sections) -> str:
+    """The config a run directory records (config.toml): every section but, under [train], only the
+    protocol keys and `train_sections` (the system's own: see `TrainConfig.recorded`)."""
+    return tomli_w.dumps({**config.model_dump(mode="json"), "train": config.train.recorded(train_sections)})
+
+
 def config_hash(config: PipelineConfig, sections: tuple[str, ...] | None = None) -> str:
     return text_sha256(to_toml(config, sections))
 

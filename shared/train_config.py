@@ -44,7 +44,7 @@ class StageOptim(Section):
     """Optimiser and schedule of one training stage."""
 
     optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(gt=0)  # no default here: each system's section states its stages' published rates
     beta1: float = Field(0.9, ge=0, lt=1)  # Adam's first beta (the MMIN family's missing stage uses 0.5)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(16, ge=2)  # at least 2: contrastive and batch-statistics terms need pairs
@@ -89,6 +89,12 @@ class TrainConfig(Section):
             if errors:
                 raise ValidationError.from_exception_data(cls.__name__, errors)
         return handler(data)
+
+    def recorded(self, sections) -> dict:
+        """What a run records of the train config (JSON-ready): the protocol keys and `sections`
+        (the system's own), so that a run of one system never needs another's plugin to be read."""
+        dumped = self.model_dump(mode="json")
+        return {k: v for k, v in dumped.items() if k in type(self).model_fields or k in sections}
 
     def section(self, name: str) -> Section:
         """The system section `[train.<name>]`; KeyError naming the registered ones if there is none."""

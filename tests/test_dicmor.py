@@ -43,17 +43,17 @@ def _cfg(**changes) -> DiCMoRModel:
     return DiCMoRModel(**{**TINY, **changes})
 
 
-def _batch(avail: dict[str, list[int]], seed: int = 0, known: dict[str, list[int]] | None = None) -> Batch:
-    """Random features of len(avail[m]) rows with ragged lengths; `known` defaults to every row."""
+def _batch(given: dict[str, list[int]], seed: int = 0, known: dict[str, list[int]] | None = None) -> Batch:
+    """Random features of len(given[m]) rows with ragged lengths; `known` defaults to every row."""
     gen = torch.Generator().manual_seed(seed)
-    B = len(next(iter(avail.values())))
+    B = len(next(iter(given.values())))
     x = {m: torch.randn(B, 7, d, generator=gen) for m, d in DIMS.items()}
     lengths = torch.randint(1, 8, (B,), generator=gen)
     mask = {m: torch.arange(7)[None] < lengths[:, None] for m in DIMS}
-    given = {m: torch.tensor(avail[m], dtype=torch.bool) for m in DIMS}
+    rows = {m: torch.tensor(given[m], dtype=torch.bool) for m in DIMS}
     known = known or {m: [1] * B for m in DIMS}
     knows = {m: torch.tensor(known[m], dtype=torch.bool) for m in DIMS}
-    return Batch(x, mask, given, knows, torch.randint(0, 4, (B,), generator=gen))
+    return Batch(x, mask, rows, knows, torch.randint(0, 4, (B,), generator=gen))
 
 
 # one row per condition: {t}, {s}, {v}, {v,t}, {s,v}, {s,t}, full
@@ -151,8 +151,8 @@ def test_recovery_is_dicmors_one_flow_reverse_or_the_cat_of_two():
     for m in MODALITIES:
         sources = [n for n in MODALITIES if n != m]
         for r in range(batch.size):
-            given = [n for n in sources if batch.avail[n][r]]
-            if batch.avail[m][r]:
+            given = [n for n in sources if batch.given[n][r]]
+            if batch.given[m][r]:
                 assert not out.recovered_rows[m][r]
                 continue
             back = [model.flow[m].inverse(out.z[n][r : r + 1]) for n in given]
@@ -168,10 +168,10 @@ def test_a_missing_modality_is_never_read_for_the_prediction(variant, attention)
     torch.manual_seed(0)
     model = DiCMoR(DIMS, 4, _cfg(flow=variant, attention=attention)).eval()
     for dropped in [("text",), ("audio",), ("video",), ("audio", "video"), ("text", "video")]:
-        avail = {m: [int(m not in dropped)] * 3 for m in DIMS}
-        for known in (avail, {m: [1] * 3 for m in DIMS}):
-            clean = _batch(avail, known=known)
-            noisy = Batch(dict(clean.x), dict(clean.mask), clean.avail, clean.known, clean.labels)
+        given = {m: [int(m not in dropped)] * 3 for m in DIMS}
+        for known in (given, {m: [1] * 3 for m in DIMS}):
+            clean = _batch(given, known=known)
+            noisy = Batch(dict(clean.x), dict(clean.mask), clean.given, clean.known, clean.labels)
             for m in dropped:
                 noisy.x[m] = 50 * torch.randn_like(clean.x[m])
                 noisy.mask[m] = torch.ones_like(clean.mask[m])
@@ -187,15 +187,15 @@ def test_reconstruct_gives_the_true_projection_and_the_recovery_from_the_other_t
     torch.manual_seed(0)
     model = DiCMoR(DIMS, 4, _cfg()).eval()
     for m in MODALITIES:
-        avail = {n: [int(n != m)] * 4 for n in DIMS}
-        batch = _batch(avail)  # every modality's features known, m not given
+        given = {n: [int(n != m)] * 4 for n in DIMS}
+        batch = _batch(given)  # every modality's features known, m not given
         true, recovered = model.reconstruct(batch, m)
         assert true.shape == recovered.shape == (4, TINY["width"])
         with torch.no_grad():
             out = model(batch)
         assert torch.equal(recovered, out.recovered[m].mean(-1)) and recovered.abs().sum() > 0
         assert torch.equal(true, out.projected[m].mean(-1))
-        noisy = Batch({**batch.x, m: 50 * torch.randn_like(batch.x[m])}, batch.mask, batch.avail, batch.known,
+        noisy = Batch({**batch.x, m: 50 * torch.randn_like(batch.x[m])}, batch.mask, batch.given, batch.known,
                       batch.labels)  # fmt: skip
         true_noisy, recovered_noisy = model.reconstruct(noisy, m)
         assert torch.equal(recovered_noisy, recovered) and not torch.allclose(true_noisy, true)

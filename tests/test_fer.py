@@ -153,7 +153,7 @@ def test_train_learns_the_patterns_and_extract_uses_the_checkpoint(tmp_path):
     )
     assert r.exit_code == 0, r.output
     video = FeatureStore.open(tmp_path / "out" / "iemocap.zarr").modality("video")
-    assert video.available.all() and video.spec.weights_sha256 and video.dim == 48
+    assert video.present.all() and video.spec.weights_sha256 and video.dim == 48
 
 
 def _truncated_torch_file(path):

@@ -9,7 +9,7 @@ from scipy.linalg import sqrtm
 
 from cmarr.shared.train_config import TrainConfig
 from cmarr.train.batch import Batch
-from cmarr.train.losses import ContrastiveAlignment, supcon_loss, w2_distance
+from cmarr.train.losses import UDCL, supcon_loss, w2_distance
 from cmarr.train.model.cmarr import ModelConfig
 from cmarr.train.model.flow import ModalityFlow
 from cmarr.train.model.pooling import masked_adaptive_pool
@@ -40,13 +40,13 @@ def build_model(system: str, dims=DIMS, classes=4, model_cfg=TINY):
     return get_system(system, cfg).stages[0].build(dims, classes)
 
 
-def Inputs(x, mask, avail, known=None):  # noqa: N802 - the batch a test builds: `known` defaults to `avail`
-    return Batch(x, mask, avail, dict(avail) if known is None else known, LABELS[: len(next(iter(avail.values())))])
+def Inputs(x, mask, given, known=None):  # noqa: N802 - the batch a test builds: `known` defaults to `given`
+    return Batch(x, mask, given, dict(given) if known is None else known, LABELS[: len(next(iter(given.values())))])
 
 
-def training(full: Batch, avail: dict) -> Batch:
-    """A training batch: `avail` given, every modality of `full` known (loss targets)."""
-    return Inputs(full.x, full.mask, avail, known=full.avail)
+def training(full: Batch, given: dict) -> Batch:
+    """A training batch: `given` given, every modality of `full` known (loss targets)."""
+    return Inputs(full.x, full.mask, given, known=full.given)
 
 
 def _randomised_flow(channels=6, steps=3, seed=0) -> ModalityFlow:
@@ -116,7 +116,7 @@ def test_udcl_prefers_aligned_pairs():
     mu, sig = torch.randn(8, 4) * 5, torch.rand(8, 4) + 0.5
     g = lambda m, s: Gaussians(m[:, None], s.log()[:, None], m, s)  # noqa: E731
     present = {"a": torch.ones(8, dtype=torch.bool), "b": torch.ones(8, dtype=torch.bool)}
-    align = ContrastiveAlignment(a_init=-0.5)
+    align = UDCL(a_init=-0.5)
     aligned = align({"a": g(mu, sig), "b": g(mu, sig)}, present)
     perm = torch.randperm(8)
     shuffled = align({"a": g(mu, sig), "b": g(mu[perm], sig[perm])}, present)
@@ -133,7 +133,7 @@ def test_masked_adaptive_pool_is_padding_free():
     )
 
 
-def _inputs(B=4, extra_pad=0, seed=0, avail=None):
+def _inputs(B=4, extra_pad=0, seed=0, given=None):
     g = torch.Generator().manual_seed(seed)
     lengths = {"text": [3, 5, 1, 4], "audio": [9, 6, 7, 2], "video": [2, 4, 3, 1]}
     x, mask = {}, {}
@@ -142,14 +142,14 @@ def _inputs(B=4, extra_pad=0, seed=0, avail=None):
         x[m] = torch.randn(B, T, f, generator=g)
         mask[m] = torch.arange(T)[None] < torch.tensor(lengths[m])[:, None]
         x[m] = x[m] * mask[m].unsqueeze(-1)
-    av = avail or {m: torch.ones(B, dtype=torch.bool) for m in DIMS}
+    av = given or {m: torch.ones(B, dtype=torch.bool) for m in DIMS}
     return Inputs(x, mask, av)
 
 
 def _pad_with_garbage(inp: Inputs, extra: int) -> Inputs:
     x = {m: torch.cat([v, 5 * torch.randn(v.shape[0], extra, v.shape[2])], 1) for m, v in inp.x.items()}
     mask = {m: torch.cat([v, torch.zeros(v.shape[0], extra, dtype=torch.bool)], 1) for m, v in inp.mask.items()}
-    return Inputs(x, mask, inp.avail)
+    return Inputs(x, mask, inp.given)
 
 
 @pytest.mark.parametrize("variant", ["cm-arr", "baseline"])
@@ -178,9 +178,9 @@ def test_a_dropped_modality_is_provably_unused(variant, dropped):
     """Replacing the dropped modality's inputs by noise (even with a 'valid' mask) changes nothing."""
     torch.manual_seed(0)
     model = build_model(variant, DIMS, 4, TINY).eval()
-    avail = {m: torch.full((4,), m != dropped) for m in DIMS}
-    clean = _inputs(avail=avail)
-    noisy = Inputs(dict(clean.x), dict(clean.mask), avail)
+    given = {m: torch.full((4,), m != dropped) for m in DIMS}
+    clean = _inputs(given=given)
+    noisy = Inputs(dict(clean.x), dict(clean.mask), given)
     noisy.x[dropped] = 100 * torch.randn_like(clean.x[dropped])
     noisy.mask[dropped] = torch.ones_like(clean.mask[dropped])
     with torch.no_grad():
@@ -338,7 +338,7 @@ def test_udcl_matches_a_hand_computed_symmetric_infonce():
     g = {m: Gaussians(None, None, torch.tensor(mu[m]), torch.tensor(sig[m])) for m in mu}
     present = {m: torch.ones(3, dtype=torch.bool) for m in mu}
     a, b, tau = -0.3, 2.0, 0.5
-    align = ContrastiveAlignment(a_init=a, b_init=b, tau_init=tau).double()
+    align = UDCL(a_init=a, b_init=b, tau_init=tau).double()
     got = align(g, present).item()
     d2w = ((mu["a"][:, None] - mu["b"][None]) ** 2).sum(-1) + ((sig["a"][:, None] - sig["b"][None]) ** 2).sum(-1)
     logits = (a * d2w + b) / tau  # (3, 3): row i = modality a of utterance i against b of every utterance

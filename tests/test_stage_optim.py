@@ -41,7 +41,7 @@ def test_fused_update_equals_the_for_loop_update(kind):
 
 def test_not_fused_where_torch_has_no_fused_kernel(monkeypatch):
     monkeypatch.setattr("cmarr.train.stage.FUSED_DEVICES", ("cuda",))  # as if the CPU had none
-    opt = make_optimizer(StageOptim(), _Tiny())
+    opt = make_optimizer(StageOptim(lr=1e-4), _Tiny())
     assert not opt.defaults["fused"]
     assert opt.defaults["foreach"] is None  # torch's own default path
 

@@ -58,7 +58,7 @@ class Toy(SystemModel):
         return torch.cat(out, -1)
 
     def forward(self, batch):
-        emb = self._embed(self.enc, batch, batch.avail)
+        emb = self._embed(self.enc, batch, batch.given)
         out = type("Out", (), {})()
         out.logits, out.emb = self.head(emb), emb
         return out
@@ -261,10 +261,10 @@ def test_a_missing_modality_is_never_read_at_evaluation(data, name, dropped):
     torch.manual_seed(0)
     model = get_system(name, _tiny_cfg()).stages[-1].build(data.dims, 4).eval()
     idx = np.arange(6)
-    avail = {m: np.full(6, m != dropped) for m in data.dims}
+    given = {m: np.full(6, m != dropped) for m in data.dims}
     norm = data.normaliser(np.arange(len(data)))
-    clean = data.batch(idx, avail, norm, "cpu")
-    noisy = Batch(dict(clean.x), dict(clean.mask), clean.avail, clean.known, clean.labels)
+    clean = data.batch(idx, given, norm, "cpu")
+    noisy = Batch(dict(clean.x), dict(clean.mask), clean.given, clean.known, clean.labels)
     noisy.x[dropped] = 50 * torch.randn(6, 9, data.dims[dropped])
     noisy.mask[dropped] = torch.ones(6, 9, dtype=torch.bool)
     with torch.no_grad():

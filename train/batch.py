@@ -16,26 +16,30 @@ import torch
 class Batch:
     """Padded, normalised features of B utterances under one missing condition per row.
 
-    `avail[m]` says which rows *give* modality m to the model in this condition; `known[m]` which
+    Three words, three ideas: the store *has* a modality for an utterance (`StoreData.present`,
+    status ok); a condition *gives* it to the model (`given`); its true features are *known* to the
+    batch (`known`), what loss targets are made of.
+
+    `given[m]` says which rows *give* modality m to the model in this condition; `known[m]` which
     rows hold m's true features in `x`. In training `known` is every really-present modality (its
-    true features are what loss targets are made of); at evaluation `known` equals `avail`, so a
+    true features are what loss targets are made of); at evaluation `known` equals `given`, so a
     model cannot read a missing modality even by mistake: its rows are zeros with an all-False mask.
     """
 
     x: dict[str, torch.Tensor]  # (B, T_m, F_m); zeros where not `known`
     mask: dict[str, torch.Tensor]  # (B, T_m) valid steps; all False where not `known`
-    avail: dict[str, torch.Tensor]  # (B,) bool: given to the model
-    known: dict[str, torch.Tensor]  # (B,) bool: true features present in `x` (a superset of `avail`)
+    given: dict[str, torch.Tensor]  # (B,) bool: given to the model
+    known: dict[str, torch.Tensor]  # (B,) bool: true features present in `x` (a superset of `given`)
     labels: torch.Tensor | None = None  # (B,) int64 class indices
 
     @property
     def size(self) -> int:
-        return len(next(iter(self.avail.values())))
+        return len(next(iter(self.given.values())))
 
-    def given(self, m: str) -> torch.Tensor:
+    def given_features(self, m: str) -> torch.Tensor:
         """x[m] (B, T_m, F_m) with the rows that do not give m zeroed (the MMIN family's missing input)."""
-        return self.x[m] * self.avail[m][:, None, None].to(self.x[m].dtype)
+        return self.x[m] * self.given[m][:, None, None].to(self.x[m].dtype)
 
     def given_mask(self, m: str) -> torch.Tensor:
         """mask[m] (B, T_m) restricted to the rows that give m."""
-        return self.mask[m] & self.avail[m][:, None]
+        return self.mask[m] & self.given[m][:, None]

@@ -22,21 +22,43 @@ from cmarr.shared.console import reports_errors, stdout_console
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
-from cmarr.train.presets import apply_preset
+from cmarr.train import options as O
+from cmarr.train.presets import apply_preset, rescheduled
 from cmarr.train.run import TrainingRequest
+from cmarr.train.tracking import check_trackers
 
 Config = Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override config keys: --set section.key=value [section.key=value ...]."),
+]
+Plugins = Annotated[
+    list[str] | None,
+    typer.Option("--plugin", help="A module that registers systems: a dotted name or a .py file (repeatable)."),
+]
 Preset = Annotated[str | None, typer.Option(help="paper (every system's published schedule) or fast.")]
 
 
 class _DefaultRun(TyperGroup):
-    """`cmarr-train --store S ...` means `cmarr-train run --store S ...`."""
+    """`cmarr-train --store S ...` means `cmarr-train run --store S ...`; `--set a=1 b=2` means
+    `--set a=1 --set b=2`."""
 
     def parse_args(self, ctx, args):
         if not args or args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, several_sets(args))
+
+
+def several_sets(args: list[str]) -> list[str]:
+    """Each `key=value` word that follows a `--set` value is one more `--set` (no command here takes
+    a positional argument, so such a word can mean nothing else)."""
+    out, in_set = [], False
+    for arg in args:
+        if in_set and not arg.startswith("-") and "=" in arg and out[-1] != "--set":
+            out.append("--set")
+        in_set = arg == "--set" or (in_set and not arg.startswith("-"))
+        out.append(arg)
+    return out
 
 
 train_app = typer.Typer(
@@ -51,54 +73,52 @@ train_app = typer.Typer(
 )
 
 
-def _load(config: Path | None, sets: list[str] | None, more: dict) -> PipelineConfig:
+def _load(
+    config: Path | None, sets: list[str] | None, more: dict, plugins: list[str] | None = None, **schedule
+) -> PipelineConfig:
+    """The config: the file, `--set` and the options' keys, the preset, then `--epochs` or
+    `--schedule-scale`; the plugins (and installed entry points) are imported first, so that their
+    config sections are known when the file is read."""
+    from cmarr.train.systems import discover, load_plugin
+
+    discover()
+    for plugin in plugins or []:
+        load_plugin(plugin)
     overrides = dict(parse_override(s) for s in sets or [])
     overrides.update({k: v for k, v in more.items() if v is not None})
-    return apply_preset(load_config(config, overrides), set(overrides))
+    return rescheduled(apply_preset(load_config(config, overrides), set(overrides)), **schedule)
 
 
 @train_app.command("run")
 @reports_errors
 def train(
-    store: Annotated[str, typer.Option(help="Feature store: directory, .zarr.zip or URL.")],
-    folds: Annotated[int | None, typer.Option(help="Folds (= the store's sessions: 5 IEMOCAP, 6 MSP-IMPROV).")] = None,
-    only_folds: Annotated[
-        str | None,
-        typer.Option(help="Train and report only these folds, e.g. 1 or 1,3 (a first check; --resume adds the rest)."),
-    ] = None,
-    system: Annotated[str | None, typer.Option(help="The system to train (default cm-arr); see `describe`.")] = None,
-    systems: Annotated[str | None, typer.Option(help="Train several: all (Table 2's systems) or a list.")] = None,
-    ablations: Annotated[
-        str | None, typer.Option(help="Also train Table 3's ablations: all, or e.g. baseline,no-udcl.")
-    ] = None,
+    store: O.Store,
+    folds: O.Folds = None,
+    only_folds: O.OnlyFolds = None,
+    system: O.System = None,
+    systems: O.Systems = None,
+    ablations: O.Ablations = None,
     preset: Preset = None,
-    seed: Annotated[int | None, typer.Option(help="First seed.")] = None,
-    seeds: Annotated[int, typer.Option(help="Number of repeated runs (seeds seed, seed+1, ...).")] = 1,
-    require: Annotated[str | None, typer.Option(help="Keep only utterances that have these modalities.")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for run directories.")] = Path("runs"),
-    resume: Annotated[bool, typer.Option(help="Continue the interrupted run of this same command.")] = False,
-    selection_gap: Annotated[
-        bool,
-        typer.Option(
-            help="Also score the test part after every epoch, never to select: each split's metrics.jsonl, and "
-            "the comparison's test-selection gap (with --systems/--ablations)."
-        ),
-    ] = False,
-    sweep: Annotated[
-        list[str] | None, typer.Option(help="Train once per value and plot (Fig. 4), e.g. alpha=0.1,0.5,1,2,5.")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    seed: O.Seed = None,
+    seeds: O.Seeds = 1,
+    require: O.Require = None,
+    out: O.Out = Path("runs"),
+    resume: O.Resume = False,
+    selection_gap: O.SelectionGap = False,
+    sweep: O.Sweep = None,
+    device: O.Device = None,
     config: Config = None,
     set_: Sets = None,
-    jobs: Annotated[int, typer.Option(help="Run the grid's jobs on N local dask worker processes.")] = 1,
-    scheduler: Annotated[
-        str | None, typer.Option(help="A running dask cluster (tcp://HOST:8786); workers must see --store and --out.")
-    ] = None,
+    epochs: O.Epochs = None,
+    schedule_scale: O.ScheduleScale = None,
+    plugin: Plugins = None,
+    log_to: O.LogTo = None,
+    jobs: O.Jobs = 1,
+    scheduler: O.Scheduler = None,
 ) -> None:
     """Train and evaluate under the paper's protocol; writes results.md/json/csv and plots per system."""
-    cfg = _load(
-        config, set_, {"train.preset": preset, "train.system": system, "train.seed": seed, "train.device": device}
-    )
+    more = {"train.preset": preset, "train.system": system, "train.seed": seed, "train.device": device}
+    cfg = _load(config, set_, more, plugin, epochs=epochs, scale=schedule_scale)
     if jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     if jobs > 1 and scheduler:
@@ -115,6 +135,7 @@ def train(
         resume=resume,
         report_test=selection_gap,
         comparison="table2" if systems else "table3",
+        tracking=tuple(check_trackers(log_to or [])),
     )
     for run in train_on_cluster(request, jobs, scheduler, sweep):
         _print_run(run)
@@ -167,6 +188,24 @@ def _print_run(run) -> None:
     stdout_console().print(f"run directory: {run.run_dir}", markup=False, soft_wrap=True)
 
 
+@train_app.command()
+@reports_errors
+def score(
+    run: Annotated[Path, typer.Option(help="A comparison folder (runs/<corpus>-comparison-<tag>) or a run directory.")],
+    predictions: Annotated[Path, typer.Option(help="CSV: id, condition, prediction (and seed with several seeds).")],
+    name: Annotated[str, typer.Option(help="The method's name in the table, e.g. my-method.")],
+    store: Annotated[str | None, typer.Option(help="Where the run's store is now, if it moved.")] = None,
+    plugin: Plugins = None,
+) -> None:
+    """Score your own method's predictions on the run's protocol and add them to its Table 2."""
+    from cmarr.train.scoring import score as score_predictions
+
+    _load(None, None, {}, plugin)  # the plugins of the comparison's systems, whose models Fig. 5 reloads
+
+    folder = score_predictions(run, predictions, name, store, _log)
+    stdout_console().print(f"comparison: {folder}", markup=False, soft_wrap=True)
+
+
 def _parse_folds(text: str) -> list[int]:
     """'1,3' -> [1, 3] (checked against the store's folds later, in `run_training`)."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
@@ -201,12 +240,13 @@ def describe(
     preset: Preset = None,
     config: Config = None,
     set_: Sets = None,
+    plugin: Plugins = None,
 ) -> None:
     """A system's stages, loss weights, samplers and parameter counts (trainable, frozen, total), no store needed."""
     from cmarr.train.run import describe_system
     from cmarr.train.systems import SYSTEMS, get_system
 
-    cfg = _load(config, set_, {"train.preset": preset})
+    cfg = _load(config, set_, {"train.preset": preset}, plugin)
     feature_dims = _parse_dims(dims)
     names = list(SYSTEMS) if system == "all" else [system]
     described = [describe_system(get_system(n, cfg.train), feature_dims, classes) for n in names]

@@ -193,12 +193,20 @@ def _avg(scores: dict, metric: str) -> float:
 # ---------------------------------------------------------------- writing
 
 
-def write_comparison(out: Path, corpus: str, runs: list, kind: str = "table2", data=None, device=None) -> Path:
-    """Write the comparison folder for `runs`; returns it. With `data` (the store's StoreData), also
-    the reconstructions' t-SNE and their distances to the true representations (Fig. 5)."""
+def comparison_file(folder: Path, kind: str, suffix: str = "json") -> Path:
+    """table2.json (.md, .tex, .csv) or table3.* in a comparison folder."""
+    return folder / f"{kind}.{suffix}"
+
+
+def write_comparison(
+    out: Path, corpus: str, runs: list, kind: str = "table2", data=None, device=None, folder: Path | None = None
+) -> Path:
+    """Write the comparison folder for `runs` (`folder`, or a new one in `out` named after the runs);
+    returns it. With `data` (the store's StoreData), also the reconstructions' t-SNE and their
+    distances to the true representations (Fig. 5)."""
     comparison = build_comparison(corpus, runs, kind)
     tag = text_sha256(" ".join(sorted(r.run_dir.name for r in runs)))[:8]
-    folder = out / f"{corpus}-{'comparison' if kind == 'table2' else 'ablations'}-{tag}"
+    folder = folder or out / f"{corpus}-{'comparison' if kind == 'table2' else 'ablations'}-{tag}"
     folder.mkdir(parents=True, exist_ok=True)
     if data is not None:
         from cmarr.shared.modalities import MODALITIES
@@ -206,10 +214,10 @@ def write_comparison(out: Path, corpus: str, runs: list, kind: str = "table2", d
 
         comparison["distances"] = reconstruction_report(folder, runs, data, device or torch.device("cpu"))
         comparison["modalities"] = list(MODALITIES)
-    (folder / f"{kind}.json").write_text(json.dumps(comparison, indent=1))
-    (folder / f"{kind}.md").write_text(markdown(comparison))
-    (folder / f"{kind}.tex").write_text(latex(comparison))
-    with open(folder / f"{kind}.csv", "w", newline="") as f:
+    comparison_file(folder, kind).write_text(json.dumps(comparison, indent=1))
+    comparison_file(folder, kind, "md").write_text(markdown(comparison))
+    comparison_file(folder, kind, "tex").write_text(latex(comparison))
+    with open(comparison_file(folder, kind, "csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["system", "condition", "war_mean", "war_std", "uar_mean", "uar_std", "paper_war", "paper_uar",
                     "p_holm_vs_cm_arr", "folds_used", "folds_total"])  # fmt: skip

@@ -178,32 +178,47 @@ class StoreData:
     def batch(
         self,
         indices: np.ndarray,
-        avail: dict[str, np.ndarray],
+        given: dict[str, np.ndarray],
         norm: Normaliser,
         device,
         known: dict[str, np.ndarray] | None = None,
     ) -> Batch:
-        """Padded, normalised features of `indices` (B,). `avail[m]` (B,) bool: rows that give m.
-        `known[m]` (B,) bool: rows whose true features to load (default: `avail`, as at evaluation;
+        """Padded, normalised features of `indices` (B,). `given[m]` (B,) bool: rows that give m.
+        `known[m]` (B,) bool: rows whose true features to load (default: `given`, as at evaluation;
         training passes every really-present modality). A modality that is not known for a row is
         all zeros with an all-False mask: its frames are not even read."""
-        known = avail if known is None else known
-        x, mask, av, kn = {}, {}, {}, {}
+        known = given if known is None else known
+        seqs, kept = {}, {}
         for m in MODALITIES:
-            rows = known[m] & self.present[m][indices]
-            seqs = [np.zeros((0, self.dims[m]), np.float32)] * len(indices)
-            wanted = np.flatnonzero(rows)
+            kept[m] = known[m] & self.present[m][indices]
+            seqs[m] = [np.zeros((0, self.dims[m]), np.float32)] * len(indices)
+            wanted = np.flatnonzero(kept[m])
             for k, f in zip(wanted, self.frames(m, indices[wanted])):
-                seqs[k] = (f - norm.mean[m]) / norm.std[m]
-            T = max(1, max(len(s) for s in seqs))
-            xb = np.zeros((len(indices), T, self.dims[m]), np.float32)
-            mb = np.zeros((len(indices), T), bool)
-            for k, s in enumerate(seqs):
-                xb[k, : len(s)] = s
-                mb[k, : len(s)] = True
-            x[m] = torch.from_numpy(xb).to(device)
-            mask[m] = torch.from_numpy(mb).to(device)
-            av[m] = torch.from_numpy(avail[m] & self.present[m][indices]).to(device)
-            kn[m] = torch.from_numpy(rows).to(device)
-        labels = torch.from_numpy(self.labels[indices]).to(device)
-        return Batch(x, mask, av, kn, labels)
+                seqs[m][k] = (f - norm.mean[m]) / norm.std[m]
+        given = {m: given[m] & self.present[m][indices] for m in MODALITIES}
+        return collate(seqs, self.dims, given, kept, self.labels[indices], device)
+
+
+def collate(
+    seqs: dict[str, list[np.ndarray]],
+    dims: dict[str, int],
+    given: dict[str, np.ndarray],
+    known: dict[str, np.ndarray],
+    labels: np.ndarray,
+    device,
+) -> Batch:
+    """The one padding every trainer (and `StoreDataset.collate`) uses: per modality m the B sequences
+    `seqs[m]` ((T_i, F_m) float32 each, (0, F_m) where not known) zero-padded to the longest (at least
+    one step) with a mask of their valid steps; `given`/`known` (B,) bool and `labels` (B,) as they are."""
+    x, mask = {}, {}
+    for m, rows in seqs.items():
+        T = max(1, max((len(s) for s in rows), default=0))
+        xb = np.zeros((len(rows), T, dims[m]), np.float32)
+        mb = np.zeros((len(rows), T), bool)
+        for k, s in enumerate(rows):
+            xb[k, : len(s)] = s
+            mb[k, : len(s)] = True
+        x[m] = torch.from_numpy(xb).to(device)
+        mask[m] = torch.from_numpy(mb).to(device)
+    as_tensor = lambda d: {m: torch.from_numpy(np.asarray(v, bool)).to(device) for m, v in d.items()}  # noqa: E731
+    return Batch(x, mask, as_tensor(given), as_tensor(known), torch.from_numpy(np.asarray(labels, np.int64)).to(device))

@@ -1,7 +1,7 @@
 """Scoring a model under missing conditions: class probabilities, WAR and UAR per condition.
 
 A condition is evaluated on the utterances whose store holds every modality it gives; the
-batches carry only those modalities (`Batch.known` equals `Batch.avail`), so a missing modality
+batches carry only those modalities (`Batch.known` equals `Batch.given`), so a missing modality
 is never read.
 """
 
@@ -34,9 +34,9 @@ def predict_proba(
     probs = []
     for lo in range(0, len(rows), batch_size):
         idx = rows[lo : lo + batch_size]
-        avail = {m: np.full(len(idx), m in condition.available) for m in MODALITIES}
+        given = {m: np.full(len(idx), m in condition.given) for m in MODALITIES}
         with autocast(device, amp):
-            logits = model(data.batch(idx, avail, norm, device)).logits
+            logits = model(data.batch(idx, given, norm, device)).logits
         probs.append(logits.float().softmax(-1).cpu().numpy())
     n_classes = len(data.store.classes)
     return rows, np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32)

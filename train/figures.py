@@ -14,7 +14,6 @@ model rebuilds when the condition drops it and gives the other two.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +84,9 @@ def representation_sets(model, data, rows: np.ndarray, norm, device, batch_size:
         true, rec = [], []
         for lo in range(0, len(rows), batch_size):
             idx = rows[lo : lo + batch_size]
-            avail = {n: np.full(len(idx), n != m) for n in MODALITIES}
+            given = {n: np.full(len(idx), n != m) for n in MODALITIES}
             known = {n: np.ones(len(idx), bool) for n in MODALITIES}
-            t, r = model.reconstruct(data.batch(idx, avail, norm, device, known), m)
+            t, r = model.reconstruct(data.batch(idx, given, norm, device, known), m)
             true.append(t.float().cpu().numpy())
             rec.append(r.float().cpu().numpy())
         if true:

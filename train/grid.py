@@ -26,6 +26,7 @@ from cmarr.shared.devices import cpu_threads, resolve_device
 from cmarr.shared.provenance import now_utc
 from cmarr.train.protocol import Split, train_split
 from cmarr.train.rundir import RunDir, SplitDir
+from cmarr.train.tracking import Trackers
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,28 +90,36 @@ def seeded(seed: int):
         torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
-def run_job(data, cfg: PipelineConfig, job: Job, device, log=print, report_test: bool = False) -> dict:
-    """Train and test one job; the function both executors run."""
+def run_job(data, cfg: PipelineConfig, job: Job, device, log=print, report_test: bool = False, tracking=()) -> dict:
+    """Train and test one job; the function both executors run. `tracking`: the metrics sinks to
+    feed after every epoch (train/tracking.py)."""
     from cmarr.train.run import job_meta
     from cmarr.train.systems import get_system
 
     system = get_system(job.system, cfg.train)
     meta = job_meta(data, cfg, job)
     with cpu_threads(cfg.train.cpu_threads), seeded(job.seed):
-        return train_split(data, job.data, system, cfg.train, job.seed, device, job.folder, meta, log, report_test)
+        split = (data, job.data, system, cfg.train, job.seed, device, job.folder, meta, log, report_test)
+        trackers = Trackers(tracking, RunDir(job.run_dir), job.key)
+        try:
+            return train_split(*split, on_epoch=trackers.epoch)
+        finally:
+            trackers.close()
 
 
-def run_local(data, cfgs: dict[str, PipelineConfig], jobs: list[Job], device, log=print, report_test=False):
+def run_local(
+    data, cfgs: dict[str, PipelineConfig], jobs: list[Job], device, log=print, report_test=False, tracking=()
+):
     """Jobs one after the other in this process; {job key: result}."""
     results = {}
     for job in jobs:
         start = time.perf_counter()
-        results[job.key] = run_job(data, cfgs[job.system], job, device, log, report_test)
+        results[job.key] = run_job(data, cfgs[job.system], job, device, log, report_test, tracking)
         record(job, time.perf_counter() - start, "local")
     return results
 
 
-def _remote_job(store_location: str, cfg: PipelineConfig, job: Job, report_test: bool) -> tuple[dict, float, str]:
+def _remote_job(store_location: str, cfg: PipelineConfig, job: Job, report_test: bool, tracking=()) -> tuple:
     """On a worker: the store is loaded once per worker process and kept for its next jobs."""
     from distributed import get_worker
 
@@ -129,7 +138,7 @@ def _remote_job(store_location: str, cfg: PipelineConfig, job: Job, report_test:
         def log(msg):
             print(msg, file=f, flush=True)
 
-        result = run_job(cache["train-data"], cfg, job, resolve_device(cfg.train.device), log, report_test)
+        result = run_job(cache["train-data"], cfg, job, resolve_device(cfg.train.device), log, report_test, tracking)
     return result, time.perf_counter() - start, get_worker().address
 
 
@@ -140,6 +149,7 @@ def run_distributed(
     jobs: list[Job],
     log: Callable[[str], None] = print,
     report_test: bool = False,
+    tracking: tuple[str, ...] = (),
 ) -> dict[str, dict]:
     """Jobs as dask tasks; each worker writes its job's folder, the driver keeps the ledger."""
     from distributed import as_completed
@@ -152,6 +162,7 @@ def run_distributed(
             cfgs[job.system],
             job,
             report_test,
+            tracking,
             key=f"cmarr-train-{job.key}-{job.run_dir.name}",
             resources={GPU: 1} if gpu[job.system] else None,
         ): job

@@ -19,8 +19,11 @@ def w2_distance(mu_a, sig_a, mu_b, sig_b) -> torch.Tensor:
     return torch.cdist(mu_a, mu_b).pow(2) + torch.cdist(sig_a, sig_b).pow(2)
 
 
-class ContrastiveAlignment(nn.Module):
-    """UDCL with learnable a (< 0), b and temperature tau."""
+class UDCL(nn.Module):
+    """The uncertainty-aware distribution contrastive loss (UDCL, the paper's Eq. 3-5) between two
+    modalities' utterance Gaussians, with learnable scale a (< 0), shift b and temperature tau:
+    S = a * W2^2 + b, symmetric InfoNCE over the batch on S / tau (cosine similarity of the means
+    instead of W2 with `distribution=False`, Table 3's "w/ Point")."""
 
     def __init__(
         self, distribution: bool = True, a_init: float = -1 / 200, b_init: float = 4.0, tau_init: float = 0.07
@@ -45,12 +48,13 @@ class ContrastiveAlignment(nn.Module):
             return -self.log_neg_a.exp() * w2_distance(mu_a, sig_a, mu_b, sig_b) + self.b
         return F.normalize(mu_a, dim=-1) @ F.normalize(mu_b, dim=-1).T
 
-    def forward(self, gaussians: dict, present: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean over modality pairs of the symmetric InfoNCE, on rows where both are present."""
+    def forward(self, gaussians: dict, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean over modality pairs of the symmetric InfoNCE, on the rows where both were encoded
+        (`encoded[m]` (B,) bool)."""
         names, losses = list(gaussians), []
         for i, m in enumerate(names):
             for n in names[i + 1 :]:
-                rows = present[m] & present[n]
+                rows = encoded[m] & encoded[n]
                 if rows.sum() < 2:
                     continue
                 ga, gb = gaussians[m].rows(rows), gaussians[n].rows(rows)

@@ -26,16 +26,16 @@ from cmarr.shared.modalities import LETTER, MODALITIES, TABLE_ORDER
 
 @dataclass(frozen=True)
 class MissingCondition:
-    available: frozenset[str]  # store modality names given in this condition
+    given: frozenset[str]  # the modalities this condition gives the model
 
     @property
     def name(self) -> str:
         """Paper notation, e.g. '{s,t}'; letters in the order of Table 2 (s, v, t)."""
-        return "{" + ",".join(LETTER[m] for m in TABLE_ORDER if m in self.available) + "}"
+        return "{" + ",".join(LETTER[m] for m in TABLE_ORDER if m in self.given) + "}"
 
     @property
     def is_full(self) -> bool:
-        return self.available == frozenset(MODALITIES)
+        return self.given == frozenset(MODALITIES)
 
 
 def _c(*mods: str) -> MissingCondition:
@@ -50,15 +50,15 @@ SAMPLERS = ("none", "six", "batch-schedule", "fixed-rate")
 
 
 def condition_masks(conditions: list[MissingCondition]) -> dict[str, np.ndarray]:
-    """Per-row availability {modality: (B,) bool} for per-row conditions."""
-    return {m: np.array([m in c.available for c in conditions], dtype=bool) for m in MODALITIES}
+    """Which rows give each modality, {modality: (B,) bool}, for per-row conditions."""
+    return {m: np.array([m in c.given for c in conditions], dtype=bool) for m in MODALITIES}
 
 
 def eligible(present: dict[str, np.ndarray], indices: np.ndarray, condition: MissingCondition) -> np.ndarray:
     """(len(indices),) bool: rows whose store holds every modality the condition gives (the others
     are not evaluated in it)."""
     ok = np.ones(len(indices), bool)
-    for m in condition.available:
+    for m in condition.given:
         ok &= present[m][indices]
     return ok
 
@@ -83,7 +83,7 @@ class ConditionSampler(Sampler):
         return [condition_masks([self._one(present, int(i), rng) for i in b]) for b in batches]
 
     def _one(self, present, i: int, rng) -> MissingCondition:
-        usable = [c for c in self.conditions if all(present[m][i] for m in c.available)]
+        usable = [c for c in self.conditions if all(present[m][i] for m in c.given)]
         if not usable:  # the utterance lacks what every condition needs: give what it has
             return MissingCondition(frozenset(m for m in MODALITIES if present[m][i]))
         return usable[rng.integers(len(usable))]

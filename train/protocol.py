@@ -140,6 +140,7 @@ def train_split(
     meta: dict,
     log=print,
     report_test: bool = False,
+    on_epoch=None,
 ) -> dict:
     """Train every stage of `system` on one split (resuming whatever was interrupted), then test
     the last stage's best model under all seven conditions. Returns (and writes) `result.json`;
@@ -155,7 +156,7 @@ def train_split(
     }
     ctx = SplitContext(
         data, split.train, split.val, split.test, norm, seed, device, cfg.amp, cfg.include_full_condition,
-        report_test, {**meta, "split": split.name, "seed": seed, "norm": norm_meta}, log,
+        report_test, {**meta, "split": split.name, "seed": seed, "norm": norm_meta}, log, on_epoch,
     )  # fmt: skip
     folders = {s.name: folder.stage(s.name) for s in system.stages}
     stages = {}

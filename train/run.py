@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cmarr.shared.config import PipelineConfig, to_toml, with_overrides
+from cmarr.shared.config import PipelineConfig, recorded_toml, with_overrides
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.provenance import software, text_sha256
 from cmarr.shared.store import FeatureStore
@@ -70,7 +70,7 @@ def job_meta(data: StoreData, cfg: PipelineConfig, job: Job) -> dict:
         "encoders": {m: store.attrs.get("modalities", {}).get(m) for m in data.dims},
         "store_config_toml": store.attrs.get("config_toml", ""),  # how the features were extracted
         "store_fingerprint": store.fingerprint(),
-        "train_config": cfg.train.model_dump(mode="json"),
+        "train_config": cfg.train.recorded(system.config),
     }
 
 
@@ -89,6 +89,7 @@ class TrainingRequest:
     resume: bool = False
     report_test: bool = False  # also score the test part after every epoch, for the report only
     comparison: str = "table2"  # the comparison folder's kind with several systems: table2 or table3
+    tracking: tuple[str, ...] = ()  # per-epoch metrics sinks: tensorboard, mlflow (train/tracking.py)
 
 
 @dataclass
@@ -115,12 +116,18 @@ def run_training(request: TrainingRequest, device: torch.device | None, log=prin
     plan = _plan(request, client, log)
     names = request.systems or (request.cfg.train.system,)
     cfgs = {s: with_overrides(request.cfg, {"train.system": s}, "--systems") for s in names}
-    run_dirs = {name: _prepare_run_dir(request, plan, name, cfg) for name, cfg in cfgs.items()}
+    ids = {
+        name: run_id(plan.store, cfg, get_system(name, cfg.train), list(request.seeds)) for name, cfg in cfgs.items()
+    }
+    resumed = _resumable(request, ids, log)
+    run_dirs = {
+        name: _prepare_run_dir(request, plan, name, cfg, ids[name], resumed[name]) for name, cfg in cfgs.items()
+    }
     jobs = [job for name, run_dir in run_dirs.items() for job in _missing_jobs(request, plan, name, run_dir)]
     if jobs and client is not None:
-        run_distributed(client, request.store, cfgs, jobs, log, request.report_test)
+        run_distributed(client, request.store, cfgs, jobs, log, request.report_test, request.tracking)
     elif jobs:
-        run_local(plan.data, cfgs, jobs, device, log, request.report_test)
+        run_local(plan.data, cfgs, jobs, device, log, request.report_test, request.tracking)
     runs = [_report(request, plan, name, run_dir, cfgs[name]) for name, run_dir in run_dirs.items()]
     if len(runs) > 1:
         folder = write_comparison(request.out, plan.store.corpus, runs, request.comparison, plan.data, device)
@@ -131,7 +138,7 @@ def run_training(request: TrainingRequest, device: torch.device | None, log=prin
 def _plan(request: TrainingRequest, client, log) -> _Plan:
     store = FeatureStore.open(request.store)
     data = StoreData(store, 0 if client else 8 << 30, request.cfg.train.non_finite)  # the driver needs labels only
-    indices, note = _used(data, list(request.require))
+    indices, note = used_utterances(data, list(request.require))
     splits = {s: make_splits(data, indices, request.folds, request.cfg.train, s, note) for s in request.seeds}
     folds = splits[request.seeds[0]]
     warnings = class_coverage(data, indices, folds) + modality_coverage(data, indices)
@@ -143,14 +150,31 @@ def _plan(request: TrainingRequest, client, log) -> _Plan:
     return _Plan(store, data, indices, splits, kept, warnings)
 
 
-def _prepare_run_dir(request: TrainingRequest, plan: _Plan, name: str, cfg: PipelineConfig) -> Path:
+def _resumable(request: TrainingRequest, ids: dict[str, str], log) -> dict[str, bool]:
+    """Which systems' runs to resume: with --resume, those that have one; a system with none yet is
+    trained anew beside them (said), unless no system has a run (then nothing is resumed: refused,
+    saying why, e.g. the store changed)."""
+    have = {name: (request.out / run).is_dir() for name, run in ids.items()}
+    if not request.resume:
+        return dict.fromkeys(ids, False)
+    if not any(have.values()):
+        first = next(iter(ids.values()))
+        run_dir_for(request.out, first, resume=True)  # raises, saying what moved
+    for name in (n for n, found in have.items() if not found):
+        log(f"--resume: {name} has no run yet ({ids[name]}): training it")
+    return have
+
+
+def _prepare_run_dir(
+    request: TrainingRequest, plan: _Plan, name: str, cfg: PipelineConfig, run: str, resume: bool
+) -> Path:
     """The system's run directory (a new one, or the run to resume), with its config, its store's
     provenance and its system's description written."""
     system = get_system(name, cfg.train)
-    path = run_dir_for(request.out, run_id(plan.store, cfg, system, list(request.seeds)), request.resume)
+    path = run_dir_for(request.out, run, resume)
     path.mkdir(parents=True, exist_ok=True)
     run = RunDir(path)
-    run.config.write_text(to_toml(cfg))
+    run.config.write_text(recorded_toml(cfg, system.config))
     provenance = {**plan.store.provenance(), "require": list(request.require), "n_used": int(len(plan.indices))}
     provenance = {**provenance, "software": software(), "warnings": plan.warnings}
     run.store.write_text(json.dumps(provenance, indent=1, default=str))
@@ -226,7 +250,7 @@ def _subset_note(folds: list, reported: list[int]) -> str:
     )
 
 
-def _used(data: StoreData, require: list[str]) -> tuple[np.ndarray, str]:
+def used_utterances(data: StoreData, require: list[str]) -> tuple[np.ndarray, str]:
     """Labelled utterances holding every `--require`d modality, and a note on what was dropped."""
     indices = np.flatnonzero(data.labels >= 0)
     sessions = data.store.utterances["session"]

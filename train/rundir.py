@@ -3,10 +3,11 @@
     runs/<run id>/                      one system on one store (`train/run.py` names it)
       config.toml  store.json  system.json  ledger.jsonl
       results.md  results.csv  results.json  confusion/<condition>.png
+      tensorboard/<job>/                with --log tensorboard (`train/tracking.py`)
       seed<S>/fold<K>/split<J>/         one job (`train/grid.py`)
         result.json  predictions.csv  train.log
         <stage>/                        one stage of the system (`train/stage.py`)
-          checkpoint.pt  state.pt  metrics.jsonl
+          checkpoint.pt  state.pt  metrics.jsonl  curves.png
 
 Every module that reads or writes these files asks this one for their paths; nothing else spells a
 name. `StageState` is the content of `state.pt` (`train/checkpoint.py` owns its file format).
@@ -40,6 +41,10 @@ class StageDir:
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "curves.png"
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,15 @@ class RunDir:
     @property
     def confusion(self) -> Path:
         return self.path / "confusion"
+
+    @property
+    def predictions(self) -> Path:
+        """An external method's predictions, as scored (`cmarr-train score`; train/scoring.py)."""
+        return self.path / "predictions.csv"
+
+    def tensorboard(self, job: str) -> Path:
+        """A job's TensorBoard event folder (`--log tensorboard`)."""
+        return self.path / "tensorboard" / job.replace("/", "-")
 
     def results(self, suffix: str) -> Path:
         """results.md, results.csv or results.json (`suffix` "md", "csv", "json")."""

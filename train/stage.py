@@ -40,6 +40,7 @@ from cmarr.train.evaluation import evaluate, missing_uar, summary
 from cmarr.train.missing import ALL, FULL, MISSING, Sampler, build_sampler, training_rows
 from cmarr.train.model.base import SystemModel
 from cmarr.train.rundir import StageDir, StageProgress, StageState
+from cmarr.train.tracking import write_curves
 from cmarr.train.systems.base import Stage, System
 
 
@@ -63,6 +64,7 @@ class SplitContext:
     report_test: bool = False  # --selection-gap: score the test part every epoch, for the report only
     meta: dict[str, Any] = field(default_factory=dict)  # stamped on every checkpoint (fold, seed, run id, ...)
     log: Callable[[str], None] = print
+    on_epoch: Callable[[str, dict], None] | None = None  # (stage, metrics line) after every epoch: the trackers
 
 
 def run_stage(system: System, index: int, ctx: SplitContext, folders: dict[str, StageDir]) -> Path:
@@ -81,6 +83,7 @@ def run_stage(system: System, index: int, ctx: SplitContext, folders: dict[str, 
     meta = {**ctx.meta, "stage": stage.name, "best_epoch": progress.best_epoch, "val_score": progress.best}
     save_checkpoint(folder.checkpoint, run.state.best_model, meta)
     folder.state.unlink(missing_ok=True)
+    write_curves(folder.metrics, folder.curves, f"{ctx.meta.get('split', '')} {stage.name}")
     return folder.checkpoint
 
 
@@ -139,6 +142,8 @@ class _StageRun:
         if self.tests:
             line["test"] = summary(evaluate(self.model, ctx.data, ctx.test, ctx.norm, ctx.device, ALL, ctx.amp))
         progress.metrics_bytes = _append(self.folder.metrics, line)
+        if ctx.on_epoch is not None:
+            ctx.on_epoch(stage.name, line)
         progress.epoch = epoch
         patience, total = stage.optim.patience, stage.optim.epochs + stage.optim.decay_epochs
         progress.done = epoch >= total or bool(patience and progress.stale >= patience)
@@ -206,12 +211,12 @@ def lr_factor(optim: StageOptim, epoch: int) -> float:
     return 1.0 - max(0, epoch - optim.epochs) / float(optim.decay_epochs + 1)
 
 
-def training_batch(model: SystemModel, ctx: SplitContext, indices: np.ndarray, avail: dict[str, np.ndarray]):
-    """The training batch of utterances `indices` (B,) in the missing condition `avail` (m -> (B,)
+def training_batch(model: SystemModel, ctx: SplitContext, indices: np.ndarray, given: dict[str, np.ndarray]):
+    """The training batch of utterances `indices` (B,) in the missing condition `given` (m -> (B,)
     bool): a model that builds reconstruction targets also gets the true features of every
     really-present modality (`known`); any other model reads only what the condition gives."""
-    known = {m: np.ones(len(indices), bool) for m in avail} if model.reads_missing_targets else None
-    return ctx.data.batch(indices, avail, ctx.norm, ctx.device, known)
+    known = {m: np.ones(len(indices), bool) for m in given} if model.reads_missing_targets else None
+    return ctx.data.batch(indices, given, ctx.norm, ctx.device, known)
 
 
 def train_epoch(model, stage: Stage, sampler: Sampler, ctx: SplitContext, rows, opt, scaler, rng, timing=None):
@@ -222,15 +227,15 @@ def train_epoch(model, stage: Stage, sampler: Sampler, ctx: SplitContext, rows, 
     order = data.epoch_order(rows, rng)
     batches = [order[lo : lo + bs] for lo in range(0, len(order), bs)]
     batches = [b for b in batches if len(b) >= 2]  # contrastive terms need at least two rows
-    avail = sampler.draw(data.present, batches, rng)  # drawn up front: the RNG order is fixed
+    given = sampler.draw(data.present, batches, rng)  # drawn up front: the RNG order is fixed
 
     params = model.trainable_parameters()
     sums: dict[str, float] = {}
     steps, waited, start = 0, 0.0, time.perf_counter()
-    batches_built = (training_batch(model, ctx, batches[k], avail[k]) for k in range(len(batches)))
+    batches_built = (training_batch(model, ctx, batches[k], given[k]) for k in range(len(batches)))
     # On a GPU, the next batch is built on a thread while the device computes. On a CPU, such a
     # thread takes cores from torch's own threads, whose every parallel op then waits for it:
-    # building in the loop is faster there (bench/train.py: lazy vs in-memory, step vs model).
+    # building in the loop is faster there (bench/train_cpu.py: lazy vs in-memory, step vs model).
     stream = prefetch(batches_built) if device.type == "cuda" else batches_built
     while True:
         t0 = time.perf_counter()

@@ -28,7 +28,7 @@ def final_checkpoint(split_dir: Path) -> Path:
             f"{split_dir}: no checkpoint (point at a finished split folder, e.g. runs/<id>/seed0/fold1/split0)"
         )
     _, meta = load_checkpoint(found[0])
-    last = get_system(meta["system"], TrainConfig.model_validate(meta["train_config"])).stages[-1].name
+    last = get_system(meta["system"], recorded_train_config(found[0], meta)).stages[-1].name
     path = SplitDir(split_dir).stage(last).checkpoint
     if not path.is_file():
         raise ConfigError(f"{split_dir}: the final stage {last!r} of {meta['system']} has no checkpoint (unfinished?)")
@@ -38,7 +38,7 @@ def final_checkpoint(split_dir: Path) -> Path:
 def load_model(path: Path) -> tuple[SystemModel, dict, Normaliser]:
     """(model in eval mode, checkpoint metadata, the training fold's normaliser)."""
     state, meta = load_checkpoint(path)
-    cfg = TrainConfig.model_validate(meta["train_config"])
+    cfg = recorded_train_config(path, meta)
     stage = get_system(meta["system"], cfg).stage(meta["stage"])
     model = stage.build(meta["dims"], len(meta["classes"]))
     if problem := state_mismatch(model.state_dict(), state):
@@ -49,6 +49,25 @@ def load_model(path: Path) -> tuple[SystemModel, dict, Normaliser]:
         {m: np.array(v, np.float32) for m, v in meta["norm"]["std"].items()},
     )
     return model.eval(), meta, norm
+
+
+def recorded_train_config(path: Path, meta: dict) -> TrainConfig:
+    """The train config a checkpoint records; ConfigError naming the plugin section it needs when
+    its system was registered by a plugin this process has not loaded."""
+    from cmarr.shared.train_config import SECTIONS
+    from cmarr.train.systems import SYSTEMS, discover
+
+    discover()
+    recorded = meta["train_config"]
+    if meta["system"] not in SYSTEMS or [k for k in recorded if isinstance(recorded[k], dict) and k not in SECTIONS]:
+        raise ConfigError(
+            f"{path}: trained by system {meta['system']!r}, which no loaded module registers (a plugin's): "
+            "load the plugin first (--plugin MODULE, or import it before loading the run)"
+        )
+    try:
+        return TrainConfig.model_validate(recorded)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: its recorded train config does not validate: {err}") from None
 
 
 def state_mismatch(expected: dict, found: dict, shown: int = 3) -> str | None:

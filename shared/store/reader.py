@@ -342,8 +342,8 @@ class ModalityReader:
         return np.diff(self.offsets)
 
     @property
-    def available(self) -> np.ndarray:
-        """Boolean [n]: the modality is present (status ok) for the utterance."""
+    def present(self) -> np.ndarray:
+        """Boolean [n]: the store holds the modality (status ok) for the utterance."""
         return self.status == Status.OK
 
     def get(self, i: int) -> np.ndarray:

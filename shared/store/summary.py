@@ -39,7 +39,7 @@ def _modality(store: FeatureStore, name: str, scan: bool) -> dict[str, Any]:
     if not group.attrs.get("finalized"):
         return {"finalized": False, "staged_parts": staged_parts(group), "spec": spec}
     reader = store.modality(name)
-    lengths = reader.lengths[reader.available]
+    lengths = reader.lengths[reader.present]
     return {
         "finalized": True,
         "dim": reader.dim,

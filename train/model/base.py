@@ -14,7 +14,7 @@ class SystemModel(nn.Module):
     """What the stage trainer needs from a model.
 
     - `forward(batch) -> out` with `out.logits` (B, C); it reads a modality only on rows where
-      `batch.avail` gives it (the loader zeroes the rest at evaluation anyway);
+      `batch.given` gives it (the loader zeroes the rest at evaluation anyway);
     - `losses(batch, out) -> {name: scalar}` unweighted, computed in fp32;
     - `frozen`: names of sub-modules that never train (teachers, frozen projections): they stay in
       eval mode whatever `train()` is called with, hold no gradient and are not optimised;

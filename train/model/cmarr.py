@@ -1,7 +1,7 @@
 """CM-ARR: alignment (UMC + UDCL), reconstruction (projection, flows, RCAN), refinement (SPCL), fusion.
 
 Legend: B batch, T_m input steps of modality m, F_m its feature width, W UMC width, D common
-width, T common length, C classes. Per row, `batch.avail[m]` (B,) says whether modality m is given
+width, T common length, C classes. Per row, `batch.given[m]` (B,) says whether modality m is given
 in the current condition, `batch.known[m]` whether its true features are in the batch (in
 training: every really-present modality). A modality that is not given is never computed on for
 the prediction: only the training losses read its true features, and only to build targets.
@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from cmarr.shared.sections import Section
 from cmarr.train.batch import Batch
-from cmarr.train.losses import ContrastiveAlignment, reconstruction_loss, supcon_loss
+from cmarr.train.losses import UDCL, reconstruction_loss, supcon_loss
 from cmarr.train.model.base import SystemModel
 from cmarr.train.model.flow import ModalityFlow, gaussian_nll
 from cmarr.train.model.fusion import build_fusion
@@ -99,7 +99,7 @@ class CMARR(SystemModel):
         self.classifier = _classifier(self.fusion.out_dim, n_classes, cfg.dropout)
         self.spcl_head = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.Linear(D, cfg.proj_dim))
         lc = self.loss_cfg
-        self.udcl = ContrastiveAlignment(self.distribution, lc.d2w_scale_init, lc.d2w_shift_init, lc.tau_init)
+        self.udcl = UDCL(self.distribution, lc.d2w_scale_init, lc.d2w_shift_init, lc.tau_init)
 
     def forward(self, batch: Batch) -> Outputs:
         out = Outputs(logits=torch.empty(0))
@@ -119,18 +119,18 @@ class CMARR(SystemModel):
             dict(zip(self.modalities, encoded.scatter(logdet))),
         )
         # the missing latent (Eq. 7): mean of the latents of the modalities given in this condition
-        given = torch.stack([batch.avail[m] for m in self.modalities], 1).float()  # (B, M)
+        given = torch.stack([batch.given[m] for m in self.modalities], 1).float()  # (B, M)
         z_stack = torch.stack([out.z[m] for m in self.modalities], 1)  # (B, M, D, T)
         z_miss = (z_stack * given[..., None, None]).sum(1) / given.sum(1).clamp(min=1)[:, None, None]
         # Eq. 8 and the RCAN, for every modality at once on the rows that miss it
-        missing = RowStack([~batch.avail[m] for m in self.modalities])
+        missing = RowStack([~batch.given[m] for m in self.modalities])
         if missing.size:
             x_tilde = flows_inverse(missing.pick(flows), missing.gather([z_miss] * len(self.modalities)))  # fp32
             out.reconstructed = dict(zip(self.modalities, missing.scatter(reconstruct(missing.pick(recs), x_tilde))))
         else:  # every modality given on every row
             out.reconstructed = {m: torch.zeros_like(out.projected[m]) for m in self.modalities}
         final = {  # (B, D, T)
-            m: torch.where(batch.avail[m][:, None, None], out.projected[m], out.reconstructed[m])
+            m: torch.where(batch.given[m][:, None, None], out.projected[m], out.reconstructed[m])
             for m in self.modalities
         }
         seqs = {m: final[m].transpose(1, 2) for m in self.modalities}  # (B, T, D)
@@ -188,7 +188,7 @@ class CMARR(SystemModel):
                 if rows.any():
                     prior = self.prior[labels[rows]]
                     nll.append(gaussian_nll(out.z[m][rows], prior, out.logdet[m][rows], None).mean())
-                dropped = rows & ~batch.avail[m]  # reconstructed, and its true projection is known
+                dropped = rows & ~batch.given[m]  # reconstructed, and its true projection is known
                 pred, target = out.reconstructed[m].float(), out.rec_target[m].float()
                 rec.append(reconstruction_loss(pred, target, ones, dropped))
             terms["rec"] = torch.stack(rec).mean()
@@ -214,7 +214,7 @@ class Baseline(SystemModel):
     def forward(self, batch: Batch) -> Outputs:
         seqs, masks = {}, {}
         for m in self.modalities:
-            x = self.proj[m](batch.x[m], batch.mask[m]) * batch.avail[m][:, None, None]  # (B, D, T)
+            x = self.proj[m](batch.x[m], batch.mask[m]) * batch.given[m][:, None, None]  # (B, D, T)
             seqs[m] = x.transpose(1, 2)
             masks[m] = torch.ones(x.shape[0], self.cfg.latent_len, dtype=torch.bool, device=x.device)
         return Outputs(logits=self.classifier(self.fusion(seqs, masks)))

@@ -165,8 +165,8 @@ class DiCMoR(SystemModel):
             out.z[m], out.logdet[m] = scatter_rows(rows, z, B), scatter_rows(rows, logdet, B)
         seqs = {}
         for m in self.modalities:
-            out.recovered[m], out.recovered_rows[m] = self._recover(m, out.z, batch.avail)
-            given = batch.avail[m][:, None, None]
+            out.recovered[m], out.recovered_rows[m] = self._recover(m, out.z, batch.given)
+            given = batch.given[m][:, None, None]
             seqs[m] = torch.where(given, out.projected[m], out.recovered[m]).transpose(1, 2)  # (B, T, D)
         out.logits = self.head(self.fusion(seqs))
         return out
@@ -183,12 +183,12 @@ class DiCMoR(SystemModel):
             x = F.dropout(x, self.cfg.text_dropout, self.training)
         return scatter_rows(rows, self.proj[m](x), B)
 
-    def _recover(self, m: str, z: dict[str, torch.Tensor], avail: dict[str, torch.Tensor]):
+    def _recover(self, m: str, z: dict[str, torch.Tensor], given: dict[str, torch.Tensor]):
         """(recovered X_m (B, D, T), rows recovered (B,)): the rows that do not give m but give
         another modality; zeros elsewhere (a row giving nothing has nothing to recover from)."""
-        B, template = len(avail[m]), z[m]
+        B, template = len(given[m]), z[m]
         sources = [n for n in self.modalities if n != m]
-        uses = [~avail[m] & avail[n] for n in sources]  # (B,) rows recovering m from source n
+        uses = [~given[m] & given[n] for n in sources]  # (B,) rows recovering m from source n
         rows = uses[0] | uses[1]
         if not rows.any():
             return template.new_zeros(template.shape), rows

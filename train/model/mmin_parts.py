@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 def given_input(batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The MMIN family's view of modality m: features (B, T, F) zeroed on rows that do not give it,
     and the valid-step mask (B, T) of the rows that do."""
-    return batch.given(m), batch.given_mask(m)
+    return batch.given_features(m), batch.given_mask(m)
 
 
 def complete_input(batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,7 +39,7 @@ def complete_input(batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
 def reverse_input(batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
     """MMIN's reverse input for the teacher: the true features of the modalities the condition
     drops, zeros for the ones it gives."""
-    rows = batch.known[m] & ~batch.avail[m]
+    rows = batch.known[m] & ~batch.given[m]
     return batch.x[m] * rows[:, None, None].to(batch.x[m].dtype), batch.mask[m] & rows[:, None]
 
 

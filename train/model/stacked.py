@@ -4,7 +4,7 @@ Each modality owns its flow (`flow.py`) and reconstruction module (`reconstructi
 `forward` methods are the readable reference (DiCMoR and single-modality callers use them). Run
 one modality after another, a training step spends most of its time in small kernels: 32 flow
 steps x 3 modalities of Conv1d over 16 rows x 50 steps, each followed by a few elementwise ops,
-at about 15 GFLOP/s on a 2-core CPU whose matmul reaches 110 (bench/train.py). Here the M
+at about 15 GFLOP/s on a 2-core CPU whose matmul reaches 110 (bench/train_cpu.py). Here the M
 modalities' parameters are stacked per layer into (M, ...) weights, rebuilt at every call from the
 modules' own parameters (so gradients reach them and the state dict is unchanged), sequences are
 laid out channels-last (M, R, T, C), and every convolution is one batched matmul (`baddbmm`) over

@@ -80,7 +80,7 @@ class CRA(SystemModel):
         return torch.cat([self.encoders[m](vectors[m])[0] for m in ORDER], -1)  # (B, 384)
 
     def forward(self, batch: Batch):
-        recon, _ = self.ae(self._embed(self._vectors(batch, batch.avail)))
+        recon, _ = self.ae(self._embed(self._vectors(batch, batch.given)))
         logits, _ = self.classifier(recon)
         return SimpleNamespace(logits=logits, recon=recon)
 
@@ -91,7 +91,7 @@ class CRA(SystemModel):
         return slot(true, m), slot(self(batch).recon, m)
 
     def losses(self, batch: Batch, out) -> dict[str, torch.Tensor]:
-        missing = {m: batch.known[m] & ~batch.avail[m] for m in ORDER}
+        missing = {m: batch.known[m] & ~batch.given[m] for m in ORDER}
         full = self._vectors(batch, batch.known)
         with full_precision(batch.labels.device):
             terms = {"ce": F.cross_entropy(out.logits.float(), batch.labels)}
