@@ -23,6 +23,7 @@ from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_stor
 from cmarr.train.cli import train_app
 from test_extract_demo import _damage
 from test_train_protocol import TINY
+from training import train
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slow  # local dask clusters: tens of seconds per test
@@ -159,33 +160,13 @@ def train_store(tmp_path_factory):
     return path
 
 
-def _train(store, out, extra):
-    args = [
-        "--store",
-        str(store),
-        "--folds",
-        "5",
-        "--out",
-        str(out),
-        "--seeds",
-        "2",
-        "--set",
-        "train.cm_arr.optim.epochs=2",
-        "--set",
-        "train.cpu_threads=1",
-        *TINY,
-        *extra,
-    ]
-    result = runner.invoke(train_app, args)
-    assert result.exit_code == 0, result.output
-    return result.output
+GRID = ["--folds", "5", "--seeds", "2", "--set", "train.cm_arr.optim.epochs=2", "--set", "train.cpu_threads=1", *TINY]
 
 
 def test_cluster_grid_equals_sequential_and_skips_finished_jobs(client, train_store, tmp_path):
-    _train(train_store, tmp_path / "seq", [])
-    output = _train(
-        train_store, tmp_path / "dist", ["--scheduler", client.scheduler.address, "--ablations", "baseline"]
-    )
+    train(train_store, tmp_path / "seq", *GRID)
+    distributed = ["--scheduler", client.scheduler.address, "--ablations", "baseline"]
+    output = train(train_store, tmp_path / "dist", *GRID, *distributed).output
     assert "[20/20]" in output  # 2 variants x 2 seeds x 5 folds, one job each
     [seq] = list((tmp_path / "seq").iterdir())
     [dist] = [
@@ -202,9 +183,7 @@ def test_cluster_grid_equals_sequential_and_skips_finished_jobs(client, train_st
 
     # a re-run with --resume submits nothing and writes the same reports
     shutil.rmtree(dist / "confusion")
-    again = _train(
-        train_store, tmp_path / "dist", ["--scheduler", client.scheduler.address, "--ablations", "baseline", "--resume"]
-    )
+    again = train(train_store, tmp_path / "dist", *GRID, *distributed, "--resume").output
     assert "[1/" not in again
     assert len((dist / "ledger.jsonl").read_text().splitlines()) == 10
     assert (dist / "confusion" / "svt.png").is_file()

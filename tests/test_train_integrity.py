@@ -13,7 +13,7 @@ import torch
 from cmarr.predict.cli import app as predict_app
 from cmarr.shared.labels import FOUR_CLASS
 from cmarr.shared.store import ModalitySpec, Status, StoreWriter, UtteranceTable
-from cmarr.train.cli import train_app
+from training import train
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -50,20 +50,16 @@ def make_store(path, sessions, labels, missing=None, seed=0, outcome=Status.NO_F
     return path
 
 
-def _train(store, out, *extra):
-    return runner.invoke(train_app, ["--store", str(store), "--out", str(out), *FAST, *extra])
-
-
 def test_one_session_is_a_clear_error(tmp_path):
     store = make_store(tmp_path / "s.zarr", ["A"] * 12, np.arange(12) % 2)
-    r = _train(store, tmp_path / "runs")
-    assert r.exit_code == 2 and "at least 2 sessions" in r.output and "Traceback" not in r.output
+    r = train(store, tmp_path / "runs", *FAST, expect=2)
+    assert "at least 2 sessions" in r.output and "Traceback" not in r.output
 
 
 def test_one_class_is_refused(tmp_path):
     store = make_store(tmp_path / "s.zarr", ["A", "B", "C"] * 6, np.zeros(18, int))
-    r = _train(store, tmp_path / "runs", "--folds", "3")
-    assert r.exit_code == 2 and "1 class (ang)" in r.output and "at least two classes" in r.output
+    r = train(store, tmp_path / "runs", *FAST, "--folds", "3", expect=2)
+    assert "1 class (ang)" in r.output and "at least two classes" in r.output
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("results.json"))
 
 
@@ -71,8 +67,7 @@ def test_a_fold_without_a_class_is_warned_about(tmp_path):
     sessions = ["A"] * 8 + ["B"] * 8 + ["C"] * 8
     labels = np.array([0, 1] * 4 + [0, 1] * 4 + [0, 0, 0, 0, 1, 1, 1, 1])
     labels[16:20] = 2  # class 'neu' only in session C: fold C's training part lacks it
-    r = _train(make_store(tmp_path / "s.zarr", sessions, labels), tmp_path / "runs", "--folds", "3")
-    assert r.exit_code == 0, r.output
+    r = train(make_store(tmp_path / "s.zarr", sessions, labels), tmp_path / "runs", *FAST, "--folds", "3")
     assert "fold C: the training part has no neu utterance" in r.output
     [run] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     assert "fold C: the training part has no neu" in (run / "results.md").read_text()
@@ -81,8 +76,7 @@ def test_a_fold_without_a_class_is_warned_about(tmp_path):
 def test_conditions_without_test_utterances_read_n_a(tmp_path):
     sessions = ["A", "B"] * 10
     labels = np.arange(20) % 2
-    r = _train(make_store(tmp_path / "s.zarr", sessions, labels, {"video": np.ones(20, bool)}), tmp_path / "r")
-    assert r.exit_code == 0, r.output
+    r = train(make_store(tmp_path / "s.zarr", sessions, labels, {"video": np.ones(20, bool)}), tmp_path / "r", *FAST)
     [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
     table = json.loads((run / "results.json").read_text())["table"]
     md = (run / "results.md").read_text()
@@ -99,8 +93,7 @@ def test_items_whose_extraction_failed_are_warned_about(tmp_path):
     sessions, failed = ["A", "B"] * 10, np.zeros(20, bool)
     failed[[3, 5]] = True
     store = make_store(tmp_path / "s.zarr", sessions, np.arange(20) % 2, {"audio": failed}, outcome=Status.FAILED)
-    r = _train(store, tmp_path / "r")
-    assert r.exit_code == 0, r.output
+    r = train(store, tmp_path / "r", *FAST)
     why = "audio: 2 utterances failed extraction (u003, u005) and train as missing audio"
     assert why in " ".join(r.output.split())
     assert "video: no utterance" not in r.output and "text: " not in r.output
@@ -110,9 +103,8 @@ def test_rows_over_fewer_fold_runs_say_so(tmp_path):
     """Session C has no video: the video rows are means over 2 of the 3 fold runs, and the report says it."""
     sessions = ["A", "B", "C"] * 6
     no_video = np.array([s == "C" for s in sessions])
-    r = _train(make_store(tmp_path / "s.zarr", sessions, np.arange(18) % 2, {"video": no_video}), tmp_path / "r",
-               "--folds", "3")  # fmt: skip
-    assert r.exit_code == 0, r.output
+    store = make_store(tmp_path / "s.zarr", sessions, np.arange(18) % 2, {"video": no_video})
+    r = train(store, tmp_path / "r", *FAST, "--folds", "3")
     [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
     table = json.loads((run / "results.json").read_text())["table"]
     assert {row: table[row]["runs"] for row in ("{v}", "{s,v,t}", "{t}", "{s,t}", "Avg.")} == {
@@ -127,15 +119,14 @@ def test_require_names_the_session_it_removes(tmp_path):
     sessions = ["A", "B", "C"] * 6
     no_video = np.array([s == "C" for s in sessions])
     store = make_store(tmp_path / "s.zarr", sessions, np.arange(18) % 2, {"video": no_video})
-    r = _train(store, tmp_path / "r", "--folds", "3", "--require", "video")
-    assert r.exit_code == 2
+    r = train(store, tmp_path / "r", *FAST, "--folds", "3", "--require", "video", expect=2)
     assert "after --require video (which leaves no utterance in C)" in r.output and "2 sessions (A, B)" in r.output
 
 
 def test_batch_size_one_is_a_config_error(tmp_path):
     store = make_store(tmp_path / "s.zarr", ["A", "B"] * 6, np.arange(12) % 2)
-    r = _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.batch_size=1")
-    assert r.exit_code == 2 and "train.cm_arr.optim.batch_size" in r.output
+    r = train(store, tmp_path / "r", *FAST, "--set", "train.cm_arr.optim.batch_size=1", expect=2)
+    assert "train.cm_arr.optim.batch_size" in r.output
 
 
 class _Payload:
@@ -162,7 +153,7 @@ def test_predict_never_runs_a_checkpoint(tmp_path, legacy):
 
 def test_resume_never_runs_a_state_file(tmp_path):
     store = make_store(tmp_path / "s.zarr", ["A", "B"] * 8, np.arange(16) % 2)
-    assert _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=2").exit_code == 0
+    train(store, tmp_path / "r", *FAST, "--set", "train.cm_arr.optim.epochs=2")
     [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
     split = run / "seed0/fold1/split0"
     (split / "result.json").unlink()
@@ -170,8 +161,8 @@ def test_resume_never_runs_a_state_file(tmp_path):
     marker = tmp_path / "PWNED"
     torch.save({"model": _Payload(marker)}, split / "cm-arr/state.pt")
     (run / "ledger.jsonl").write_text("")
-    r = _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=2", "--resume")
-    assert r.exit_code == 1 and not marker.exists()
+    r = train(store, tmp_path / "r", *FAST, "--set", "train.cm_arr.optim.epochs=2", "--resume", expect=1)
+    assert not marker.exists()
     assert "state.pt: refused" in r.output and "to train the stage again from its start" in r.output
 
 
@@ -213,7 +204,7 @@ def test_predicting_from_a_store_says_why_a_modality_was_not_used(tmp_path):
     its status), in the JSON and the CSV; a modality not asked for (--modalities) is not listed."""
     labels = np.arange(16) % 2
     store = make_store(tmp_path / "s.zarr", ["A", "B"] * 8, labels)
-    assert _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=1").exit_code == 0
+    train(store, tmp_path / "r", *FAST, "--set", "train.cm_arr.optim.epochs=1")
     [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
     video = np.arange(16) < 3
     text = np.arange(16) == 5
@@ -242,7 +233,7 @@ def test_predicting_from_a_store_carries_its_extraction_notes(tmp_path):
     manifest asked: the prediction says so (JSON, CSV, a warning), the other rows have no note."""
     labels = np.arange(16) % 2
     store = make_store(tmp_path / "s.zarr", ["A", "B"] * 8, labels)
-    assert _train(store, tmp_path / "r", "--set", "train.cm_arr.optim.epochs=1").exit_code == 0
+    train(store, tmp_path / "r", *FAST, "--set", "train.cm_arr.optim.epochs=1")
     [run] = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
     note = "u002.wav is 3.1 s, span 1-9 s runs 5.9 s past its end (features cover 1-3.1 s)"
     new = make_store(tmp_path / "n.zarr", ["A", "B"] * 8, labels, notes={"audio": {2: note}})
@@ -265,7 +256,7 @@ def test_weights_that_do_not_fit_are_named(tmp_path):
     from cmarr.train.checkpoint import load_checkpoint, save_checkpoint
 
     store = make_store(tmp_path / "s.zarr", ["A", "B"] * 6, np.arange(12) % 2)
-    assert _train(store, tmp_path / "r").exit_code == 0
+    train(store, tmp_path / "r", *FAST)
     [ckpt] = (tmp_path / "r").glob("*/seed0/fold1/split0/cm-arr/checkpoint.pt")
     state, meta = load_checkpoint(ckpt)
     state.pop("prior")

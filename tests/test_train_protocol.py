@@ -14,6 +14,7 @@ import pytest
 from cmarr.predict.cli import app as predict_app
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 from cmarr.train.cli import train_app
+from training import last_run, train
 from typer.testing import CliRunner
 
 from tests.conftest import shuffle_session_labels
@@ -54,6 +55,11 @@ TINY = [
     "--set",
     "train.amp=none",
 ]
+FOLDS = ["--folds", "5"]  # with TINY and an epoch count: the run these tests train and compare
+
+
+def epochs(n: int) -> list[str]:
+    return ["--set", f"train.cm_arr.optim.epochs={n}"]
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +69,10 @@ def store(tmp_path_factory):
     return path
 
 
-def _train(store, out, epochs=4, extra=()):
-    args = [
-        "--store",
-        str(store),
-        "--folds",
-        "5",
-        "--out",
-        str(out),
-        "--set",
-        f"train.cm_arr.optim.epochs={epochs}",
-        *TINY,
-        *extra,
-    ]
-    result = runner.invoke(train_app, args)
-    assert result.exit_code == 0, result.output
-    return sorted(p for p in out.iterdir() if p.is_dir())[-1]
-
-
 @pytest.mark.slow
 def test_train_writes_the_table_and_is_reproducible(store, tmp_path):
-    run = _train(store, tmp_path)
+    train(store, tmp_path, *FOLDS, *epochs(4), *TINY)
+    run = last_run(tmp_path)
     md = (run / "results.md").read_text().splitlines()
     rows = [line.split("|")[1].strip() for line in md if line.startswith("| {") or line.startswith("| Avg")]
     assert rows == ["{t}", "{s}", "{v}", "{v,t}", "{s,v}", "{s,t}", "Avg.", "{s,v,t}"]
@@ -95,7 +84,8 @@ def test_train_writes_the_table_and_is_reproducible(store, tmp_path):
     assert set(json.loads(lines[0])) >= {"epoch", "loss", "cls", "udcl", "spcl", "rec", "nll", "val_score"}
     table = json.loads((run / "results.json").read_text())["table"]
     assert table["{s,v,t}"]["uar_mean"] > 50  # learnable signal, 4 classes
-    again = _train(store, tmp_path)
+    train(store, tmp_path, *FOLDS, *epochs(4), *TINY)
+    again = last_run(tmp_path)
     assert again != run
     assert json.loads((again / "results.json").read_text())["table"] == table
 
@@ -111,7 +101,8 @@ def test_shuffled_test_labels_stay_at_chance_while_validation_does_not(tmp_path)
     path = tmp_path / "s.zarr"
     write_synthetic_store(path, 200, MODS, dtype="float32", seed=4, class_signal=0.8)
     shuffle_session_labels(path, "Ses01", seed=0)
-    run = _train(path, tmp_path / "runs", epochs=5)
+    train(path, tmp_path / "runs", *FOLDS, *epochs(5), *TINY)
+    run = last_run(tmp_path / "runs")
     fold1 = json.loads((run / "seed0/fold1/split0/result.json").read_text())
     test_full = fold1["test"]["{s,v,t}"]
     assert fold1["stages"]["cm-arr"]["val_score"] > 0.7
@@ -122,7 +113,8 @@ def test_shuffled_test_labels_stay_at_chance_while_validation_does_not(tmp_path)
 
 @pytest.mark.slow
 def test_resume_after_a_kill_gives_the_uninterrupted_result(store, tmp_path):
-    reference = _train(store, tmp_path / "ref", epochs=4)
+    train(store, tmp_path / "ref", *FOLDS, *epochs(4), *TINY)
+    reference = last_run(tmp_path / "ref")
     out = tmp_path / "killed"
     cmd = [
         sys.executable,
@@ -154,7 +146,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(store, tmp_path):
 
 @pytest.mark.slow
 def test_predict_with_a_subset_of_modalities(store, tmp_path):
-    run = _train(store, tmp_path, epochs=2)
+    train(store, tmp_path, *FOLDS, *epochs(2), *TINY)
+    run = last_run(tmp_path)
     out = tmp_path / "pred.csv"
     r = runner.invoke(
         predict_app,
@@ -187,7 +180,8 @@ def test_lazy_reading_gives_the_same_batches_as_memory(store):
 
 
 def test_only_folds_trains_those_folds_and_says_it_is_a_subset(store, tmp_path):
-    run = _train(store, tmp_path, epochs=1, extra=["--only-folds", "2"])
+    train(store, tmp_path, *FOLDS, *epochs(1), *TINY, "--only-folds", "2")
+    run = last_run(tmp_path)
     assert sorted(p.name for p in (run / "seed0").iterdir()) == ["fold2"]
     folds = json.loads((run / "results.json").read_text())["folds"]
     assert [(f["fold"], f["session"]) for f in folds] == [(2, "Ses02")]
@@ -207,15 +201,19 @@ def test_only_folds_outside_the_store_is_refused_naming_its_folds(store, tmp_pat
 
 @pytest.mark.slow
 def test_only_folds_then_resume_gives_the_full_run(store, tmp_path):
-    reference = _train(store, tmp_path / "ref", epochs=2)
-    first = _train(store, tmp_path / "runs", epochs=2, extra=["--only-folds", "1,3"])
-    rest = _train(store, tmp_path / "runs", epochs=2, extra=["--resume"])
+    train(store, tmp_path / "ref", *FOLDS, *epochs(2), *TINY)
+    reference = last_run(tmp_path / "ref")
+    train(store, tmp_path / "runs", *FOLDS, *epochs(2), *TINY, "--only-folds", "1,3")
+    first = last_run(tmp_path / "runs")
+    train(store, tmp_path / "runs", *FOLDS, *epochs(2), *TINY, "--resume")
+    rest = last_run(tmp_path / "runs")
     assert rest == first
     table = json.loads((rest / "results.json").read_text())
     assert [f["fold"] for f in table["folds"]] == [1, 2, 3, 4, 5]
     assert table["table"] == json.loads((reference / "results.json").read_text())["table"]
     assert "--only-folds" not in (rest / "results.md").read_text()
-    again = _train(store, tmp_path / "runs", epochs=2, extra=["--resume", "--only-folds", "2"])
+    train(store, tmp_path / "runs", *FOLDS, *epochs(2), *TINY, "--resume", "--only-folds", "2")
+    again = last_run(tmp_path / "runs")
     assert json.loads((again / "results.json").read_text()) == table  # a finished run keeps its full report
     assert "--only-folds" not in (again / "results.md").read_text()
 
@@ -224,9 +222,11 @@ def test_only_folds_reports_every_finished_fold(store, tmp_path):
     """Also: the thread count and the device are no settings of the run (resumed here with others: a
     --jobs cluster resolves `auto` to its workers' device, and a run may resume on a GPU)."""
     started = ["--only-folds", "4", "--set", "train.cpu_threads=2", "--device", "auto"]
-    first = _train(store, tmp_path, epochs=1, extra=started)
+    train(store, tmp_path, *FOLDS, *epochs(1), *TINY, *started)
+    first = last_run(tmp_path)
     resumed = ["--resume", "--set", "train.cpu_threads=1", "--device", "cpu"]
-    run = _train(store, tmp_path, epochs=1, extra=["--only-folds", "2", *resumed])
+    train(store, tmp_path, *FOLDS, *epochs(1), *TINY, "--only-folds", "2", *resumed)
+    run = last_run(tmp_path)
     assert run == first
     assert [f["fold"] for f in json.loads((run / "results.json").read_text())["folds"]] == [2, 4]
     assert "only fold(s) 2 (Ses02), 4 (Ses04) of 5 in this table" in (run / "results.md").read_text()
