@@ -24,7 +24,7 @@ from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
 from cmarr.train import options as O
 from cmarr.train.presets import apply_preset, rescheduled
-from cmarr.train.run import TrainingRequest
+from cmarr.train.run import SystemsFailed, TrainingRequest
 from cmarr.train.tracking import check_trackers
 
 Config = Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")]
@@ -137,7 +137,13 @@ def train(
         comparison="table2" if systems else "table3",
         tracking=tuple(check_trackers(log_to or [])),
     )
-    for run in train_on_cluster(request, jobs, scheduler, sweep):
+    try:
+        runs = train_on_cluster(request, jobs, scheduler, sweep)
+    except SystemsFailed as err:  # print what did train, then the error
+        for run in err.runs:
+            _print_run(run)
+        raise
+    for run in runs:
         _print_run(run)
 
 

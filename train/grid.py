@@ -23,6 +23,7 @@ import torch
 from cmarr.shared.cluster import GPU, worker_cache
 from cmarr.shared.config import PipelineConfig
 from cmarr.shared.devices import cpu_threads, resolve_device
+from cmarr.shared.errors import CmarrError
 from cmarr.shared.provenance import now_utc
 from cmarr.train.protocol import Split, train_split
 from cmarr.train.rundir import RunDir, SplitDir
@@ -108,15 +109,41 @@ def run_job(data, cfg: PipelineConfig, job: Job, device, log=print, report_test:
 
 
 def run_local(
-    data, cfgs: dict[str, PipelineConfig], jobs: list[Job], device, log=print, report_test=False, tracking=()
+    data,
+    cfgs: dict[str, PipelineConfig],
+    jobs: list[Job],
+    device,
+    log=print,
+    report_test=False,
+    tracking=(),
+    failed: dict[str, str] | None = None,
 ):
-    """Jobs one after the other in this process; {job key: result}."""
-    results = {}
+    """Jobs one after the other in this process; {job key: result}. A system whose job fails (see
+    `stops_system`) has its other jobs skipped and its error in `failed`; the others go on."""
+    results, failed = {}, {} if failed is None else failed
     for job in jobs:
+        if job.system in failed:
+            continue
         start = time.perf_counter()
-        results[job.key] = run_job(data, cfgs[job.system], job, device, log, report_test, tracking)
+        try:
+            results[job.key] = run_job(data, cfgs[job.system], job, device, log, report_test, tracking)
+        except Exception as err:
+            if not stops_system(job, err):
+                raise
+            failed[job.system] = f"{job.key}: {err}"
+            log(f"{job.key}: failed, {job.system}'s other jobs are skipped: {err}")
+            continue
         record(job, time.perf_counter() - start, "local")
     return results
+
+
+def stops_system(job: Job, err: Exception) -> bool:
+    """Whether a job's error stops its system only (the other systems train on): a cmarr error (a
+    diverged loss, a damaged checkpoint) or any error of a plugin's system. A built-in system's
+    other errors are bugs, and stop the run with their traceback."""
+    from cmarr.train.systems import SYSTEMS
+
+    return isinstance(err, CmarrError) or not SYSTEMS[job.system].builtin
 
 
 def _remote_job(store_location: str, cfg: PipelineConfig, job: Job, report_test: bool, tracking=()) -> tuple:
@@ -150,6 +177,7 @@ def run_distributed(
     log: Callable[[str], None] = print,
     report_test: bool = False,
     tracking: tuple[str, ...] = (),
+    failed: dict[str, str] | None = None,
 ) -> dict[str, dict]:
     """Jobs as dask tasks; each worker writes its job's folder, the driver keeps the ledger."""
     from distributed import as_completed
@@ -168,10 +196,17 @@ def run_distributed(
         ): job
         for job in jobs
     }
-    results = {}
+    results, failed = {}, {} if failed is None else failed
     for k, future in enumerate(as_completed(list(futures)), 1):  # the dict drops each future as it is done
         job = futures.pop(future)
-        results[job.key], seconds, where = future.result()
+        try:
+            results[job.key], seconds, where = future.result()
+        except Exception as err:
+            if not stops_system(job, err):
+                raise
+            failed.setdefault(job.system, f"{job.key}: {err}")
+            log(f"[{k}/{len(jobs)}] {job.key}: failed: {err}")
+            continue
         future.release()  # a worker lost later must not make dask recompute a finished job
         record(job, seconds, where)
         log(f"[{k}/{len(jobs)}] {job.key}: {seconds:.1f} s on {where}")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cmarr.shared.config import PipelineConfig, recorded_toml, with_overrides
-from cmarr.shared.errors import ConfigError
+from cmarr.shared.errors import CmarrError, ConfigError
 from cmarr.shared.provenance import software, text_sha256
 from cmarr.shared.store import FeatureStore
 from cmarr.train.comparison import write_comparison
@@ -24,7 +24,7 @@ from cmarr.train.grid import Job, finished, run_distributed, run_local
 from cmarr.train.protocol import class_coverage, make_splits, modality_coverage
 from cmarr.train.report import fold_metrics, summarize, write_reports
 from cmarr.train.rundir import RunDir, run_dir_for
-from cmarr.train.systems import System, count_parameters, get_system
+from cmarr.train.systems import SYSTEMS, System, count_parameters, get_system
 
 # The keys of [train] that decide every system's numbers (an allow-list: a key added to [train] later
 # stays out of every run id until it is added here). Not in it: the system choice (in the run id
@@ -124,15 +124,28 @@ def run_training(request: TrainingRequest, device: torch.device | None, log=prin
         name: _prepare_run_dir(request, plan, name, cfg, ids[name], resumed[name]) for name, cfg in cfgs.items()
     }
     jobs = [job for name, run_dir in run_dirs.items() for job in _missing_jobs(request, plan, name, run_dir)]
+    failed: dict[str, str] = {}
     if jobs and client is not None:
-        run_distributed(client, request.store, cfgs, jobs, log, request.report_test, request.tracking)
+        run_distributed(client, request.store, cfgs, jobs, log, request.report_test, request.tracking, failed)
     elif jobs:
-        run_local(plan.data, cfgs, jobs, device, log, request.report_test, request.tracking)
-    runs = [_report(request, plan, name, run_dir, cfgs[name]) for name, run_dir in run_dirs.items()]
+        run_local(plan.data, cfgs, jobs, device, log, request.report_test, request.tracking, failed)
+    runs = [_report(request, plan, n, run_dir, cfgs[n]) for n, run_dir in run_dirs.items() if n not in failed]
     if len(runs) > 1:
         folder = write_comparison(request.out, plan.store.corpus, runs, request.comparison, plan.data, device)
         log(f"comparison: {folder}")
+    if failed:
+        raise SystemsFailed(failed, runs)
     return runs
+
+
+class SystemsFailed(CmarrError):
+    """Some systems stopped (a diverged loss, a plugin's error); the others' reports were written."""
+
+    def __init__(self, failed: dict[str, str], runs: list[SystemRun]):
+        self.failed, self.runs = failed, runs
+        done = f"; reports written for {', '.join(r.system for r in runs)}" if runs else ""
+        lines = "\n  ".join(f"{name} ({SYSTEMS[name].source}): {why}" for name, why in failed.items())
+        super().__init__(f"{len(failed)} system(s) stopped{done}:\n  {lines}\n  fix them and train them with --resume")
 
 
 def _plan(request: TrainingRequest, client, log) -> _Plan:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 from cmarr.shared.errors import ConfigError
@@ -29,7 +30,7 @@ def check_trackers(names: list[str]) -> list[str]:
     for name in names:
         if name not in TRACKERS:
             raise ConfigError(f"--log {name}: unknown; choose from {', '.join(TRACKERS)}")
-        if importlib.util.find_spec(TRACKERS[name]) is None:
+        if TRACKERS[name] not in sys.modules and importlib.util.find_spec(TRACKERS[name]) is None:
             raise ConfigError(
                 f'--log {name}: the {TRACKERS[name]} package is not installed (pip install "cmarr[{name}]")'
             )

@@ -45,8 +45,14 @@ class SystemSpec:
     def builtin(self) -> bool:
         return self.module.startswith("cmarr.")
 
+    @property
+    def source(self) -> str:
+        """Who registered it, as a person names it: "built in", or the plugin's module or file."""
+        return "built in" if self.builtin else f"plugin {PLUGIN_FILES.get(self.module, self.module)}"
+
 
 SYSTEMS: dict[str, SystemSpec] = {}
+PLUGIN_FILES: dict[str, str] = {}  # module name -> the .py file --plugin gave
 
 
 def register_system(
@@ -68,7 +74,7 @@ def register_system(
     or "ablations" (`--ablations all`). Raises ConfigError naming the registering module for a
     taken name, an unknown section in `reads` or a `fast` key that does not exist."""
     module = _caller_module()
-    where = f"system {name!r} (registered by {module})"
+    where = f"system {name!r} (registered by {PLUGIN_FILES.get(module, module)})"
     if not name or name != name.strip() or name in ("all",):
         raise ConfigError(f"{where}: not a usable system name")
     if name in SYSTEMS and SYSTEMS[name].module != module:
@@ -121,10 +127,10 @@ def get_system(name: str, cfg: TrainConfig) -> System:
     except Exception as err:
         if spec.builtin:
             raise
-        raise ConfigError(f"system {name!r} (plugin {spec.module}): building it failed: {err!r}") from err
+        raise ConfigError(f"system {name!r} ({spec.source}): building it failed: {err!r}") from err
     if not isinstance(system, System) or system.name != name or not system.stages:
         raise ConfigError(
-            f"system {name!r} ({spec.module}): its builder must return a System named {name!r} with stages"
+            f"system {name!r} ({spec.source}): its builder must return a System named {name!r} with stages"
         )
     config = {s: cfg.section(s).model_dump(mode="json") for s in spec.reads}
     return dataclasses.replace(system, config=config)
@@ -151,6 +157,7 @@ def load_plugin(target: str) -> list[str]:
             if not path.is_file():
                 raise ConfigError(f"--plugin {target}: no such file")
             spec = importlib.util.spec_from_file_location(f"cmarr_plugin_{path.stem}", path)
+            PLUGIN_FILES[spec.name] = target
             module = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = module
             spec.loader.exec_module(module)
