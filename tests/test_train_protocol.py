@@ -173,8 +173,8 @@ def test_lazy_reading_gives_the_same_batches_as_memory(store):
     order = lazy.epoch_order(rows, np.random.default_rng(0))
     assert sorted(order.tolist()) == rows.tolist()
     norm = eager.normaliser(rows)
-    avail = {m: np.ones(len(order), bool) for m in ("text", "audio", "video")}
-    a, b = eager.batch(order, avail, norm, "cpu"), lazy.batch(order, avail, norm, "cpu")
+    given = {m: np.ones(len(order), bool) for m in ("text", "audio", "video")}
+    a, b = eager.batch(order, given, norm, "cpu"), lazy.batch(order, given, norm, "cpu")
     for m in a.x:
         assert np.array_equal(a.x[m].numpy(), b.x[m].numpy()) and np.array_equal(a.mask[m].numpy(), b.mask[m].numpy())
 

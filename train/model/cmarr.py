@@ -21,7 +21,7 @@ from cmarr.train.model.flow import ModalityFlow, gaussian_nll
 from cmarr.train.model.fusion import build_fusion
 from cmarr.train.model.projection import Projection
 from cmarr.train.model.reconstruction import ReconstructionModule
-from cmarr.train.model.stacked import RowStack, flows_forward, flows_inverse, reconstruct
+from cmarr.train.model.stacked import flows_on_rows, reconstruct_on_rows
 from cmarr.train.model.uncertainty import Gaussians, UncertaintyModule
 from cmarr.train.precision import full_precision, scatter_rows
 from pydantic import Field
@@ -103,41 +103,33 @@ class CMARR(SystemModel):
 
     def forward(self, batch: Batch) -> Outputs:
         out = Outputs(logits=torch.empty(0))
-        B = batch.size
-        ones = torch.ones(B, self.cfg.latent_len, dtype=torch.bool, device=self.prior.device)
-        flows, recs = [self.flow[m] for m in self.modalities], [self.rec[m] for m in self.modalities]
-        for m in self.modalities:
+        flows, recs = {m: self.flow[m] for m in self.modalities}, {m: self.rec[m] for m in self.modalities}
+        for m in self.modalities:  # alignment (UMC) and projection, on the rows whose features are known
             out.computed[m] = batch.known[m]
             out.gaussians[m], out.projected[m], out.rec_target[m] = self._encode(
                 m, batch.x[m], batch.mask[m], batch.known[m]
             )
-        # every modality's flow at once (stacked.py), each on its own rows; fp32, no padding at the common length
-        encoded = RowStack([out.computed[m] for m in self.modalities])
-        z, logdet = flows_forward(encoded.pick(flows), encoded.gather([out.projected[m] for m in self.modalities]))
-        out.z, out.logdet = (
-            dict(zip(self.modalities, encoded.scatter(z))),
-            dict(zip(self.modalities, encoded.scatter(logdet))),
-        )
-        # the missing latent (Eq. 7): mean of the latents of the modalities given in this condition
-        given = torch.stack([batch.given[m] for m in self.modalities], 1).float()  # (B, M)
-        z_stack = torch.stack([out.z[m] for m in self.modalities], 1)  # (B, M, D, T)
-        z_miss = (z_stack * given[..., None, None]).sum(1) / given.sum(1).clamp(min=1)[:, None, None]
-        # Eq. 8 and the RCAN, for every modality at once on the rows that miss it
-        missing = RowStack([~batch.given[m] for m in self.modalities])
-        if missing.size:
-            x_tilde = flows_inverse(missing.pick(flows), missing.gather([z_miss] * len(self.modalities)))  # fp32
-            out.reconstructed = dict(zip(self.modalities, missing.scatter(reconstruct(missing.pick(recs), x_tilde))))
-        else:  # every modality given on every row
-            out.reconstructed = {m: torch.zeros_like(out.projected[m]) for m in self.modalities}
-        final = {  # (B, D, T)
+        out.z, out.logdet = flows_on_rows(flows, out.computed, out.projected)  # Z_m = F_m(X_m), fp32
+        z_miss = self._missing_latent(out.z, batch.given)  # (B, D, T), Eq. 7
+        missing = {m: ~batch.given[m] for m in self.modalities}
+        reconstructed = reconstruct_on_rows(flows, recs, missing, z_miss)  # Eq. 8 and the RCAN, on missing rows
+        out.reconstructed = reconstructed or {m: torch.zeros_like(out.projected[m]) for m in self.modalities}
+        final = {  # (B, D, T): the given modalities' projections, the missing ones' reconstructions
             m: torch.where(batch.given[m][:, None, None], out.projected[m], out.reconstructed[m])
             for m in self.modalities
         }
         seqs = {m: final[m].transpose(1, 2) for m in self.modalities}  # (B, T, D)
-        out.logits = self.classifier(self.fusion(seqs, {m: ones for m in self.modalities}))
+        ones = torch.ones(batch.size, self.cfg.latent_len, dtype=torch.bool, device=self.prior.device)
+        out.logits = self.classifier(self.fusion(seqs, {m: ones for m in self.modalities}))  # Eq. 10-13
         views = [F.normalize(self.spcl_head(final[m].mean(-1)), dim=-1) for m in self.modalities]
-        out.embeddings = torch.cat(views, 0)  # (M*B, E)
+        out.embeddings = torch.cat(views, 0)  # (M*B, E) SPCL views
         return out
+
+    def _missing_latent(self, z: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq. 7: per row, the mean of the latents (B, D, T) of the modalities the condition gives."""
+        weights = torch.stack([given[m] for m in self.modalities], 1).float()  # (B, M)
+        z_stack = torch.stack([z[m] for m in self.modalities], 1)  # (B, M, D, T)
+        return (z_stack * weights[..., None, None]).sum(1) / weights.sum(1).clamp(min=1)[:, None, None]
 
     def _encode(self, m: str, x, mask, rows) -> tuple[Gaussians, torch.Tensor, torch.Tensor]:
         """UMC and projection on `rows` only (other rows stay zero and are never computed on).
