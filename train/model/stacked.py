@@ -221,3 +221,33 @@ def reconstruct(modules: Sequence[ReconstructionModule], x: torch.Tensor, mask: 
     for blocks in zip(*(r.blocks for r in modules)):
         g = _rcab(blocks, g, mask)
     return _zero_padded(_conv(g + h, _stacked_conv([r.out for r in modules])), mask).transpose(2, 3)
+
+
+# ------------------------------------------------------------------ per-modality rows in, per-modality rows out
+
+
+def flows_on_rows(
+    flows: dict[str, ModalityFlow], rows: dict[str, torch.Tensor], x: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Z_m = F_m(X_m) for every modality m at once, each on its own `rows[m]` (B,) bool: x[m]
+    (B, D, T) -> (z {m: (B, D, T)}, logdet {m: (B,)}), zeros on the other rows. fp32."""
+    names = list(flows)
+    stack = RowStack([rows[m] for m in names])
+    z, logdet = flows_forward(stack.pick([flows[m] for m in names]), stack.gather([x[m] for m in names]))
+    return dict(zip(names, stack.scatter(z))), dict(zip(names, stack.scatter(logdet)))
+
+
+def reconstruct_on_rows(
+    flows: dict[str, ModalityFlow],
+    modules: dict[str, ReconstructionModule],
+    rows: dict[str, torch.Tensor],
+    z: torch.Tensor,
+) -> dict[str, torch.Tensor] | None:
+    """X^_m = RCAN_m(F_m^-1(z)) for every modality m at once on its `rows[m]` (B,) bool, from the
+    one latent z (B, D, T): {m: (B, D, T)}, zeros on the other rows; None when no row of any modality."""
+    names = list(flows)
+    stack = RowStack([rows[m] for m in names])
+    if not stack.size:
+        return None
+    x_tilde = flows_inverse(stack.pick([flows[m] for m in names]), stack.gather([z] * len(names)))  # fp32
+    return dict(zip(names, stack.scatter(reconstruct(stack.pick([modules[m] for m in names]), x_tilde))))
