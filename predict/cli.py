@@ -42,6 +42,9 @@ def predict(
         list[str] | None,
         typer.Option("--set", help="Override an extraction key, e.g. extract.text.model=/models/bert (same weights)."),
     ] = None,
+    plugin: Annotated[
+        list[str] | None, typer.Option("--plugin", help="The plugin that registered the run's system (repeatable).")
+    ] = None,
 ) -> None:
     """Predict emotions with a trained run; prints the label, class probabilities and modalities used."""
     from cmarr.predict.request import PredictRequest, run_prediction
@@ -61,6 +64,7 @@ def predict(
         as_json=as_json,
         device=device,
         overrides=tuple(set_ or ()),
+        plugins=tuple(plugin or ()),
     )
     if code := run_prediction(request):
         raise typer.Exit(code)

@@ -14,6 +14,7 @@ from cmarr.shared.config import parse_override
 from cmarr.shared.console import err_console, stdout_console
 from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
 from cmarr.shared.modalities import parse_modalities
+from cmarr.train.systems import load_plugin
 from rich.table import Table
 
 TABLE_ROWS = 50  # with --out, a longer result is not printed as a table too
@@ -38,6 +39,7 @@ class PredictRequest:
     as_json: bool = False
     device: str = "auto"
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE, extraction keys
+    plugins: tuple[str, ...] = ()  # modules or .py files that register the run's system (a plugin's)
 
     @property
     def recordings(self) -> bool:
@@ -49,6 +51,8 @@ def run_prediction(request: PredictRequest) -> int:
     """Predict as `request` asks, write --out and print the results; returns the exit code (0, or
     EXIT_ITEMS_FAILED when some utterance had nothing usable). ConfigError for mistaken arguments."""
     _check(request)
+    for plugin in request.plugins:
+        load_plugin(plugin)
     predictor = load_predictor(request.run, request.device, dict(parse_override(s) for s in request.overrides))
     preds = _predictions(request, predictor)
     if request.out:
