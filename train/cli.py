@@ -1,8 +1,10 @@
-"""`cmarr-train` and `cmarr-predict`: the systems of `train/systems/` from a feature store.
+"""`cmarr-train`: the registered systems (`train/systems/`, plugins) trained from a feature store.
 
-`cmarr-train [run] --store S ...` trains (the default command); `cmarr-train describe` prints a
-system's stages and parameter counts without a store. Exit codes: 0 ok, 1 failure, 2 usage/config
-error. `--jobs N` or `--scheduler ADDRESS` runs the grid's jobs on dask (see train/grid.py).
+`cmarr-train [run] --store S ...` trains (the default command; its options: train/options.py);
+`cmarr-train describe` prints a system's stages and parameter counts without a store;
+`cmarr-train score` adds a researcher's own predictions to a run's Table 2. Exit codes: 0 ok,
+1 failure, 2 usage/config error. `--jobs N` or `--scheduler ADDRESS` runs the grid's jobs on dask
+(see train/grid.py). Each command parses its options and calls one library function.
 """
 
 from __future__ import annotations
