@@ -157,3 +157,16 @@ def _optims(cfg: PipelineConfig):
     from cmarr.train.presets import _stage_optims
 
     return _stage_optims(cfg.train)
+
+
+@pytest.mark.slow
+def test_resume_trains_a_system_that_has_no_run_yet(small_store, tmp_path):
+    store, _ = small_store
+    train(store, tmp_path, "--system", "utt-fusion", *QUICK)
+    first = last_run(tmp_path)
+    done = (first / "ledger.jsonl").read_text()
+    r = train(store, tmp_path, "--systems", "utt-fusion,cra", "--resume", *QUICK)
+    assert "--resume: cra has no run yet" in r.output and "comparison:" in r.output
+    assert (first / "ledger.jsonl").read_text() == done  # utt-fusion's finished job was not trained again
+    r = train(store, tmp_path / "empty", "--systems", "utt-fusion,cra", "--resume", *QUICK, expect=2)
+    assert "--resume: no run at" in r.output
