@@ -34,7 +34,7 @@ SMALL_BATCHES = {
 }
 
 # A narrower CM-ARR than the paper's, so that the grid runs in minutes on a CPU; what is measured
-# here is how jobs spread over workers, not the model's cost (bench/train.py has that).
+# here is how jobs spread over workers, not the model's cost (bench/train_cpu.py has that).
 SMALL_MODEL = {
     "train.model.width": 64,
     "train.model.latent_dim": 32,

@@ -25,8 +25,7 @@ import cmarr  # noqa: F401  - first: its OpenMP settings must precede torch's im
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, md_table, write_report  # noqa: E402
-
-from train import flop_counter, matmul_roof  # noqa: E402
+from train_cpu import flop_counter, matmul_roof  # noqa: E402
 
 
 def _stacked_parts(flows, recs, flows_forward, flows_inverse, reconstruct):
@@ -83,7 +82,6 @@ def main() -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="cmarr-bench-inductor-")
 
     import torch
-
     from cmarr.train.model import stacked
     from cmarr.train.model.cmarr import ModelConfig
     from cmarr.train.model.flow import ModalityFlow

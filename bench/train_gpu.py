@@ -1,7 +1,7 @@
 """Benchmark: CM-ARR training on a GPU at the paper's sizes (pipeline.toml defaults: batch 16,
 bf16 autocast), against the GPU's own matmul roof measured in the same process. Writes
 bench/results/train-gpu.md (with `--device cpu`, the same code on the CPU, as a check that the
-script runs: use bench/train.py for the CPU's figures).
+script runs: use bench/train_cpu.py for the CPU's figures).
 
 - roof: the best of 5 dense 8192^3 matmuls in the dtype the step's autocast uses (bf16; fp32 when
   `train.amp` is none or on the CPU), timed between device synchronisations, before and after the
@@ -34,8 +34,7 @@ import cmarr  # noqa: F401  - first: its OpenMP settings must precede torch's im
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_header, md_table, write_report  # noqa: E402
-
-from train import (  # noqa: E402
+from train_cpu import (  # noqa: E402
     IEMOCAP_TRAIN,
     LONGEST,
     _model_step,

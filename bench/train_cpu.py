@@ -20,8 +20,8 @@ denominator together:
 - a shared machine: one epoch of a 24-utterance store, idle and beside busy processes keeping
   every core busy (targets within 2.5x on 2 cores), with cmarr's default thread settings.
 
-    python bench/train.py                          # 5,531 utterances x 1, 2, 4
-    python bench/train.py --n 600 --scales 1 --steps 6
+    python bench/train_cpu.py                          # 5,531 utterances x 1, 2, 4
+    python bench/train_cpu.py --n 600 --scales 1 --steps 6
 """
 
 from __future__ import annotations
@@ -591,7 +591,7 @@ def main() -> None:
     ]  # fmt: skip
     report = (
         "# Training benchmark\n\n"
-        f"Command: `python bench/train.py --n {args.n} --scales {args.scales} --steps {args.steps}`\n\n"
+        f"Command: `python bench/train_cpu.py --n {args.n} --scales {args.scales} --steps {args.steps}`\n\n"
         + machine_header(("torch", "zarr", "numpy"))
         + "\nSynthetic store shaped like IEMOCAP (text 25 x 768, speech 225 x 768, video 45 x 342 frames on average, "
         "log-normal lengths, float16); CM-ARR at the paper's sizes (UMC width 128 / 8 heads, D 64, T 50, 32 flow "
