@@ -125,8 +125,8 @@ def step_worker(args) -> dict:
 
     # the same batches again, ready in memory: the model's share, and the FLOPs they hold
     batches_idx = [np.sort(timed[lo : lo + bs]) for lo in range(0, len(timed), bs)]
-    avail = sampler.draw(data.present, batches_idx, np.random.default_rng(2))
-    batches = [training_batch(model, ctx, b, a) for b, a in zip(batches_idx, avail)]  # as train_epoch builds them
+    given = sampler.draw(data.present, batches_idx, np.random.default_rng(2))
+    batches = [training_batch(model, ctx, b, a) for b, a in zip(batches_idx, given)]  # as train_epoch builds them
     model.train()
     t0 = time.perf_counter()
     for batch in batches:
@@ -242,11 +242,11 @@ def reading_worker(args) -> dict:
     bs = stage.optim.batch_size
     order = lazy.epoch_order(rows, np.random.default_rng(0))
     indices = [order[lo : lo + bs] for lo in range(0, (2 + args.steps) * bs, bs)]
-    avail = sampler.draw(lazy.present, indices, np.random.default_rng(2))
+    given = sampler.draw(lazy.present, indices, np.random.default_rng(2))
     build = {"lazy": 0.0, "memory": 0.0}
     step = {"lazy": 0.0, "memory": 0.0}
     model.train()
-    for k, (idx, a) in enumerate(zip(indices, avail)):
+    for k, (idx, a) in enumerate(zip(indices, given)):
         for name in ("lazy", "memory") if k % 2 else ("memory", "lazy"):
             t0 = time.perf_counter()
             batch = training_batch(model, contexts[name], idx, a)
@@ -347,12 +347,12 @@ def systems_worker(args) -> dict:
     import torch
     from cmarr.train.missing import build_sampler
     from cmarr.train.stage import make_optimizer, train_epoch
-    from cmarr.train.systems import TABLE2, count_parameters, get_system
+    from cmarr.train.systems import count_parameters, get_system, group
 
     _, data, rows, _, _, ctx, _ = _setup(args.store, True)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     out = {}
-    for name in TABLE2:
+    for name in group("table2"):
         for stage in get_system(name, _cfg()).stages:
             torch.manual_seed(0)
             model = stage.build(data.dims, 4)
@@ -392,9 +392,9 @@ def longest_batch(bs: int, dims: dict[str, int], device=None):
     x = {m: torch.randn(bs, LONGEST[m], dims[m], device=device) for m in MODALITIES}
     mask = {m: torch.ones(bs, LONGEST[m], dtype=torch.bool, device=device) for m in MODALITIES}
     known = {m: torch.ones(bs, dtype=torch.bool, device=device) for m in MODALITIES}
-    avail = {m: v.clone() for m, v in known.items()}
-    avail["video"][::2] = False
-    return Batch(x, mask, avail, known, torch.arange(bs, device=device) % 4)
+    given = {m: v.clone() for m, v in known.items()}
+    given["video"][::2] = False
+    return Batch(x, mask, given, known, torch.arange(bs, device=device) % 4)
 
 
 def longest_worker(args) -> dict:

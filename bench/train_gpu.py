@@ -98,8 +98,8 @@ def measure(store: str, device, steps: int, roof_n: int) -> dict:
 
     # the same batches, on the device already: the model's share and the FLOPs they hold
     batches_idx = [np.sort(timed[lo : lo + bs]) for lo in range(0, len(timed), bs)]
-    avail = sampler.draw(data.present, batches_idx, np.random.default_rng(2))
-    batches = [training_batch(model, ctx, b, a) for b, a in zip(batches_idx, avail)]
+    given = sampler.draw(data.present, batches_idx, np.random.default_rng(2))
+    batches = [training_batch(model, ctx, b, a) for b, a in zip(batches_idx, given)]
     model.train()
 
     def model_steps():

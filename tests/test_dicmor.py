@@ -8,8 +8,6 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from cmarr.shared.config import load_config
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
@@ -22,6 +20,7 @@ from cmarr.train.model.dicmor import DiCMoR, DiCMoRModel
 from cmarr.train.model.dicmor_flow import DiCMoRFlow
 from cmarr.train.run import describe_system
 from cmarr.train.systems import get_system
+from typer.testing import CliRunner
 
 CMARR_DIMS = {"text": 768, "audio": 768, "video": 342}
 DIMS = {"text": 6, "audio": 8, "video": 5}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.linalg import sqrtm
-
 from cmarr.shared.train_config import TrainConfig
 from cmarr.train.batch import Batch
 from cmarr.train.losses import UDCL, supcon_loss, w2_distance
@@ -15,6 +13,8 @@ from cmarr.train.model.flow import ModalityFlow
 from cmarr.train.model.pooling import masked_adaptive_pool
 from cmarr.train.systems import get_system
 from cmarr.train.systems.cmarr import CMARRConfig
+from scipy.linalg import sqrtm
+
 from tests.random_modules import randomised
 
 TINY = ModelConfig(

@@ -82,7 +82,8 @@ def test_a_section_nobody_registered_is_refused_naming_it(tmp_path, registry_res
             r"--plugin .*plugin_under_test\.py: importing it failed.*broken",
         ),
         (
-            "\nregister_system('bad-fast', other_system, reads=('other_system',), fast={'train.other_system.optim.epoks': 1})\n",
+            "\nregister_system('bad-fast', other_system, reads=('other_system',),"
+            " fast={'train.other_system.optim.epoks': 1})\n",
             r"system 'bad-fast' \(registered by .*plugin_under_test\.py\): preset key .*has no key 'optim\.epoks'",
         ),
         (
@@ -170,3 +171,26 @@ def test_resume_trains_a_system_that_has_no_run_yet(small_store, tmp_path):
     assert (first / "ledger.jsonl").read_text() == done  # utt-fusion's finished job was not trained again
     r = train(store, tmp_path / "empty", "--systems", "utt-fusion,cra", "--resume", *QUICK, expect=2)
     assert "--resume: no run at" in r.output
+
+
+@pytest.mark.slow
+def test_a_system_that_cannot_train_on_the_store_is_skipped_with_its_reason(tmp_path):
+    """On a store where no utterance has video, the complete-data systems never train on nothing:
+    skipped, said, and named in table2 with why; the others train and the comparison is written."""
+    from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
+
+    mods = {
+        "text": SyntheticModality(5, 6),
+        "audio": SyntheticModality(12, 8),
+        "video": SyntheticModality(4, 5, missing_rate=1.0),
+    }
+    store = tmp_path / "no_video.zarr"
+    write_synthetic_store(store, 60, mods, dtype="float32", seed=2)
+    r = train(store, tmp_path / "runs", "--systems", "utt-fusion,cra,mmin", *QUICK)
+    reason = "not trained: its stage utt-fusion needs complete utterances, and no training utterance has video"
+    assert f"warning: utt-fusion: {reason}" in r.output and f"warning: mmin: {reason}" in r.output
+    table = json.loads(next((tmp_path / "runs").glob("*-comparison-*/table2.json")).read_text())
+    assert table["systems"] == ["cra"] and set(table["skipped"]) == {"utt-fusion", "mmin"}
+    assert reason in next((tmp_path / "runs").glob("*-comparison-*/table2.md")).read_text()
+    r = train(store, tmp_path / "alone", "--system", "utt-fusion", *QUICK, expect=1)
+    assert reason in r.output

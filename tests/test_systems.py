@@ -9,10 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
-from typer.testing import CliRunner
-
 from cmarr.shared.store import FeatureStore
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 from cmarr.shared.train_config import SECTIONS, StageOptim, TrainConfig
@@ -25,6 +21,9 @@ from cmarr.train.protocol import make_splits
 from cmarr.train.rundir import StageDir
 from cmarr.train.stage import SplitContext, run_stage
 from cmarr.train.systems import SYSTEMS, Link, Stage, System, get_system, group
+from torch import nn
+from torch.nn import functional as F
+from typer.testing import CliRunner
 
 runner = CliRunner()
 MODS = {"text": SyntheticModality(4, 3), "audio": SyntheticModality(6, 4), "video": SyntheticModality(3, 2)}

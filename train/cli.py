@@ -15,9 +15,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
-from typer.core import TyperGroup
-
 from cmarr.shared.cluster import require_gpu_workers
 from cmarr.shared.config import PipelineConfig, load_config, parse_override, with_overrides
 from cmarr.shared.console import reports_errors, stdout_console
@@ -28,6 +25,8 @@ from cmarr.train import options as O
 from cmarr.train.presets import apply_preset, rescheduled
 from cmarr.train.run import SystemsFailed, TrainingRequest
 from cmarr.train.tracking import check_trackers
+from rich.table import Table
+from typer.core import TyperGroup
 
 Config = Annotated[Path | None, typer.Option(help="pipeline.toml (default: ./pipeline.toml).")]
 Sets = Annotated[

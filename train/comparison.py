@@ -33,8 +33,9 @@ REFERENCE = "cm-arr"
 ALPHA = 0.05
 
 
-def build_comparison(corpus: str, runs: list, kind: str = "table2") -> dict:
-    """The comparison of `runs` (SystemRun: system, run_dir, table) as a JSON-ready dict."""
+def build_comparison(corpus: str, runs: list, kind: str = "table2", skipped: dict[str, str] | None = None) -> dict:
+    """The comparison of `runs` (SystemRun: system, run_dir, table) as a JSON-ready dict; `skipped`:
+    the systems that could not train on the store, with why."""
     folds = {r.system: RunDir(r.run_dir).read_results()["folds"] for r in runs}
     cells = {r.system: r.table for r in runs}
     systems = [r.system for r in runs]
@@ -52,6 +53,7 @@ def build_comparison(corpus: str, runs: list, kind: str = "table2") -> dict:
         "paper": {s: {row: list(v) for row, v in reference(corpus, s).items()} for s in systems},
         "significance": significance(folds),
         "selection_gap": {r.system: g for r in runs if (g := selection_gap(r.run_dir, r.system))},
+        "skipped": dict(skipped or {}),
     }
 
 
@@ -199,12 +201,19 @@ def comparison_file(folder: Path, kind: str, suffix: str = "json") -> Path:
 
 
 def write_comparison(
-    out: Path, corpus: str, runs: list, kind: str = "table2", data=None, device=None, folder: Path | None = None
+    out: Path,
+    corpus: str,
+    runs: list,
+    kind: str = "table2",
+    data=None,
+    device=None,
+    folder: Path | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> Path:
     """Write the comparison folder for `runs` (`folder`, or a new one in `out` named after the runs);
     returns it. With `data` (the store's StoreData), also the reconstructions' t-SNE and their
     distances to the true representations (Fig. 5)."""
-    comparison = build_comparison(corpus, runs, kind)
+    comparison = build_comparison(corpus, runs, kind, skipped)
     tag = text_sha256(" ".join(sorted(r.run_dir.name for r in runs)))[:8]
     folder = folder or out / f"{corpus}-{'comparison' if kind == 'table2' else 'ablations'}-{tag}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -280,6 +289,8 @@ def markdown(c: dict) -> str:
         rows = [[s, *(f"{d.get(m, float('nan')):.4f}" for m in mods)] for s, d in c["distances"].items()]
         lines += ["", "## Reconstructed vs true representations (MMD², RBF kernel, median bandwidth)\n"]
         lines += _md_table(["system", *mods], rows)
+    for system, why in c.get("skipped", {}).items():
+        lines += ["", f"{system}: {why}."]
     lines += ["", "Runs: " + ", ".join(f"{s} `{r}`" for s, r in c["runs"].items())]
     return "\n".join(lines) + "\n"
 
@@ -306,6 +317,7 @@ def latex(c: dict) -> str:
         f"WAR / UAR (\\%) on {c['corpus']}, mean $\\pm$ std over folds $\\times$ seeds. Bold: best of the row. "
         "$^\\dagger$: CM-ARR's UAR differs significantly (Wilcoxon signed-rank, Holm-corrected, $p<0.05$)."
     ) + (f" {subset}." if subset else "")
+    caption += "".join(f" {name.replace('-', '{-}')}: {why}." for name, why in c.get("skipped", {}).items())
     return "\n".join([
         "\\begin{table*}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{l{'c' * len(systems)}}}", "\\toprule",
         head + " \\\\", "\\midrule", *body[:6], "\\midrule", *body[6:], "\\bottomrule", "\\end{tabular}",

@@ -94,6 +94,9 @@ def representation_sets(model, data, rows: np.ndarray, norm, device, batch_size:
     return out
 
 
+MIN_POINTS = 5  # complete test utterances a modality needs for its MMD and t-SNE points (fewer: left out)
+
+
 def mmd2(a: np.ndarray, b: np.ndarray, max_points: int = 2000, seed: int = 0) -> float:
     """Unbiased squared maximum mean discrepancy between the rows of a and b, RBF kernel with the
     bandwidth set to the median pairwise distance of the pooled set (scale-free)."""
@@ -158,8 +161,11 @@ def reconstruction_report(folder: Path, runs: list, data, device) -> dict:
             continue
         result = split.read_result()
         rows = np.asarray(result["test"]["{s,v,t}"]["ids"], dtype=np.int64)  # the fold's complete test utterances
-        sets[run.system] = representation_sets(model.to(device), data, rows, norm, device)
-        distances[run.system] = {m: mmd2(t, r) for m, (t, r) in sets[run.system].items()}
+        found = representation_sets(model.to(device), data, rows, norm, device)
+        found = {m: pair for m, pair in found.items() if len(pair[0]) >= MIN_POINTS}  # MMD and t-SNE need a few
+        if found:
+            sets[run.system] = found
+            distances[run.system] = {m: mmd2(t, r) for m, (t, r) in found.items()}
     if sets:
         write_tsne(folder / "reconstructions_tsne.png", sets, "Reconstructed (light) vs true (dark) representations")
     return distances

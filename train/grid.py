@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from cmarr.shared.cluster import GPU, worker_cache
 from cmarr.shared.config import PipelineConfig
 from cmarr.shared.devices import cpu_threads, resolve_device
@@ -148,10 +147,9 @@ def stops_system(job: Job, err: Exception) -> bool:
 
 def _remote_job(store_location: str, cfg: PipelineConfig, job: Job, report_test: bool, tracking=()) -> tuple:
     """On a worker: the store is loaded once per worker process and kept for its next jobs."""
-    from distributed import get_worker
-
     from cmarr.shared.store import FeatureStore
     from cmarr.train.data import StoreData
+    from distributed import get_worker
 
     cache = worker_cache()
     if cache.get("train-store") != store_location:

@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-
 from cmarr.shared.config import PipelineConfig, load_config
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
@@ -37,6 +35,7 @@ from cmarr.train.batch import Batch
 from cmarr.train.data import Normaliser, StoreData, collate
 from cmarr.train.missing import ALL, MissingCondition, eligible
 from cmarr.train.protocol import make_splits
+from torch.utils.data import Dataset
 
 CONDITIONS = ALL  # the six missing conditions, then the full one (`.name` "{s,t}", `.given` modalities)
 

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
-
 from cmarr.shared.console import some_named
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
@@ -27,10 +25,11 @@ from cmarr.shared.train_config import TrainConfig
 from cmarr.train.checkpoint import load_checkpoint
 from cmarr.train.data import StoreData
 from cmarr.train.evaluation import evaluate
-from cmarr.train.missing import ALL
+from cmarr.train.missing import ALL, build_sampler, training_rows
 from cmarr.train.rundir import SplitDir
 from cmarr.train.stage import SplitContext, build_stage_model, run_stage
 from cmarr.train.systems.base import System
+from sklearn.model_selection import train_test_split
 
 
 @dataclass
@@ -127,6 +126,24 @@ def modality_coverage(data: StoreData, indices: np.ndarray) -> list[str]:
             where = "the store has no such modality" if m not in data.readers else "none was extracted ok"
             warnings.append(f"{m}: no utterance used has it ({where}): every condition giving {m} reads n/a")
     return warnings
+
+
+def cannot_train(data: StoreData, system: System, splits: dict[int, list[list[Split]]], folds: list[int]) -> str | None:
+    """Why `system` cannot train on the 1-based `folds` of the splits (per seed), or None: a stage
+    left with fewer than two training utterances (a complete-data stage where no training utterance
+    has every modality, say), which would train on nothing and report chance as a number."""
+    for stage in system.stages:
+        sampler = build_sampler(stage.sampler, rate=stage.sampler_rate)
+        for per_fold in splits.values():
+            for k in folds:
+                for split in per_fold[k - 1]:
+                    if len(training_rows(sampler, data.present, split.train)) >= 2:
+                        continue
+                    lacking = [m for m in MODALITIES if not data.present[m][split.train].any()]
+                    need = "complete utterances" if sampler.full_data else "two training utterances"
+                    has = f"no training utterance has {', '.join(lacking)}" if lacking else "fewer than two qualify"
+                    return f"not trained: its stage {stage.name} needs {need}, and {has} (fold {k}, {split.name})"
+    return None
 
 
 def train_split(

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 from cmarr.train.metrics import confusion, war_uar
-from cmarr.train.rundir import RunDir
 from cmarr.train.missing import FULL, MISSING
 from cmarr.train.paper import reference
+from cmarr.train.rundir import RunDir
 
 CONDITIONS = [c.name for c in MISSING] + [FULL.name]
 ROWS = [c.name for c in MISSING] + ["Avg.", FULL.name]

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from cmarr.shared.config import PipelineConfig, recorded_toml, with_overrides
-from cmarr.shared.errors import CmarrError, ConfigError
+from cmarr.shared.errors import CmarrError, ConfigError, StoreError
 from cmarr.shared.provenance import software, text_sha256
 from cmarr.shared.store import FeatureStore
 from cmarr.train.comparison import write_comparison
 from cmarr.train.data import StoreData
 from cmarr.train.grid import Job, finished, run_distributed, run_local
-from cmarr.train.protocol import class_coverage, make_splits, modality_coverage
+from cmarr.train.protocol import cannot_train, class_coverage, make_splits, modality_coverage
 from cmarr.train.report import fold_metrics, summarize, write_reports
 from cmarr.train.rundir import RunDir, run_dir_for
 from cmarr.train.systems import SYSTEMS, System, count_parameters, get_system
@@ -114,8 +113,7 @@ def run_training(request: TrainingRequest, device: torch.device | None, log=prin
     which must see `request.store` and `request.out` at the same paths; `resume` trains only the jobs
     a run has not finished, so after `only_folds` it adds the other folds to the same run."""
     plan = _plan(request, client, log)
-    names = request.systems or (request.cfg.train.system,)
-    cfgs = {s: with_overrides(request.cfg, {"train.system": s}, "--systems") for s in names}
+    cfgs, skipped = _trainable(request, plan, log)
     ids = {
         name: run_id(plan.store, cfg, get_system(name, cfg.train), list(request.seeds)) for name, cfg in cfgs.items()
     }
@@ -130,8 +128,10 @@ def run_training(request: TrainingRequest, device: torch.device | None, log=prin
     elif jobs:
         run_local(plan.data, cfgs, jobs, device, log, request.report_test, request.tracking, failed)
     runs = [_report(request, plan, n, run_dir, cfgs[n]) for n, run_dir in run_dirs.items() if n not in failed]
-    if len(runs) > 1:
-        folder = write_comparison(request.out, plan.store.corpus, runs, request.comparison, plan.data, device)
+    if runs and len(runs) + len(skipped) > 1:  # a comparison was asked for: it says who could not train
+        folder = write_comparison(
+            request.out, plan.store.corpus, runs, request.comparison, plan.data, device, skipped=skipped
+        )
         log(f"comparison: {folder}")
     if failed:
         raise SystemsFailed(failed, runs)
@@ -146,6 +146,21 @@ class SystemsFailed(CmarrError):
         done = f"; reports written for {', '.join(r.system for r in runs)}" if runs else ""
         lines = "\n  ".join(f"{name} ({SYSTEMS[name].source}): {why}" for name, why in failed.items())
         super().__init__(f"{len(failed)} system(s) stopped{done}:\n  {lines}\n  fix them and train them with --resume")
+
+
+def _trainable(request: TrainingRequest, plan: _Plan, log) -> tuple[dict[str, PipelineConfig], dict[str, str]]:
+    """The config of each requested system that can train on the store, and why the others cannot
+    (said, and in the comparison); StoreError when none can."""
+    names = request.systems or (request.cfg.train.system,)
+    cfgs = {s: with_overrides(request.cfg, {"train.system": s}, "--systems") for s in names}
+    skipped = {}
+    for name, cfg in cfgs.items():
+        if why := cannot_train(plan.data, get_system(name, cfg.train), plan.splits, plan.kept):
+            skipped[name] = why
+            log(f"warning: {name}: {why}")
+    if len(skipped) == len(cfgs):
+        raise StoreError(f"{plan.store.location}: " + "; ".join(f"{n}: {w}" for n, w in skipped.items()))
+    return {n: c for n, c in cfgs.items() if n not in skipped}, skipped
 
 
 def _plan(request: TrainingRequest, client, log) -> _Plan:

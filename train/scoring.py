@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from cmarr.shared.config import PipelineConfig
 from cmarr.shared.console import some_named
 from cmarr.shared.errors import ConfigError, InputDataError
@@ -36,8 +35,8 @@ from cmarr.train.data import StoreData
 from cmarr.train.missing import ALL, eligible
 from cmarr.train.protocol import make_splits
 from cmarr.train.report import fold_metrics, summarize, write_reports
-from cmarr.train.rundir import RunDir
 from cmarr.train.run import SystemRun, used_utterances
+from cmarr.train.rundir import RunDir
 
 CONDITION_NAMES = {c.name: c for c in ALL}
 

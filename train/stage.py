@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from cmarr.shared.devices import autocast
 from cmarr.shared.errors import CmarrError
 from cmarr.shared.prefetch import prefetch
@@ -40,8 +39,8 @@ from cmarr.train.evaluation import evaluate, missing_uar, summary
 from cmarr.train.missing import ALL, FULL, MISSING, Sampler, build_sampler, training_rows
 from cmarr.train.model.base import SystemModel
 from cmarr.train.rundir import StageDir, StageProgress, StageState
-from cmarr.train.tracking import write_curves
 from cmarr.train.systems.base import Stage, System
+from cmarr.train.tracking import write_curves
 
 
 class TrainingDiverged(CmarrError):

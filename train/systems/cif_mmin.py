@@ -21,10 +21,6 @@ from types import SimpleNamespace
 from typing import Literal
 
 import torch
-from pydantic import Field
-from torch import nn
-from torch.nn import functional as F
-
 from cmarr.shared.sections import Section
 from cmarr.shared.train_config import StageOptim, TrainConfig
 from cmarr.train.batch import Batch
@@ -45,6 +41,9 @@ from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
 from cmarr.train.systems.registry import register_system
 from cmarr.train.systems.utt_fusion import MMIN_FAMILY
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
 
 
 class CIFPretrainLoss(Section):

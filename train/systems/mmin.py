@@ -14,9 +14,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from pydantic import Field
-from torch.nn import functional as F
-
 from cmarr.shared.sections import Section
 from cmarr.shared.train_config import StageOptim, TrainConfig
 from cmarr.train.batch import Batch
@@ -35,6 +32,8 @@ from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Link, Stage, System
 from cmarr.train.systems.registry import register_system
 from cmarr.train.systems.utt_fusion import MMIN_FAMILY, pretraining_stage
+from pydantic import Field
+from torch.nn import functional as F
 
 
 class MMINLoss(Section):

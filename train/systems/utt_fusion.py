@@ -13,9 +13,6 @@ from types import SimpleNamespace
 from typing import Literal
 
 import torch
-from pydantic import Field
-from torch.nn import functional as F
-
 from cmarr.shared.sections import Section
 from cmarr.shared.train_config import StageOptim, TrainConfig
 from cmarr.train.batch import Batch
@@ -24,6 +21,8 @@ from cmarr.train.model.mmin_parts import FcClassifier, ModalityEncoders, given_i
 from cmarr.train.precision import full_precision
 from cmarr.train.systems.base import Stage, System
 from cmarr.train.systems.registry import register_system
+from pydantic import Field
+from torch.nn import functional as F
 
 MMIN_FAMILY = "mmin_family"  # the section of the modules every MMIN-family system shares
 
