@@ -26,7 +26,7 @@ import torch
 from cmarr.shared.provenance import text_sha256
 from cmarr.train.missing import MISSING
 from cmarr.train.paper import reference
-from cmarr.train.report import ROWS, mean_std
+from cmarr.train.report import BOOTSTRAP, ROWS, format_ci, mean_std
 from cmarr.train.rundir import RunDir
 
 REFERENCE = "cm-arr"
@@ -229,7 +229,7 @@ def write_comparison(
     with open(comparison_file(folder, kind, "csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["system", "condition", "war_mean", "war_std", "uar_mean", "uar_std", "paper_war", "paper_uar",
-                    "p_holm_vs_cm_arr", "folds_used", "folds_total"])  # fmt: skip
+                    "p_holm_vs_cm_arr", "folds_used", "folds_total", *EXTRA_COLUMNS])  # fmt: skip
         for s in comparison["systems"]:
             for row in ROWS:
                 t, paper = comparison["cells"][s][row], comparison["paper"][s].get(row, ["", ""])
@@ -243,9 +243,20 @@ def write_comparison(
                         sig,
                         len(comparison["folds"][s]),
                         comparison["n_folds"],
+                        *_extra(t),
                     ]  # fmt: skip
                 )
     return folder
+
+
+EXTRA_COLUMNS = ["f1_macro_mean", "f1_macro_std", "f1_weighted_mean", "f1_weighted_std", "uar_ci_lo", "uar_ci_hi"]
+
+
+def _extra(t: dict) -> list[str]:
+    """The csv's F1 and confidence-interval cells of a table cell ('' where a report has none)."""
+    lo, hi = t.get("uar_ci", ("", ""))
+    values = [t.get(k, "") for k in EXTRA_COLUMNS[:4]] + [lo, hi]
+    return [f"{v:.4f}" if isinstance(v, float) else "" for v in values]
 
 
 def _cell(c: dict, row: str, s: str, bold=("**", "**"), mark="†") -> str:
@@ -272,6 +283,10 @@ def markdown(c: dict) -> str:
         "",
         f"Bold: best WAR / best UAR of the row. † CM-ARR's UAR differs from the system's ({significance_note(pairs)}).",
     ]
+    lines += ["", "## Macro-F1 / weighted-F1 (%), mean ± std over folds x seeds\n"]
+    lines += _md_table(["Avail.", *systems], [[row, *(_f1_cell(c, row, s) for s in systems)] for row in ROWS])
+    lines += ["", f"## UAR (%), bootstrap 95% confidence interval ({BOOTSTRAP} resamples of the test utterances)\n"]
+    lines += _md_table(["Avail.", *systems], [[row, *(format_ci(c["cells"][s][row]) for s in systems)] for row in ROWS])
     with_paper = [s for s in systems if c["paper"][s]]
     if with_paper:
         rows = [[row, *(_pair(c["paper"][s].get(row)) for s in with_paper)] for row in ROWS]
@@ -295,6 +310,13 @@ def markdown(c: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _f1_cell(c: dict, row: str, s: str, plus: str = "±") -> str:
+    t = c["cells"][s][row]
+    if math.isnan(t.get("f1_macro_mean", math.nan)):
+        return "n/a"
+    return f"{mean_std(t, 'f1_macro', plus)} / {mean_std(t, 'f1_weighted', plus)}"
+
+
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|---" * len(head) + "|", *("| " + " | ".join(r) + " |" for r in rows)]
 
@@ -304,20 +326,27 @@ def _pair(v) -> str:
 
 
 def latex(c: dict) -> str:
-    """A booktabs table ready for a paper (\\usepackage{booktabs}); best cells bold, † significant."""
+    """Two booktabs tables ready for a paper (\\usepackage{booktabs}): WAR / UAR, best cells bold,
+    † significant; then macro-F1 / weighted-F1."""
     systems = c["systems"]
-    head = " & ".join(["Avail."] + [s.replace("-", "\\mbox{-}") for s in systems])
-    body = []
-    for row in ROWS:
-        cells = [_cell(c, row, s, ("\\textbf{", "}"), "$^\\dagger$").replace("±", "$\\pm$") for s in systems]
-        name = row.replace("{", "\\{").replace("}", "\\}")
-        body.append(f"${name}$ & " + " & ".join(cells) + " \\\\")
+    cells = [[_cell(c, row, s, ("\\textbf{", "}"), "$^\\dagger$") for s in systems] for row in ROWS]
     subset = _subset(c).replace("--", "-{}-")  # LaTeX would typeset -- as an en dash
     caption = (
         f"WAR / UAR (\\%) on {c['corpus']}, mean $\\pm$ std over folds $\\times$ seeds. Bold: best of the row. "
         "$^\\dagger$: CM-ARR's UAR differs significantly (Wilcoxon signed-rank, Holm-corrected, $p<0.05$)."
     ) + (f" {subset}." if subset else "")
     caption += "".join(f" {name.replace('-', '{-}')}: {why}." for name, why in c.get("skipped", {}).items())
+    f1 = [[_f1_cell(c, row, s) for s in systems] for row in ROWS]
+    f1_caption = f"Macro-F1 / weighted-F1 (\\%) on {c['corpus']}, mean $\\pm$ std over folds $\\times$ seeds."
+    return _latex_table(systems, cells, caption) + _latex_table(systems, f1, f1_caption)
+
+
+def _latex_table(systems: list[str], cells: list[list[str]], caption: str) -> str:
+    head = " & ".join(["Avail."] + [s.replace("-", "\\mbox{-}") for s in systems])
+    body = []
+    for row, line in zip(ROWS, cells):
+        name = row.replace("{", "\\{").replace("}", "\\}")
+        body.append(f"${name}$ & " + " & ".join(x.replace("±", "$\\pm$") for x in line) + " \\\\")
     return "\n".join([
         "\\begin{table*}[t]", "\\centering", "\\small", f"\\begin{{tabular}}{{l{'c' * len(systems)}}}", "\\toprule",
         head + " \\\\", "\\midrule", *body[:6], "\\midrule", *body[6:], "\\bottomrule", "\\end{tabular}",

@@ -235,12 +235,13 @@ def _report(request: TrainingRequest, plan: _Plan, name: str, run_dir: Path, cfg
             Job(name, sd, k + 1, j, s, run_dir).key in done for sd in seeds for j, s in enumerate(plan.splits[sd][k])
         )
     ]
-    per_fold = []
+    per_fold, speakers = [], plan.store.utterances["speaker"]
     for seed in seeds:
         for k in (k - 1 for k in reported):
             fold = plan.splits[seed][k]
             results = [Job(name, seed, k + 1, j, s, run_dir) for j, s in enumerate(fold)]
-            metrics = fold_metrics([_result(job) for job in results], plan.data.labels, len(plan.store.classes))
+            results = [_result(job) for job in results]
+            metrics = fold_metrics(results, plan.data.labels, len(plan.store.classes), speakers, (seed, k + 1))
             per_fold.append({"seed": seed, "fold": k + 1, "session": _session(fold), "metrics": metrics})
     table = summarize(per_fold)
     system = get_system(name, cfg.train)

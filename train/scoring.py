@@ -162,7 +162,8 @@ def _per_fold(path: Path, preds: dict, fold_of: dict, data: StoreData, splits: d
             results = [
                 _split_test(path, split, given, fold_of[seed], k, seed, data, expected) for split in splits[seed][k - 1]
             ]
-            metrics = fold_metrics(results, data.labels, len(data.store.classes))
+            speakers = data.store.utterances["speaker"]
+            metrics = fold_metrics(results, data.labels, len(data.store.classes), speakers, (seed, k))
             per_fold.append(
                 {"seed": seed, "fold": k, "session": splits[seed][k - 1][0].name.split("/")[0], "metrics": metrics}
             )
