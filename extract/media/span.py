@@ -52,10 +52,9 @@ def fit_span(path: Path, length: float, start: float, end: float) -> tuple[float
 def media_length(path: Path, kind: str) -> float | None:
     """Seconds of an audio or video file from its header; None when the header does not say."""
     if kind == "audio":
-        import soundfile as sf
+        from cmarr.extract.media.audio import audio_length
 
-        info = sf.info(str(path))
-        return info.frames / info.samplerate
+        return audio_length(path)
     import av
 
     with av.open(str(path)) as container:
