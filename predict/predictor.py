@@ -28,6 +28,7 @@ from cmarr.extract.corpora.record import MediaSpan, UtteranceRecord
 from cmarr.extract.media.audio import load_audio
 from cmarr.extract.pipeline import extract_corpus
 from cmarr.predict.identity import spec_differences
+from cmarr.predict.inputs import check_prediction, check_span_numbers, is_file_argument, waveform_samples
 from cmarr.shared.config import PipelineConfig, with_overrides
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.errors import CmarrError, ConfigError
@@ -74,8 +75,9 @@ def check_arguments(audio, video, start, end, video_half) -> None:
     work: a named file that does not exist (a typo would otherwise leave that modality out of an
     otherwise successful prediction), a span that is no span, a half without a video. A manifest's
     rows are data instead: their problems become each row's reasons."""
+    check_span_numbers(start, end)
     for name, path in (("audio", audio), ("video", video)):
-        if isinstance(path, (str, Path)) and not Path(path).is_file():
+        if is_file_argument(path) and not Path(path).is_file():
             raise ConfigError(f"{name} {path}: no such file")
     if (start is None) != (end is None):
         raise ConfigError("give both start and end (seconds), or neither")
@@ -125,7 +127,7 @@ class Predictor:
 
     def predict(
         self,
-        audio: str | Path | np.ndarray | None = None,
+        audio: str | Path | np.ndarray | Any | None = None,  # Any: a torch.Tensor or a list of samples
         video: str | Path | None = None,
         text: str | None = None,
         *,
@@ -135,20 +137,22 @@ class Predictor:
         video_half: str | None = None,
         id: str = "input",  # noqa: A002 - the utterance id in the output
     ) -> Prediction:
-        """Predict one utterance from any subset of: `audio` (a file, or a mono waveform (N,) or
-        (N, channels) float array with `sample_rate` in Hz), `video` (a file; `video_half` left or
-        right crops a split-screen frame), `text` (the transcript). `start`/`end` (seconds) cut both
-        media files. Raises ConfigError for unusable arguments."""
-        if isinstance(audio, np.ndarray) and not sample_rate:
-            raise ConfigError("a waveform array needs its sample_rate (Hz)")
-        if audio is None and video is None and text is None:
-            raise ConfigError("give at least one of audio, video, text")
+        """Predict one utterance from any subset of: `audio` (a file, or a waveform with its
+        `sample_rate`, a whole number of Hz), `video` (a file; `video_half` left or right crops a
+        split-screen frame), `text` (the transcript, a str). `start`/`end` (seconds) cut both media.
+        A waveform is a numpy array, a torch tensor or a list of float (full scale 1) or int16/int32
+        samples: (N,) is mono; in 2-D the dimension of at most 8 is the channels, so soundfile's
+        (N, C) and torchaudio's (C, N) both predict as the file holding them (both dimensions or
+        neither at most 8 is refused: see `inputs.waveform_samples`). Raises ConfigError for
+        unusable arguments, naming what was given and the fix."""
+        check_prediction(audio, video, text, sample_rate, id)
         check_arguments(audio, video, start, end, video_half)
         with tempfile.TemporaryDirectory(prefix="cmarr-predict-") as tmp:
             waveform = None
-            if isinstance(audio, np.ndarray):
+            if audio is not None and not is_file_argument(audio):
+                samples, rate = waveform_samples(audio, sample_rate)
                 waveform = Path(tmp) / "audio.wav"
-                sf.write(waveform, np.asarray(audio, np.float32), int(sample_rate), subtype="FLOAT")
+                sf.write(waveform, samples, rate, subtype="FLOAT")
                 audio = waveform
             record = UtteranceRecord(
                 id=id, label="", session="new", speaker="", text=text,

@@ -155,6 +155,44 @@ def test_the_python_api_takes_a_waveform(chain):
     assert past.notes["audio"].startswith("the waveform is ") and "past its end" in past.notes["audio"], past
 
 
+def test_the_python_api_takes_waveforms_as_audio_libraries_give_them(chain, tmp_path):
+    """Field case predict-api-arrays: channels first (torchaudio, torchcodec), a torch tensor, (1, N),
+    float64, int16 and a list predict as the file holding the same samples; a mistaken argument is a
+    ConfigError (it used to be a LibsndfileError about a temporary file, a TypeError, an AttributeError)."""
+    import cmarr
+    import torch
+    from cmarr.shared.errors import ConfigError
+
+    rec = next(iter(chain["records"].values()))
+    mono, rate = sf.read(rec.audio.path, dtype="int16")
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([mono, mono // 2], axis=1), rate, subtype="PCM_16")
+    predictor = cmarr.load_predictor(chain["run"], device="cpu")
+    reference = {"mono": predictor.predict(audio=rec.audio.path), "stereo": predictor.predict(audio=stereo)}
+    floats = sf.read(stereo, dtype="float32")[0]  # (N, 2)
+    given = {
+        "mono": [mono, mono.astype(np.float64) / 32768, (mono / 32768).tolist(), torch.from_numpy(mono[None] / 32768)],
+        "stereo": [floats, floats.T.copy(), torch.from_numpy(floats.T.copy()), np.stack([mono, mono // 2])],
+    }  # the last: (2, N) int16
+    for name, arrays in given.items():
+        for audio in arrays:
+            p = predictor.predict(audio=audio, sample_rate=np.int64(rate))
+            assert p.used == ["audio"], (name, type(audio))
+            for c in predictor.classes:
+                assert p.probabilities[c] == pytest.approx(reference[name].probabilities[c], abs=1e-5), (name, c)
+    mistakes = [
+        {"audio": np.zeros((16, 24000), np.float32), "sample_rate": rate},
+        {"audio": np.stack([mono] * 3)[None], "sample_rate": rate},
+        {"audio": mono, "sample_rate": -16000},
+        {"audio": mono, "sample_rate": 16000.5},
+        {"text": b"hello"},
+        {"text": 123},
+    ]
+    for kwargs in mistakes:
+        with pytest.raises(ConfigError):
+            predictor.predict(**kwargs)
+
+
 def test_features_from_another_encoder_are_refused(chain, tmp_path):
     """A store whose text came from another BERT layer has the same width but other features."""
     out = tmp_path / "other"
