@@ -7,14 +7,20 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_confusion(
-    cm, labels: list[str], title: str, path: Path, xlabel: str = "predicted", ylabel: str = "true"
-) -> None:
+def pyplot():
+    """matplotlib.pyplot on the off-screen Agg backend (no display on clusters and CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_confusion(
+    cm, labels: list[str], title: str, path: Path, xlabel: str = "predicted", ylabel: str = "true"
+) -> None:
+    plt = pyplot()
     cm = np.asarray(cm)
     size = 1.6 + 0.45 * len(labels)
     fig, ax = plt.subplots(figsize=(size + 0.4, size))

@@ -2,7 +2,8 @@
 
 `cmarr-train [run] --store S ...` trains (the default command; its options: train/options.py);
 `cmarr-train describe` prints a system's stages and parameter counts without a store;
-`cmarr-train score` adds a researcher's own predictions to a run's Table 2. Exit codes: 0 ok,
+`cmarr-train score` adds a researcher's own predictions to a run's Table 2; `cmarr-train evaluate`
+scores a trained run held-out on another store (a degraded copy), also at missing rates. Exit codes: 0 ok,
 1 failure, 2 usage/config error. `--jobs N` or `--scheduler ADDRESS` runs the grid's jobs on dask
 (see train/grid.py). Each command parses its options and calls one library function.
 """
@@ -211,6 +212,42 @@ def score(
 
     folder = score_predictions(run, predictions, name, store, _log)
     stdout_console().print(f"comparison: {folder}", markup=False, soft_wrap=True)
+
+
+@train_app.command()
+@reports_errors(output="out")
+def evaluate(
+    run: Annotated[Path, typer.Option(help="A run directory or a comparison folder (runs/<corpus>-comparison-<tag>).")],
+    store: Annotated[
+        list[str] | None,
+        typer.Option(help="A store with the run's utterances, e.g. a degraded copy (repeatable; default: the run's)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default: <runs>/<corpus>-evaluation-<tag>).")] = None,
+    missing_rates: Annotated[
+        str | None, typer.Option(help="Also score at these missing rates, e.g. 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7.")
+    ] = None,
+    missing_seed: Annotated[int, typer.Option(help="Seed of the missing-rate masks.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    plugin: Plugins = None,
+) -> None:
+    """Score a trained run held-out on another store: each fold's models on that fold's test utterances only."""
+    from cmarr.train.heldout import evaluate_run
+
+    _load(None, None, {}, plugin)
+    rates = parse_rates(missing_rates) if missing_rates is not None else []
+    folder = evaluate_run(run, store, out, rates, resolve_device(device), missing_seed, _log)
+    stdout_console().print(f"evaluation: {folder}", markup=False, soft_wrap=True)
+
+
+def parse_rates(text: str) -> list[float]:
+    """'0,0.1,0.5' -> [0.0, 0.1, 0.5]; ConfigError for a value outside [0, 1) or not a number."""
+    try:
+        rates = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--missing-rates: expected numbers such as 0,0.1,0.5, got {text!r}") from None
+    if not rates or any(not 0 <= r < 1 for r in rates):
+        raise ConfigError(f"--missing-rates {text}: each rate in [0, 1) (1 would drop every modality)")
+    return sorted(set(rates))
 
 
 def _parse_folds(text: str) -> list[int]:

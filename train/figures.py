@@ -19,19 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from cmarr.shared.modalities import MODALITIES
+from cmarr.shared.plots import pyplot
 from cmarr.train.rundir import RunDir
 
 COLOURS = {"audio": ("#9ecae1", "#08519c"), "text": ("#fcbba1", "#a50f15"), "video": ("#a1d99b", "#006d2c")}
 LABEL = {"audio": "speech", "text": "text", "video": "video"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # ---------------------------------------------------------------- Fig. 4: loss-weight sweeps
@@ -47,7 +39,7 @@ def write_sweep(folder: Path, key: str, points: list[tuple[float, dict]], optimu
         for value, table in points:
             avg = table["Avg."]
             w.writerow([value, *(f"{avg[k]:.4f}" for k in ("war_mean", "war_std", "uar_mean", "uar_std"))])
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6))
     x = [v for v, _ in points]
     for metric, colour in (("war", "#1f77b4"), ("uar", "#ff7f0e")):
@@ -118,7 +110,7 @@ def write_tsne(path: Path, sets: dict[str, dict[str, tuple]], title: str, max_po
     """One t-SNE panel per system over all its true and reconstructed representations."""
     from sklearn.manifold import TSNE
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.4), squeeze=False)
     for ax, (system, per_modality) in zip(axes[0], sets.items()):
         points, kinds = [], []

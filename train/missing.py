@@ -147,13 +147,21 @@ class FixedRateSampler(Sampler):
         return [{m: self.mask[m][b] for m in MODALITIES} for b in batches]
 
     def _draw_all(self, present) -> dict[str, np.ndarray]:
-        gen = np.random.default_rng(self.seed)
-        n = len(present[MODALITIES[0]])
-        have = np.stack([present[m] for m in MODALITIES], 1)  # (N, M)
-        keep = have & (gen.random(have.shape) >= self.rate)
-        for i in np.flatnonzero(have.any(1) & ~keep.any(1)):  # keep one modality it has
-            keep[i, gen.choice(np.flatnonzero(have[i]))] = True
-        return {m: keep[:, j].copy() for j, m in enumerate(MODALITIES)} if n else {}
+        return rate_mask(present, self.rate, self.seed)
+
+
+def rate_mask(present: dict[str, np.ndarray], rate: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """{modality: (N,) bool} over every utterance of the store: each modality it has is dropped with
+    probability `rate`, independently; where all are dropped, one it has, drawn, is kept (CPM-Net's
+    `random_mask`). One generator seeded with `seed` draws in row order: the same store (or a
+    degraded copy with the same rows) gets the same mask. The missing-rate protocol's test masks."""
+    gen = np.random.default_rng(seed)
+    n = len(present[MODALITIES[0]])
+    have = np.stack([present[m] for m in MODALITIES], 1)  # (N, M)
+    keep = have & (gen.random(have.shape) >= rate)
+    for i in np.flatnonzero(have.any(1) & ~keep.any(1)):  # keep one modality it has
+        keep[i, gen.choice(np.flatnonzero(have[i]))] = True
+    return {m: keep[:, j].copy() for j, m in enumerate(MODALITIES)} if n else {}
 
 
 def build_sampler(kind: str, include_full: bool = False, rate: float = 0.5, seed: int = 0) -> Sampler:

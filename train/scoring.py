@@ -56,7 +56,7 @@ def score(run: str | Path, predictions: str | Path, name: str, store: str | None
     with `name` added (the same folder for a comparison; else a new one beside the run). `store`:
     where the run's store is now, if it moved (its fingerprint must match). Returns the comparison
     folder. InputDataError naming the file and the line for a predictions file that does not fit."""
-    joined, predictions = _joined(Path(run)), Path(predictions)
+    joined, predictions = joined_runs(Path(run)), Path(predictions)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or name in (taken := _systems(joined)):
         raise ConfigError(f"--name {name!r}: letters, digits and .-_+ only, and none of {', '.join(sorted(taken))}")
     first = joined.runs[0]
@@ -83,7 +83,8 @@ def _protocol(run: RunDir) -> PipelineConfig:
     return PipelineConfig(train=TrainConfig(**{k: v for k, v in recorded.items() if k in TrainConfig.model_fields}))
 
 
-def _joined(run: Path) -> _Joined:
+def joined_runs(run: Path) -> _Joined:
+    """The system runs of `run`: a run directory, or a comparison folder's runs (its table2 or table3)."""
     if RunDir(run).system.is_file():
         return _Joined([RunDir(run)], "table2", None)
     for kind in ("table2", "table3"):

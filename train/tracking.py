@@ -114,11 +114,10 @@ def write_curves(metrics: Path, out: Path, title: str) -> Path | None:
     lines = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.is_file() else []
     if not lines:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from cmarr.shared.plots import pyplot
     from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
 
     epochs = [x["epoch"] for x in lines]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
