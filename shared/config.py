@@ -67,6 +67,14 @@ class VideoEncoderConfig(Section):
     frames_per_batch: int = Field(256, gt=0)  # face crops per DenseNet forward pass
 
 
+class DegradeConfig(Section):
+    """Degraded extraction (`cmarr-extract --degrade`, extract/degrade/): the decoded media are degraded,
+    seeded per utterance, before the encoders run; a degraded store is for robustness tests."""
+
+    spec: str = ""  # comma-separated modality:kind=value, e.g. "audio:snr=0,video:blur=4"; "" = clean
+    seed: int = Field(0, ge=0)  # each utterance's degradation seed derives from it and the utterance id
+
+
 class ExtractConfig(Section):
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     amp: Literal["none", "bf16", "fp16"] = "bf16"  # autocast dtype on CUDA; ignored on CPU
@@ -78,6 +86,7 @@ class ExtractConfig(Section):
     text: TextEncoderConfig = TextEncoderConfig()
     audio: AudioEncoderConfig = AudioEncoderConfig()
     video: VideoEncoderConfig = VideoEncoderConfig()
+    degrade: DegradeConfig = DegradeConfig()
 
 
 # ---------------------------------------------------------- training ([train]: train_config.py) and FER+

@@ -105,15 +105,22 @@ class ModalitySpec:
     frame_rate: float | None = None  # frames per second (None for tokens)
     sample_rate: int | None = None  # input sample rate (audio)
     extra: dict[str, Any] = field(default_factory=dict)  # encoder-specific settings
+    # how the media were degraded before the encoder (`cmarr-extract --degrade`); {} = clean, and
+    # then left out of the attributes (a clean store's spec reads as before degradation existed)
+    degradation: dict[str, Any] = field(default_factory=dict)
 
     def to_attrs(self) -> dict[str, Any]:
-        return asdict(self)
+        attrs = asdict(self)
+        if not attrs["degradation"]:
+            del attrs["degradation"]
+        return attrs
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> ModalitySpec:
         return cls(**attrs)
 
     def same_encoder(self, other: ModalitySpec) -> bool:
-        """Two specs produce interchangeable features: every field equal, encoder-specific extras included."""
+        """Two specs produce interchangeable features: every field equal, encoder-specific extras and
+        the degradation included (a store never mixes clean and degraded features of one modality)."""
         a, b = self.to_attrs(), other.to_attrs()
         return a == b
