@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cmarr.extract.degrade import degraded_loader
 from cmarr.extract.encoders import Encoder, EncodeResult
 from cmarr.extract.media.span import Decoded
 from cmarr.shared.prefetch import prefetch
@@ -41,14 +42,15 @@ def encode_batches(
     stream: Callable,
     on_done: Callable[[int], None] | None = None,
     hold_last: list | None = None,
+    degrade: Callable | None = None,
 ) -> int:
     """Decode, encode and stage planned batches `(b, items)`; only items whose `pending` is set
     are written (the others are in the batch for its shape only). `stream(dataset)` yields the
     decoded batches. With a `hold_last` list, the last batch goes into it as `write_part`
-    arguments instead of being staged (for `finalize(last_batch=...)`). Returns the number of
-    items encoded."""
+    arguments instead of being staged (for `finalize(last_batch=...)`). `degrade(media, utterance id)`
+    degrades each decoded input (`cmarr-extract --degrade`). Returns the number of items encoded."""
     done = 0
-    decoded = stream(_BatchDecoder(records, planned, encoder.loader()))
+    decoded = stream(_BatchDecoder(records, planned, degraded_loader(encoder.loader(), degrade)))
     with _BackgroundWriter(mw) as sink:
         for j, (b, items, inputs, errors, notes) in enumerate(decoded):
             results = _encode_safely(encoder, inputs, errors)

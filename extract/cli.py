@@ -63,6 +63,15 @@ Scheduler = Annotated[
     ),
 ]
 Cluster = Annotated[str | None, typer.Option(help="Start a local dask cluster: local:N (N worker processes).")]
+Degrade = Annotated[
+    str | None,
+    typer.Option(
+        help="Degrade the media before the encoders, for robustness tests: comma-separated modality:kind=value, "
+        "e.g. audio:snr=0,video:blur=4,text:word-drop=0.3 (kinds: audio snr, noise-dir, reverb; video blur, "
+        "occlude, dark; text word-drop, word-swap; sets extract.degrade.spec). Extract into its own --out."
+    ),
+]
+DegradeSeed = Annotated[int | None, typer.Option(help="Seed of --degrade (extract.degrade.seed, default 0).")]
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,8 @@ class Options:
     num_workers: Workers = None
     scheduler: Scheduler = None
     cluster: Cluster = None
+    degrade: Degrade = None
+    degrade_seed: DegradeSeed = None
 
 
 def extract_command(name: str | None = None, *, without: tuple[str, ...] = ()) -> Callable:
@@ -123,6 +134,7 @@ class Settings:
 def _settings(opts: Options) -> Settings:
     overrides = dict(parse_override(s) for s in opts.set_ or [])
     options = {"extract.profile": opts.profile, "extract.device": opts.device, "extract.num_workers": opts.num_workers}
+    options |= {"extract.degrade.spec": opts.degrade, "extract.degrade.seed": opts.degrade_seed}
     overrides.update({key: value for key, value in options.items() if value is not None})
     if opts.modalities:
         overrides["extract.modalities"] = parse_modalities(opts.modalities)
@@ -133,6 +145,9 @@ def _run(opts: Options, corpus: str, label_set: LabelSet, read: Callable[[Path],
     """Print the dry-run summary, or extract and print what happened. `read(folder)` reads the corpus; `folder` is
     where the store goes (--out, or the config's store.dir)."""
     settings = _settings(opts)
+    from cmarr.extract.degrade import check_degradation
+
+    check_degradation(settings.cfg.extract.degrade)  # before the corpus is read (or the demo generated)
     path = store_path(opts.out or Path(settings.cfg.store.dir), corpus)
     scan = read(path.parent)
     scan.problems.extend(scan.label_warnings(label_set.classes))

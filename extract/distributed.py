@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from cmarr.extract.batch_loop import batch_tag, encode_batches, thread_stream
 from cmarr.extract.corpora.record import UtteranceRecord
+from cmarr.extract.degrade import media_degrader
 from cmarr.extract.encoders import Encoder, build_encoder, check_settings
 from cmarr.extract.pipeline import Encoded, plan_modality
 from cmarr.shared.cluster import GPU, cluster_device, require_gpu_workers
@@ -91,14 +92,16 @@ def _shard_task(
     from distributed import get_worker
 
     start = time.perf_counter()
-    encoder = _plugin(name).encoder(modality)
+    plugin = _plugin(name)
+    encoder = plugin.encoder(modality)
     forward_before = encoder.forward_seconds
     mw = StoreWriter.open(store_path).attach(modality)
     # Decoding runs on a thread here, not in DataLoader processes: starting those for every shard
     # cost more than it saved (bench/scale.py measured audio at 60 s instead of 2.5 s on 1 worker).
     written = mw.complete_tags({batch_tag(b) for b, _ in shard})  # this shard's earlier attempt
     todo = [(b, items) for b, items in shard if batch_tag(b) not in written]
-    encoded = encode_batches(encoder, records, todo, pending, mw, thread_stream)
+    degrade = media_degrader(modality, plugin.cfg.extract)
+    encoded = encode_batches(encoder, records, todo, pending, mw, thread_stream, degrade=degrade)
     return {
         "encoded": encoded,
         "skipped_batches": len(written),

@@ -22,6 +22,7 @@ import torch
 from cmarr.extract.batch_loop import encode_batches, loader_stream
 from cmarr.extract.batching import plan_batches
 from cmarr.extract.corpora.record import UtteranceRecord
+from cmarr.extract.degrade import check_degradation, degrade_records, media_degrader, recorded_degradation
 from cmarr.extract.encoders import Encoder, build_encoder, check_settings
 from cmarr.extract.store_sync import open_store
 from cmarr.shared.config import PipelineConfig, with_overrides
@@ -111,6 +112,8 @@ def extract_corpus(
     if not records:
         classes = ", ".join(label_set.classes)
         raise ConfigError(f"{corpus}: no utterances in the label set {label_set.name!r} ({classes})")
+    check_degradation(cfg.extract.degrade)  # a bad --degrade stops the run before any item
+    records = degrade_records(records, cfg.extract.degrade)  # transcripts; audio and video as they decode
     out = Path(out)
     with store_lock(out), open_executor(executor, cfg) as run:
         run.check(run.cfg.extract.modalities)
@@ -132,7 +135,8 @@ def extract_modality(
     """One modality, from its batch plan to a finalized group."""
     start = time.perf_counter()
     spec, plan = run.plan(modality, records)
-    mw = writer.modality(modality, replace(spec, dtype=run.cfg.store.dtype), overwrite=overwrite)
+    degradation = recorded_degradation(modality, run.cfg.extract.degrade)
+    mw = writer.modality(modality, replace(spec, dtype=run.cfg.store.dtype, degradation=degradation), overwrite)
     pending = ~mw.settled()
     planned = [(b, items) for b, items in enumerate(plan) if pending[items].any()]
     done = run.encode(modality, mw, records, planned, pending, _counter(progress, modality, int(pending.sum())))
@@ -207,8 +211,9 @@ class LocalExecutor:
         encoder = self.encoder(modality)
         before, last = encoder.forward_seconds, []  # the last batch goes straight into finalize's layout
         workers = self.cfg.extract.num_workers if encoder.reads_files else 0
+        degrade = media_degrader(modality, self.cfg.extract)  # None: clean
         encoded = encode_batches(
-            encoder, records, planned, pending, mw, lambda ds: loader_stream(ds, workers), advance, hold_last=last
+            encoder, records, planned, pending, mw, lambda ds: loader_stream(ds, workers), advance, last, degrade
         )
         return Encoded(encoded, encoder.forward_seconds - before, last[0] if last else None)
 

@@ -13,11 +13,13 @@ column by column with the store's utterance table on every run:
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
 from cmarr.extract.corpora.record import UtteranceRecord
-from cmarr.shared.config import EXTRACTION_SECTIONS, PipelineConfig, config_hash, to_toml
+from cmarr.extract.degrade import degradation_key
+from cmarr.shared.config import EXTRACTION_SECTIONS, DegradeConfig, PipelineConfig, config_hash, to_toml
 from cmarr.shared.console import some_named
 from cmarr.shared.errors import StoreError
 from cmarr.shared.labels import LabelSet
@@ -45,6 +47,7 @@ def open_store(
     writer = StoreWriter.open(path)
     store = FeatureStore.open(path, allow_incomplete=True)
     _check_same_utterances(path, store, table, label_set)
+    _check_same_degradation(path, store, cfg)
     changed = {c: _differ(store.utterances[c], table[c]) for c in UTTERANCE_COLUMNS if c != "id"}
     changed = {c: rows for c, rows in changed.items() if len(rows)}
     moved = sorted({int(i) for c in TIMES for i in changed.get(c, [])})
@@ -74,6 +77,19 @@ def _check_same_utterances(path: Path, store: FeatureStore, table: UtteranceTabl
         raise StoreError(
             f"{path}: this store was written with the classes {','.join(store.classes)}, this run reads "
             f"{','.join(label_set.classes)}; use the same --label-set, or another --out"
+        )
+
+
+def _check_same_degradation(path: Path, store: FeatureStore, cfg: PipelineConfig) -> None:
+    """A degraded store and its clean twin (or another degradation's) are separate stores, even with
+    --overwrite: the store records the degradation it was created with."""
+    stored = tomllib.loads(store.attrs.get("config_toml") or "").get("extract", {}).get("degrade", {})
+    before, now = degradation_key(DegradeConfig(**stored)), degradation_key(cfg.extract.degrade)
+    if before != now:
+        raise StoreError(
+            f"{path}: this store was extracted {f'with --degrade {before}' if before else 'clean'}, this run asks "
+            f"for {f'--degrade {now}' if now else 'clean media'}; a degraded store and its clean twin are separate "
+            "stores: extract into another --out (to resume this one, give its own --degrade and seed)"
         )
 
 

@@ -17,7 +17,7 @@ from cmarr.shared.store.mmin import export_h5, import_mmin
 from cmarr.shared.store.pack import pack_store, zip_path
 from cmarr.shared.store.reader import FeatureStore
 from cmarr.shared.store.schema import Status
-from cmarr.shared.store.summary import summarize
+from cmarr.shared.store.summary import degradation_line, summarize
 from cmarr.shared.store.verify import verify_store
 from rich.console import Console
 from rich.markup import escape
@@ -59,6 +59,9 @@ def info(
         table.add_row(name, escape(m["spec"].get("encoder", "")), *_modality_cells(m))
     console.print(table)
     prov = summary["provenance"]
+    if prov["degradation"]:
+        line = escape(degradation_line(prov["degradation"]))
+        console.print(f"[bold yellow]degraded[/] before the encoders (cmarr-extract --degrade): {line}", soft_wrap=True)
     console.print(
         f"created {prov['created']}  cmarr {prov['software']['cmarr_version']} ({prov['software']['git_sha']})  "
         f"config {str(prov['config_hash'] or '-')[:12]}  fingerprint {prov['fingerprint']}"

@@ -107,6 +107,7 @@ def train(
     out: O.Out = Path("runs"),
     resume: O.Resume = False,
     selection_gap: O.SelectionGap = False,
+    allow_degraded: O.AllowDegraded = False,
     sweep: O.Sweep = None,
     device: O.Device = None,
     config: Config = None,
@@ -138,6 +139,7 @@ def train(
         report_test=selection_gap,
         comparison="table2" if systems else "table3",
         tracking=tuple(check_trackers(log_to or [])),
+        allow_degraded=allow_degraded,
     )
     try:
         runs = train_on_cluster(request, jobs, scheduler, sweep)

@@ -33,6 +33,13 @@ SelectionGap = Annotated[
         "the comparison's test-selection gap (with --systems/--ablations)."
     ),
 ]
+AllowDegraded = Annotated[
+    bool,
+    typer.Option(
+        help="Train on a store extracted with cmarr-extract --degrade (refused by default: such a store is for "
+        "evaluating runs trained on clean data)."
+    ),
+]
 Sweep = Annotated[
     list[str] | None, typer.Option(help="Train once per value and plot (Fig. 4), e.g. alpha=0.1,0.5,1,2,5.")
 ]

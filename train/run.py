@@ -17,6 +17,7 @@ from cmarr.shared.config import PipelineConfig, recorded_toml, with_overrides
 from cmarr.shared.errors import CmarrError, ConfigError, StoreError
 from cmarr.shared.provenance import software, text_sha256
 from cmarr.shared.store import FeatureStore
+from cmarr.shared.store.summary import degradation_line
 from cmarr.train.comparison import write_comparison
 from cmarr.train.data import StoreData
 from cmarr.train.grid import Job, finished, run_distributed, run_local
@@ -89,6 +90,7 @@ class TrainingRequest:
     report_test: bool = False  # also score the test part after every epoch, for the report only
     comparison: str = "table2"  # the comparison folder's kind with several systems: table2 or table3
     tracking: tuple[str, ...] = ()  # per-epoch metrics sinks: tensorboard, mlflow (train/tracking.py)
+    allow_degraded: bool = False  # train on a store extracted with --degrade (refused otherwise)
 
 
 @dataclass
@@ -165,17 +167,33 @@ def _trainable(request: TrainingRequest, plan: _Plan, log) -> tuple[dict[str, Pi
 
 def _plan(request: TrainingRequest, client, log) -> _Plan:
     store = FeatureStore.open(request.store)
+    degraded = degradation_warnings(store, request.allow_degraded)
     data = StoreData(store, 0 if client else 8 << 30, request.cfg.train.non_finite)  # the driver needs labels only
     indices, note = used_utterances(data, list(request.require))
     splits = {s: make_splits(data, indices, request.folds, request.cfg.train, s, note) for s in request.seeds}
     folds = splits[request.seeds[0]]
-    warnings = class_coverage(data, indices, folds) + modality_coverage(data, indices)
+    warnings = degraded + class_coverage(data, indices, folds) + modality_coverage(data, indices)
     kept = _kept_folds(folds, list(request.only_folds))
     for w in warnings:
         log(f"warning: {w}")
     if len(kept) < len(folds):
         log(f"training only fold(s) {_named(folds, kept)} of {len(folds)} (--only-folds)")
     return _Plan(store, data, indices, splits, kept, warnings)
+
+
+def degradation_warnings(store: FeatureStore, allowed: bool) -> list[str]:
+    """A degraded store (`cmarr-extract --degrade`) is for evaluating runs trained on clean data:
+    training on it is refused unless `allowed`, and then said in the output and the reports."""
+    if not store.degradation:
+        return []
+    what = degradation_line(store.degradation)
+    if not allowed:
+        raise ConfigError(
+            f"{store.location}: a degraded store ({what}): its features come from media degraded on purpose "
+            "(cmarr-extract --degrade), to evaluate runs trained on its clean twin; pass --allow-degraded to "
+            "train on it"
+        )
+    return [f"trained on a degraded store (cmarr-extract --degrade): {what}"]
 
 
 def _resumable(request: TrainingRequest, ids: dict[str, str], log) -> dict[str, bool]:

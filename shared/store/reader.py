@@ -104,6 +104,12 @@ class FeatureStore:
     def modality_names(self) -> list[str]:
         return list(self.attrs.get("modalities", {}))
 
+    @property
+    def degradation(self) -> dict[str, dict[str, Any]]:
+        """{modality: how its media were degraded before the encoder} (`cmarr-extract --degrade`); {} when clean."""
+        specs = self.attrs.get("modalities", {})
+        return {m: spec["degradation"] for m, spec in specs.items() if spec.get("degradation")}
+
     @cached_property
     def utterances(self) -> dict[str, np.ndarray]:
         """The utterance table as numpy columns (small: read once, verified)."""

@@ -28,9 +28,21 @@ def summarize(store: FeatureStore, scan: bool = True) -> dict[str, Any]:
         "per_session": dict(sorted(Counter(utt["session"].tolist()).items())),
         "modalities": {m: _modality(store, m, scan) for m in store.modality_names},
         "provenance": {k: store.attrs.get(k) for k in ("created", "software", "config_hash")}
-        | {"fingerprint": store.fingerprint()},
+        | {"fingerprint": store.fingerprint(), "degradation": store.degradation},
         "notes": store.notes,
     }
+
+
+def degradation_line(degradation: dict[str, dict[str, Any]]) -> str:
+    """`FeatureStore.degradation` on one line: each modality's spec, its noise, the seed ('' when clean)."""
+    parts = []
+    for record in degradation.values():
+        noise = record.get("noise")
+        if isinstance(noise, dict):
+            noise = f"noise from {noise['folder']}/, {noise['files']} files, sha256 {noise['sha256'][:12]}"
+        parts.append(record["spec"] + (f" ({noise})" if noise else ""))
+    seeds = sorted({str(r.get("seed")) for r in degradation.values()})
+    return f"{'; '.join(parts)}; seed {', '.join(seeds)}" if parts else ""
 
 
 def _modality(store: FeatureStore, name: str, scan: bool) -> dict[str, Any]:
