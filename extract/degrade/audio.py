@@ -32,7 +32,7 @@ def mix_at_snr(signal: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     if p_noise == 0.0:
         raise MediaError("the noise segment is silent: no gain reaches an SNR")
     gain = np.sqrt(p_signal / (p_noise * 10 ** (snr_db / 10)))
-    return (signal.astype(np.float64) + gain * noise).astype(np.float32)
+    return signal.astype(np.float32, copy=False) + np.float32(gain) * noise.astype(np.float32, copy=False)
 
 
 def reverb_impulse_response(rt60: float, rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -53,9 +53,9 @@ def reverberate(signal: np.ndarray, response: np.ndarray) -> np.ndarray:
     left out, as a span cut from a longer recording would be) and brought back to its own RMS level."""
     if not len(signal):
         return signal
-    wet = fftconvolve(signal.astype(np.float64), response)[: len(signal)]
-    level, wet_level = np.sqrt(np.mean(np.square(signal, dtype=np.float64))), np.sqrt(np.mean(wet**2))
-    return (wet * (level / wet_level if wet_level > 0 else 0.0)).astype(np.float32)
+    wet = fftconvolve(signal.astype(np.float32, copy=False), response.astype(np.float32))[: len(signal)]
+    level, wet_level = (np.sqrt(np.mean(np.square(x, dtype=np.float64))) for x in (signal, wet))
+    return wet * np.float32(level / wet_level if wet_level > 0 else 0.0)
 
 
 @lru_cache(maxsize=32)
@@ -98,6 +98,6 @@ class AudioDegrader:
             if s.noise_files:
                 noise = noise_segment(s.noise_files, len(wav), self.rate, rng)
             else:
-                noise = rng.standard_normal(len(wav))
+                noise = rng.standard_normal(len(wav), dtype=np.float32)
             wav = mix_at_snr(wav, noise, s.snr_db)
         return wav

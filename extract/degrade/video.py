@@ -32,13 +32,25 @@ def darken(frames: np.ndarray, factor: float) -> np.ndarray:
 
 
 def blur(frames: np.ndarray, sigma: float) -> np.ndarray:
-    """Each frame through a Gaussian blur of standard deviation `sigma` pixels (Pillow's
-    `GaussianBlur`, whose radius is the standard deviation; extended box filters, so its cost does
-    not grow with sigma)."""
+    """Each frame through a Gaussian blur of standard deviation `sigma` pixels: Pillow's `GaussianBlur`
+    (its radius is the standard deviation; three box passes). From sigma 4 up it runs on the frame
+    reduced by f (a power of two, at most sigma / 2), whose sigma is what remains of sigma^2 after the
+    reduction's f x f box ((f^2 - 1) / 12), then scaled back bilinearly: a Gaussian pyramid step, the
+    same width within 2% (tests/test_degrade.py) for a third of the cost at f = 2."""
     if not frames.size or sigma == 0:
         return frames
-    kernel = ImageFilter.GaussianBlur(sigma)
-    return np.stack([np.asarray(Image.fromarray(f).filter(kernel)) for f in frames])
+    f = 2 ** int(np.clip(np.floor(np.log2(sigma / 2)), 0, 3))
+    kernel = ImageFilter.GaussianBlur(float(np.sqrt(sigma**2 - (f * f - 1) / 12) / f))
+    out = []
+    for frame in frames:
+        image = Image.fromarray(frame)
+        if f == 1:
+            out.append(np.asarray(image.filter(kernel)))
+            continue
+        small = image.reduce(f).filter(kernel)  # ceil(size / f): the box maps the frame's own extent back
+        box = (0.0, 0.0, image.width / f, image.height / f)
+        out.append(np.asarray(small.resize(image.size, Image.Resampling.BILINEAR, box=box)))
+    return np.stack(out)
 
 
 @dataclass(frozen=True)
