@@ -70,6 +70,10 @@ class TrainConfig(Section):
     amp: Literal["none", "bf16", "fp16"] = "bf16"
     cpu_threads: int = Field(0, ge=0)  # torch CPU threads per process or dask worker; 0 = its share of the cores
     non_finite: Literal["error", "missing"] = "error"  # NaN/inf features: refuse the store, or treat as missing
+    # training batches: utterances of similar length together (less padding), or drawn at random (before
+    # issue 34); train/batching.py. Both are in the run id: they change which rows share a batch
+    batching: Literal["bucketed", "shuffled"] = "bucketed"
+    length_buckets: int = Field(10, ge=1)  # bucketed: length bands of equal total length (lhotse's buckets)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -1,8 +1,8 @@
-"""The store as training data: per-fold normalisation, condition sampling, padded batches.
+"""The store as training data: per-fold normalisation, each epoch's batches, padded batches.
 
 The store is read once per run: into memory when it is small enough (`max_memory_bytes`),
 otherwise batches are read lazily in contiguous blocks (the reader's `iter_blocks`).
-Padding happens only here, at collate time.
+Padding happens only here, at collate time; which utterances share a batch is `train/batching.py`'s.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from cmarr.shared.modalities import MODALITIES
 from cmarr.shared.store import FeatureStore, Status
 from cmarr.train.batch import Batch
+from cmarr.train.batching import Batching, bucketed_batches, length_bands
 
 
 @dataclass
@@ -64,12 +65,14 @@ class StoreData:
         max_memory_bytes: int = 8 << 30,
         non_finite: str = "error",
         absent_dims: dict[str, int] | None = None,
+        block_frames: int = 16384,
     ):
         """`non_finite`: what to do with utterances whose features hold NaN/inf: "error" refuses the
         store (StoreError naming the modality and the utterances), "missing" treats that modality as
         missing for them (listed in `self.non_finite`). `absent_dims`: the feature width of each
         modality the store may lack entirely (prediction from a store without video, say): such a
-        modality is missing for every utterance. Training needs all three (StoreError otherwise)."""
+        modality is missing for every utterance. Training needs all three (StoreError otherwise).
+        `block_frames`: rows of the largest modality per block read at once when reading lazily."""
         self.store = store
         absent = [m for m in MODALITIES if m not in store.modality_names]
         if unknown := [m for m in absent if m not in (absent_dims or {})]:
@@ -85,15 +88,20 @@ class StoreData:
             m: self.readers[m].status == Status.OK if m in self.readers else np.zeros(n, bool) for m in MODALITIES
         }
         self.dims = {m: self.readers[m].dim if m in self.readers else absent_dims[m] for m in MODALITIES}
+        self.lengths = {  # (N,) frames per utterance, 0 where the modality is not ok
+            m: np.diff(self.readers[m].offsets) * self.present[m] if m in self.readers else np.zeros(n, np.int64)
+            for m in MODALITIES
+        }
         size = sum(int(r.offsets[-1]) * r.dim * 4 for r in self.readers.values())
         self.in_memory = size <= max_memory_bytes
         self._values = {m: r.load_all().astype(np.float32) for m, r in self.readers.items()} if self.in_memory else None
         from cmarr.shared.store.reader import _block_bounds
 
-        self.block_bounds = _block_bounds(list(self.readers.values()), 16384)  # lazy reading unit
+        self.block_bounds = _block_bounds(list(self.readers.values()), block_frames)  # lazy reading unit
         self._block_of = np.searchsorted(self.block_bounds, np.arange(len(self.labels)), side="right") - 1
         self._cache: OrderedDict[tuple[str, int], list[np.ndarray]] = OrderedDict()
         self.cache_blocks = 8  # decoded blocks kept per run when reading lazily (bounded memory)
+        self.blocks_read = 0  # blocks decoded so far when reading lazily (what a batching costs in reads)
         self.non_finite = self._refuse_non_finite(non_finite)
 
     def _refuse_non_finite(self, policy: str) -> dict[str, list[str]]:
@@ -146,6 +154,7 @@ class StoreData:
             self._cache.move_to_end(key)
             return self._cache[key]
         lo, hi = int(self.block_bounds[b]), int(self.block_bounds[b + 1])
+        self.blocks_read += 1
         frames = [x.astype(np.float32) for x in self.readers[m].read_range(lo, hi)]
         self._cache[key] = frames
         while len(self._cache) > self.cache_blocks * len(MODALITIES):
@@ -162,6 +171,36 @@ class StoreData:
         for b in rng.permutation(np.unique(blocks)):
             order.append(rng.permutation(rows[blocks == b]))
         return np.concatenate(order) if order else rows
+
+    @property
+    def length_key(self) -> np.ndarray:
+        """(N,) what bucketing groups by: an utterance's stored values, frames x width summed over
+        its modalities (the speech frames, mostly: what padding costs the most of)."""
+        return sum(self.lengths[m] * self.dims[m] for m in MODALITIES)
+
+    def epoch_batches(self, rows: np.ndarray, batch_size: int, rng: np.random.Generator, batching: Batching):
+        """This epoch's training batches over `rows` (train/batching.py): `shuffled`, the epoch order
+        cut into batches (a last one of a single row dropped); `bucketed`, length-bucketed over all
+        rows in memory, or within windows of a few blocks' rows when reading lazily."""
+        if batching.kind == "shuffled":
+            order = self.epoch_order(rows, rng)
+            batches = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
+            return [b for b in batches if len(b) >= 2]  # contrastive terms need at least two rows
+        windows = [rows] if self.in_memory else self._windows(self.epoch_order(rows, rng), batch_size)
+        key = self.length_key
+        return [b for w in windows for b in bucketed_batches(length_bands(w, key, batching.buckets), batch_size, rng)]
+
+    def _windows(self, order: np.ndarray, batch_size: int, batches: int = 8) -> list[np.ndarray]:
+        """The block-local `order` in windows of whole batches, at least `batches` of them (fewer
+        make no buckets) and as many as the cached blocks hold; the cache grows to hold a window's
+        blocks, so that bucketing inside it decodes each block about once."""
+        per_block = max(1.0, len(order) / max(len(np.unique(self._block_of[order])), 1))  # rows per block
+        size = batch_size * max(batches, int((self.cache_blocks - 1) * per_block) // batch_size)
+        self.cache_blocks = max(self.cache_blocks, int(np.ceil(size / per_block)) + 2)  # + the straddled edges
+        windows = [order[lo : lo + size] for lo in range(0, len(order), size)]
+        if len(windows) > 1 and len(windows[-1]) < batch_size:  # a short tail joins the window before it
+            windows[-2:] = [np.concatenate(windows[-2:])]
+        return windows
 
     def normaliser(self, train_idx: np.ndarray) -> Normaliser:
         """Per-feature mean and std over the frames of the training utterances `train_idx` only."""

@@ -22,6 +22,7 @@ from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
 from cmarr.shared.store import Status
 from cmarr.shared.train_config import TrainConfig
+from cmarr.train.batching import Batching
 from cmarr.train.checkpoint import load_checkpoint
 from cmarr.train.data import StoreData
 from cmarr.train.evaluation import evaluate
@@ -173,7 +174,7 @@ def train_split(
     }
     ctx = SplitContext(
         data, split.train, split.val, split.test, norm, seed, device, cfg.amp, cfg.include_full_condition,
-        report_test, {**meta, "split": split.name, "seed": seed, "norm": norm_meta}, log, on_epoch,
+        report_test, {**meta, "split": split.name, "seed": seed, "norm": norm_meta}, log, on_epoch, Batching.of(cfg),
     )  # fmt: skip
     folders = {s.name: folder.stage(s.name) for s in system.stages}
     stages = {}

@@ -32,7 +32,12 @@ from cmarr.train.systems import SYSTEMS, System, count_parameters, get_system
 # a run runs: the device and the CPU thread count (a run resumes on a machine with other cores or a
 # GPU, or on a --jobs cluster; both can change float rounding, nothing else). A system's own
 # sections enter through the system (`System.config`: the sections its registration reads).
-PROTOCOL_KEYS = ("val_rule", "val_fraction", "include_full_condition", "amp", "non_finite")
+PROTOCOL_KEYS = (
+    "val_rule", "val_fraction", "include_full_condition", "amp", "non_finite", "batching", "length_buckets",
+)  # fmt: skip
+# The batching keys came after run ids existed: `batching = "shuffled"` is the batching every run before
+# them trained with, so with it neither key is hashed and those runs keep their ids (--resume finds them).
+BATCHING_KEYS = ("batching", "length_buckets")
 
 
 @dataclass
@@ -47,7 +52,8 @@ class SystemRun:
 def run_hash(cfg: PipelineConfig, system: System) -> str:
     """Hash of what decides a system's numbers: the protocol keys and the config sections the
     system reads (changing another system's settings leaves this run's id alone)."""
-    protocol = {k: getattr(cfg.train, k) for k in PROTOCOL_KEYS}
+    keys = [k for k in PROTOCOL_KEYS if cfg.train.batching != "shuffled" or k not in BATCHING_KEYS]
+    protocol = {k: getattr(cfg.train, k) for k in keys}
     return text_sha256(json.dumps({"protocol": protocol, "system": system.name, **system.config}, sort_keys=True))
 
 

@@ -1,7 +1,8 @@
 """Training one stage of a system on one split: epochs, selection on validation, exact resume.
 
-Per epoch: draw the stage's missingness, train on shuffled batches (under autocast; the loss is
-the weighted sum of the model's named terms), score the validation part, keep the best weights.
+Per epoch: draw the stage's missingness, train on the epoch's batches (length-bucketed or shuffled:
+train/batching.py; under autocast; the loss is the weighted sum of the model's named terms), score
+the validation part, keep the best weights.
 Selection reads the validation part only; with `report_test` the test part is also scored after
 each epoch and logged, never used. After every epoch the whole state (weights, optimiser,
 schedule, every random generator, counters, and whether the stage has finished) is saved, so a
@@ -25,6 +26,7 @@ from cmarr.shared.devices import autocast
 from cmarr.shared.errors import CmarrError
 from cmarr.shared.prefetch import prefetch
 from cmarr.shared.train_config import StageOptim
+from cmarr.train.batching import Batching
 from cmarr.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -64,6 +66,7 @@ class SplitContext:
     meta: dict[str, Any] = field(default_factory=dict)  # stamped on every checkpoint (fold, seed, run id, ...)
     log: Callable[[str], None] = print
     on_epoch: Callable[[str, dict], None] | None = None  # (stage, metrics line) after every epoch: the trackers
+    batching: Batching = field(default_factory=Batching)  # which rows share a training batch (train.batching)
 
 
 def run_stage(system: System, index: int, ctx: SplitContext, folders: dict[str, StageDir]) -> Path:
@@ -149,7 +152,7 @@ class _StageRun:
         self._save()
         ctx.log(
             f"{ctx.meta.get('split', '')} {stage.name} epoch {epoch}: loss {sums.get('loss', float('nan')):.3f}, "
-            f"val UAR ({stage.select_on}) {score:.3f}" + (" *" if improved else "")
+            f"val UAR ({stage.select_on}) {score:.3f}, padding {100 * sums['padded']:.0f}%" + (" *" if improved else "")
         )
 
     def _save(self) -> None:
@@ -219,18 +222,17 @@ def training_batch(model: SystemModel, ctx: SplitContext, indices: np.ndarray, g
 
 
 def train_epoch(model, stage: Stage, sampler: Sampler, ctx: SplitContext, rows, opt, scaler, rng, timing=None):
-    """One epoch; returns the mean loss and terms. `timing` (optional dict) collects seconds spent
+    """One epoch; returns the mean loss and terms, and `padded`: the share of the batches' time steps
+    that were padding (every modality together). `timing` (optional dict) collects seconds spent
     waiting for data vs in total, and the step count."""
     model.train()
-    data, device, bs = ctx.data, ctx.device, stage.optim.batch_size
-    order = data.epoch_order(rows, rng)
-    batches = [order[lo : lo + bs] for lo in range(0, len(order), bs)]
-    batches = [b for b in batches if len(b) >= 2]  # contrastive terms need at least two rows
+    data, device = ctx.data, ctx.device
+    batches = data.epoch_batches(rows, stage.optim.batch_size, rng, ctx.batching)
     given = sampler.draw(data.present, batches, rng)  # drawn up front: the RNG order is fixed
 
     params = model.trainable_parameters()
     sums: dict[str, float] = {}
-    steps, waited, start = 0, 0.0, time.perf_counter()
+    steps, waited, start, real, padded = 0, 0.0, time.perf_counter(), 0, 0
     batches_built = (training_batch(model, ctx, batches[k], given[k]) for k in range(len(batches)))
     # On a GPU, the next batch is built on a thread while the device computes. On a CPU, such a
     # thread takes cores from torch's own threads, whose every parallel op then waits for it:
@@ -257,11 +259,13 @@ def train_epoch(model, stage: Stage, sampler: Sampler, ctx: SplitContext, rows, 
         for k, v in {"loss": loss, **terms}.items():
             sums[k] = sums.get(k, 0.0) + v.item()
         steps += 1
+        real = real + sum(v.sum() for v in batch.mask.values())  # on the device: read once, after the epoch
+        padded += sum(v.numel() for v in batch.mask.values())
     if timing is not None:
         timing["data_wait"] = timing.get("data_wait", 0.0) + waited
         timing["total"] = timing.get("total", 0.0) + time.perf_counter() - start
         timing["steps"] = timing.get("steps", 0) + steps
-    return {k: v / max(steps, 1) for k, v in sums.items()}
+    return {**{k: v / max(steps, 1) for k, v in sums.items()}, "padded": 1.0 - float(real) / max(padded, 1)}
 
 
 def _weight(stage: Stage, term: str) -> float:

@@ -121,9 +121,8 @@ def write_curves(metrics: Path, out: Path, title: str) -> Path | None:
 
     epochs = [x["epoch"] for x in lines]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for term in [
-        k for k, v in lines[0].items() if k not in ("epoch", "seconds", "val_score") and not isinstance(v, dict)
-    ]:
+    not_terms = ("epoch", "seconds", "val_score", "padded")  # padded: the batches' padding share, not a loss
+    for term in [k for k, v in lines[0].items() if k not in not_terms and not isinstance(v, dict)]:
         left.plot(epochs, [x[term] for x in lines], label=term, lw=2 if term == "loss" else 1)
     left.set(xlabel="epoch", ylabel="training loss: weighted sum, unweighted terms", yscale="symlog")
     left.legend(fontsize=7)

@@ -1,7 +1,9 @@
 """Synthetic stores with realistic shapes, for tests and benchmarks (no encoder involved).
 
 Lengths are log-normal around the per-modality mean, which matches the right-skewed duration
-spread of acted corpora (IEMOCAP: 0.6 s to 34 s, mean 4.5 s).
+spread of acted corpora (IEMOCAP: 0.6 s to 34 s, mean 4.5 s). Each modality's lengths are drawn on
+their own unless it is tied to the utterance's duration (`duration_corr`, `IEMOCAP_TIMED`): speech
+and face frames are the duration times a rate, tokens follow it loosely.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class SyntheticModality:
     dim: int
     sigma: float = 0.6  # log-normal spread of lengths
     missing_rate: float = 0.0  # share of utterances whose modality is really missing
+    duration_corr: float = 0.0  # correlation of its log-length with the utterance's log-duration; 0 = its own draw
 
 
 # The paper's encoders on IEMOCAP: BERT tokens, wav2vec2 frames at 50 Hz, faces at 10 fps.
@@ -29,11 +32,27 @@ IEMOCAP_LIKE = {
     "audio": SyntheticModality(225, 768, 0.6),
     "video": SyntheticModality(45, 342, 0.6),
 }
+# The same, with lengths tied to one duration per utterance, as a real corpus has them (what padding
+# and length bucketing depend on): frames at a fixed rate follow it exactly, tokens loosely.
+IEMOCAP_TIMED = {
+    "text": SyntheticModality(25, 768, 0.5, duration_corr=0.8),
+    "audio": SyntheticModality(225, 768, 0.6, duration_corr=1.0),
+    "video": SyntheticModality(45, 342, 0.6, duration_corr=1.0),
+}
 
 
-def synthetic_lengths(n: int, mod: SyntheticModality, rng: np.random.Generator) -> np.ndarray:
+def synthetic_lengths(
+    n: int, mod: SyntheticModality, rng: np.random.Generator, duration: np.ndarray | None = None
+) -> np.ndarray:
+    """(n,) frames, log-normal with the modality's mean; `duration` (n,) standard normal: the
+    utterances' log-durations, which a modality with `duration_corr` follows."""
     mu = np.log(mod.mean_frames) - mod.sigma**2 / 2  # so that the mean is mean_frames
-    lengths = np.maximum(1, rng.lognormal(mu, mod.sigma, n).round().astype(np.int64))
+    if mod.duration_corr and duration is not None:
+        rho = mod.duration_corr
+        z = rho * duration + np.sqrt(1 - rho**2) * rng.standard_normal(n)
+        lengths = np.maximum(1, np.exp(mu + mod.sigma * z).round().astype(np.int64))
+    else:  # the draw stores were always made with: their features stay as they were
+        lengths = np.maximum(1, rng.lognormal(mu, mod.sigma, n).round().astype(np.int64))
     lengths[rng.random(n) < mod.missing_rate] = 0
     return lengths
 
@@ -77,8 +96,9 @@ def write_synthetic_store(
     table = synthetic_table(n, seed=seed)
     writer = StoreWriter.create(path, table, "synthetic", FOUR_CLASS)
     written: dict[str, list[np.ndarray | None]] = {}
+    duration = np.random.default_rng([seed, 1]).standard_normal(n)  # its own generator: rng's draws unchanged
     for name, mod in modalities.items():
-        lengths = synthetic_lengths(n, mod, rng)
+        lengths = synthetic_lengths(n, mod, rng, duration)
         centers = rng.normal(size=(4, mod.dim)).astype(np.float32)
         mw = writer.modality(name, ModalitySpec(encoder=f"synthetic-{name}", dim=mod.dim, dtype=dtype))
         feats: list[np.ndarray | None] = []
