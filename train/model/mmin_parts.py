@@ -5,8 +5,9 @@ Legend: B batch, T steps, F feature width, E embedding width (128).
 
 The published encoders run over the batch's zero padding (the LSTM reads it, the max includes it),
 so an utterance's embedding depends on the longest utterance in its batch. By default these
-encoders respect the padding mask (`masked=True`: packed LSTM, max over valid steps only); the
-published behaviour is one switch away (`train.mmin_family.masked_pooling = false`). A modality a
+encoders respect the padding mask (`masked=True`: each LSTM output read at valid steps only, max
+over valid steps only); the published behaviour is one switch away
+(`train.mmin_family.masked_pooling = false`), and keeps the peers' padded computation. A modality a
 condition does not give is an all-zero input: one zero step when masked (its length would tell the
 model something about the missing recording), the batch's padded length of zeros when not.
 """
@@ -63,13 +64,30 @@ class LSTMEncoder(nn.Module):
         if not self.masked:  # as published: the padding is read
             out, (h_n, _) = self.rnn(x)
             return out.max(1).values if self.pooling == "maxpool" else h_n[0]
-        lengths = mask.sum(1).clamp(min=1).cpu()  # a missing modality is one zero step
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        lengths = mask.sum(1).clamp(min=1)  # (B,); a missing modality is one zero step
+        return self._packed(x, lengths) if x.device.type == "cuda" else self._dense(x, lengths)
+
+    def _packed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Over packed sequences: cuDNN skips the padding."""
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h_n, _) = self.rnn(packed)
         if self.pooling == "last":
             return h_n[0]
         out, _ = pad_packed_sequence(out, batch_first=True, padding_value=float("-inf"))  # (B, T', E)
         return out.max(1).values
+
+    def _dense(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The same result from one dense LSTM over the batch up to its longest valid row, read at
+        valid steps only: a one-directional LSTM's output at step t depends on steps <= t alone, so
+        the padding after a row changes none of its valid outputs (equal to `_packed` up to float
+        rounding, gradients too). On a CPU the packed LSTM runs step by step outside oneDNN's fused
+        kernel, 6-7x slower than this at batch 128 (bench/results/train.md)."""
+        T = int(lengths.max())
+        out, _ = self.rnn(x[:, :T])  # (B, T, E)
+        if self.pooling == "last":
+            return out[torch.arange(len(out), device=out.device), lengths - 1]
+        valid = torch.arange(T, device=x.device)[None] < lengths[:, None]  # (B, T)
+        return out.masked_fill(~valid[..., None], float("-inf")).max(1).values
 
 
 class TextCNN(nn.Module):
