@@ -10,11 +10,12 @@ import errno
 import functools
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from cmarr.shared.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CmarrError
+from cmarr.shared.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CmarrError, CmarrWarning
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -31,7 +32,8 @@ INTERRUPTED = "interrupted: finished work is kept; run the same command again to
 
 def reports_errors(fn: F | None = None, *, output: str | None = None) -> Any:
     """Decorate a command so that expected failures end it with a message and an exit code, never a
-    traceback: a `CmarrError` prints `error: <message>` (its exit code); a full disk or quota
+    traceback: a `CmarrError` prints `error: <message>` (its exit code), a `CmarrWarning` prints
+    `warning: <message>` (not Python's file:line form, and the command goes on); a full disk or quota
     (ENOSPC, EDQUOT, also when wrapped in another exception) prints where and how to resume (exit 1);
     Ctrl-C prints how to resume (exit 130). `output` names the command's parameter holding the path
     it writes, named in the disk-full message when the error itself names no file.
@@ -42,7 +44,9 @@ def reports_errors(fn: F | None = None, *, output: str | None = None) -> Any:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():  # restores Python's printer when the command ends
+                warnings.showwarning = _warning_printer(warnings.showwarning)
+                return fn(*args, **kwargs)
         except CmarrError as err:
             print_error(str(err))
             raise typer.Exit(err.exit_code) from None
@@ -58,6 +62,17 @@ def reports_errors(fn: F | None = None, *, output: str | None = None) -> Any:
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _warning_printer(python_printer: Callable[..., None]) -> Callable[..., None]:
+    """`warnings.showwarning` that prints a CmarrWarning as `warning: <message>` on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, CmarrWarning):
+            return python_printer(message, category, filename, lineno, file, line)
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+    return show
 
 
 def some_named(names, shown: int = 5) -> str:

@@ -19,6 +19,10 @@ class CmarrError(Exception):
     exit_code = EXIT_FAILURE
 
 
+class CmarrWarning(UserWarning):
+    """Something the user should know that does not stop the command (commands print `warning: <message>`)."""
+
+
 class ConfigError(CmarrError):
     """A config file or option that cannot be used (unknown key, wrong type, bad value)."""
 

@@ -8,7 +8,16 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from cmarr.train.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint, save_state
+from cmarr.train.checkpoint import (
+    CheckpointError,
+    UnverifiedCheckpoint,
+    content_sha256,
+    load_checkpoint,
+    load_state,
+    read_checkpoint,
+    save_checkpoint,
+    save_state,
+)
 
 
 class _Payload:
@@ -128,3 +137,131 @@ def test_every_cuda_devices_random_state_is_saved_and_restored(tmp_path, monkeyp
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(CheckpointError, match="saved with 2 CUDA devices, this machine has 1"):
         restore_rng(saved)
+
+
+META = {"system": "cm-arr", "stage": "cm-arr", "classes": ["ang", "hap", "neu", "sad"], "val_score": 0.5,
+        "norm": {"mean": {"text": [0.1, 0.2]}, "std": {"text": [1.0, 2.0]}}}  # fmt: skip
+
+
+def _trained(path):
+    """A checkpoint whose middle bytes are weights (so a flip there lands in a tensor), and its content."""
+    weights = {"enc.weight": torch.linspace(-1, 1, 50_000), "classifier.weight": torch.ones(4, 8)}
+    save_checkpoint(path, weights, META)
+    return torch.load(path, weights_only=True)
+
+
+def _flip_middle_byte(raw: bytes) -> bytes:
+    b = bytearray(raw)
+    b[len(b) // 2] ^= 0xFF
+    return bytes(b)
+
+
+def _edited(change):
+    def edit(path):
+        data = torch.load(path, weights_only=True)  # keeps the digest recorded when it was saved
+        change(data)
+        torch.save(data, path)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(_flip_middle_byte(p.read_bytes())),
+        _edited(lambda d: d["model"].update({"classifier.weight": -d["model"]["classifier.weight"]})),
+        _edited(lambda d: d["model"]["enc.weight"].mul_(50)),
+        _edited(lambda d: d["meta"].update(classes=d["meta"]["classes"][::-1])),
+        _edited(lambda d: d["meta"]["norm"]["std"].update(text=[1.0, 1.0])),
+        _edited(lambda d: d["model"].pop("classifier.weight")),
+        _edited(lambda d: d["model"].update({"extra": torch.zeros(1)})),
+        _edited(lambda d: d["model"].update({"classifier.weight": d["model"]["classifier.weight"].double()})),
+    ],
+    ids=[
+        "byteflip",
+        "tampered_head",
+        "tampered_weights",
+        "tampered_classes",
+        "tampered_norm",
+        "removed",
+        "added",
+        "retyped",
+    ],  # fmt: skip
+)
+def test_damage_or_edits_that_still_unpickle_are_refused(tmp_path, damage):
+    """Field case checkpoint-integrity: each of these used to predict silently (a flipped byte changed
+    probabilities in their 8th digit; negated classifier weights or reversed classes changed the label)."""
+    path = tmp_path / "split0" / "cm-arr" / "checkpoint.pt"
+    _trained(path)
+    damage(path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: changed since training: its weights or metadata") and "\n" not in message
+    retrain = f"train the split again: delete {tmp_path / 'split0'} and run the run's cmarr-train command with --resume"
+    assert retrain in message
+
+
+def test_the_same_tensors_saved_on_another_device_load(tmp_path, monkeypatch):
+    """Field case cuda_saved: torch.save on a GPU tags every storage cuda:0; the file's bytes differ,
+    its content does not, so it loads (the digest is over content, not over the file's bytes)."""
+    import torch.serialization as ser
+
+    path = tmp_path / "checkpoint.pt"
+    data = _trained(path)
+    monkeypatch.setattr(ser, "location_tag", lambda storage: "cuda:0")
+    torch.save(data, tmp_path / "cuda.pt")
+    monkeypatch.undo()
+    assert (tmp_path / "cuda.pt").read_bytes() != path.read_bytes()
+    state, meta = load_checkpoint(tmp_path / "cuda.pt")
+    assert torch.equal(state["enc.weight"], data["model"]["enc.weight"]) and meta == META
+    assert read_checkpoint(tmp_path / "cuda.pt").sha256 == read_checkpoint(path).sha256 == data["sha256"]
+
+
+def test_the_digest_is_over_content_of_every_kind(tmp_path):
+    """Every dtype torch stores (bfloat16 and bool included), 0-d, empty and non-contiguous tensors,
+    nested plain values and key order: a saved file verifies; any one value changed changes it."""
+    base = torch.arange(12.0).reshape(3, 4)
+    weights = {"bf16": torch.ones(3, dtype=torch.bfloat16), "mask": torch.tensor([True, False]),
+               "step": torch.tensor(7), "empty": torch.zeros(0, 5), "view": base.t(),
+               "half": torch.ones(2).half()}  # fmt: skip
+    meta = {"b": [1, 2.5, None, True, "x"], "a": {"n": (1, 2)}, "big": 2**100}
+    save_checkpoint(tmp_path / "c.pt", weights, meta)
+    assert read_checkpoint(tmp_path / "c.pt").sha256 == content_sha256({"format": "cmarr-checkpoint/2",
+                                                                         "model": weights, "meta": meta})  # fmt: skip
+    digest = content_sha256({"m": meta, "w": weights})
+    assert content_sha256({"w": dict(reversed(weights.items())), "m": meta}) == digest  # key order is no content
+    assert content_sha256({"m": meta, "w": {**weights, "view": base.t().contiguous()}}) == digest  # layout neither
+    changes = [{"big": 2**100 + 1}, {"b": [1, 2.5, None, 1, "x"]}, {"a": {"n": [1, 2, 3]}}, {"a": {"n": (1, 2.0)}}]
+    for changed in ({**meta, **change} for change in changes):
+        assert content_sha256({"m": changed, "w": weights}) != digest
+    flipped = {**weights, "mask": torch.tensor([False, False])}
+    assert content_sha256({"m": meta, "w": flipped}) != digest
+    assert content_sha256({"m": meta, "w": {**weights, "step": torch.tensor(7.0)}}) != digest  # dtype is content
+
+
+def test_a_checkpoint_from_before_digests_loads_with_a_warning(tmp_path):
+    """An old run keeps working: its files record no digest, so they load unchecked, and say so."""
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": "cmarr-checkpoint/2", "model": {"w": torch.ones(3)}, "meta": META}, path)
+    with pytest.warns(UnverifiedCheckpoint, match="records no sha256 of its content") as seen:
+        state, meta = load_checkpoint(path)
+        assert read_checkpoint(path).sha256 is None
+    assert str(path) in str(seen[0].message) and meta == META and torch.equal(state["w"], torch.ones(3))
+    state_path = tmp_path / "state.pt"
+    torch.save({"format": "cmarr-state/2", "model": {}, "optimizer": {}, "schedule": {}, "rng": {}, "progress": {}},
+               state_path)  # fmt: skip
+    with pytest.warns(UnverifiedCheckpoint, match="state.pt"):
+        load_state(state_path)
+
+
+def test_an_edited_resume_state_is_refused_with_how_to_go_on(tmp_path):
+    path = tmp_path / "state.pt"
+    save_state(path, {"model": {"w": torch.ones(3)}, "optimizer": {}, "schedule": {}, "rng": {},
+                      "progress": {"epoch": 3}})  # fmt: skip
+    _edited(lambda d: d["progress"].update(epoch=30))(path)
+    with pytest.raises(CheckpointError) as err:
+        load_state(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: changed since training") and "train the split again" not in message
+    assert f"--resume cannot continue this stage from it: delete {path} to train the stage again" in message

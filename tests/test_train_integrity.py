@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import pickle
@@ -295,3 +296,55 @@ def test_resume_says_what_changed_since_the_run(tmp_path):
         assert why in message if why else message.endswith("to resume"), message
     with pytest.raises(ConfigError, match="to resume$"):
         run_dir_for(tmp_path / "absent", "my-corpus-cm-arr-aaaaaaaa-11111111-s0", True)
+
+
+def test_a_changed_checkpoint_never_predicts_silently(tmp_path, monkeypatch):
+    """Field case checkpoint-integrity, through cmarr-predict: each split's result.json records its
+    checkpoint's content sha256; an edited checkpoint (here its classes reversed, which used to flip
+    the label silently), or one copied from another split, exits 1 naming the file and how to train
+    the split again; the same tensors saved on a GPU (storages tagged cuda:0) predict as before; a run
+    from before digests still predicts, with a warning."""
+    import torch.serialization as ser
+    from cmarr.train.checkpoint import read_checkpoint
+
+    store = make_store(tmp_path / "s.zarr", ["A", "B"] * 6, np.arange(12) % 2)
+    train(store, tmp_path / "r", *FAST)
+    run = next(p for p in (tmp_path / "r").iterdir() if p.is_dir())
+    split, other = run / "seed0/fold1/split0", run / "seed0/fold2/split0"
+    ckpt = split / "cm-arr/checkpoint.pt"
+    for s in (split, other):
+        assert json.loads((s / "result.json").read_text())["checkpoints"] == {
+            "cm-arr": read_checkpoint(s / "cm-arr/checkpoint.pt").sha256
+        }
+    original = ckpt.read_bytes()
+
+    def predict():
+        r = runner.invoke(predict_app, [str(split), "--store", str(store), "--json", "--device", "cpu"])
+        return r, " ".join(r.output.split())
+
+    reference, _ = predict()
+    assert reference.exit_code == 0, reference.output
+    data = torch.load(ckpt, weights_only=True)
+    data["meta"]["classes"] = data["meta"]["classes"][::-1]
+    torch.save(data, ckpt)
+    r, said = predict()
+    assert r.exit_code == 1 and "Traceback" not in said and said.startswith(f"error: {ckpt}: changed since training")
+    assert f"delete {split} and run the run's cmarr-train command with --resume" in said
+    ckpt.write_bytes((other / "cm-arr/checkpoint.pt").read_bytes())
+    r, said = predict()
+    assert r.exit_code == 1 and f"{ckpt}: not the checkpoint its split was trained with" in said, said
+    assert f"{split / 'result.json'} records sha256" in said
+    monkeypatch.setattr(ser, "location_tag", lambda storage: "cuda:0")
+    torch.save(torch.load(io.BytesIO(original), weights_only=True), ckpt)
+    monkeypatch.undo()
+    assert ckpt.read_bytes() != original
+    r, _ = predict()
+    assert r.exit_code == 0 and r.stdout == reference.stdout, r.output
+    legacy = {k: v for k, v in torch.load(io.BytesIO(original), weights_only=True).items() if k != "sha256"}
+    torch.save(legacy, ckpt)
+    result = json.loads((split / "result.json").read_text())
+    (split / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "checkpoints"}))
+    r, said = predict()
+    assert r.exit_code == 0 and r.stdout == reference.stdout, r.output
+    assert f"warning: {ckpt}: written by an older cmarr, it records no sha256 of its content" in said
+    assert "UnverifiedCheckpoint" not in said and "warnings.warn" not in said  # no Python file:line form

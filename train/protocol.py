@@ -23,7 +23,7 @@ from cmarr.shared.modalities import MODALITIES
 from cmarr.shared.store import Status
 from cmarr.shared.train_config import TrainConfig
 from cmarr.train.batching import Batching
-from cmarr.train.checkpoint import load_checkpoint
+from cmarr.train.checkpoint import load_checkpoint, read_checkpoint
 from cmarr.train.data import StoreData
 from cmarr.train.evaluation import evaluate
 from cmarr.train.missing import ALL, build_sampler, training_rows
@@ -161,7 +161,8 @@ def train_split(
     on_epoch=None,
 ) -> dict:
     """Train every stage of `system` on one split (resuming whatever was interrupted), then test
-    the last stage's best model under all seven conditions. Returns (and writes) `result.json`;
+    the last stage's best model under all seven conditions. Returns (and writes) `result.json` (with
+    each stage checkpoint's sha256, which loading it to predict checks);
     `predictions.csv` holds every test utterance's probabilities per condition."""
     folder.path.mkdir(parents=True, exist_ok=True)
     done = folder.result
@@ -177,16 +178,17 @@ def train_split(
         report_test, {**meta, "split": split.name, "seed": seed, "norm": norm_meta}, log, on_epoch, Batching.of(cfg),
     )  # fmt: skip
     folders = {s.name: folder.stage(s.name) for s in system.stages}
-    stages = {}
+    stages, digests = {}, {}
     for index, stage in enumerate(system.stages):
-        path = run_stage(system, index, ctx, folders)
-        stages[stage.name] = {k: v for k, v in load_checkpoint(path)[1].items() if k in ("best_epoch", "val_score")}
+        checkpoint = read_checkpoint(run_stage(system, index, ctx, folders))
+        stages[stage.name] = {k: v for k, v in checkpoint.meta.items() if k in ("best_epoch", "val_score")}
+        digests[stage.name] = checkpoint.sha256  # recorded beside it: loading to predict checks it
     last = system.stages[-1]
     model = build_stage_model(last, ctx, folders).to(device)
     model.load_state_dict(load_checkpoint(folders[last.name].checkpoint)[0])
     test = evaluate(model, data, split.test, norm, device, ALL, cfg.amp)
     _write_predictions(folder.predictions, data, test)
-    result = {"split": split.name, "stages": stages, "test": _without_probs(test)}
+    result = {"split": split.name, "stages": stages, "checkpoints": digests, "test": _without_probs(test)}
     tmp = done.with_name(done.name + ".partial")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, done)  # last: the split counts as finished only once its result is whole

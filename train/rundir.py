@@ -5,7 +5,7 @@
       results.md  results.csv  results.json  confusion/<condition>.png
       tensorboard/<job>/                with --log tensorboard (`train/tracking.py`)
       seed<S>/fold<K>/split<J>/         one job (`train/grid.py`)
-        result.json  predictions.csv  train.log
+        result.json  predictions.csv  train.log      result.json: test scores, each checkpoint's sha256
         <stage>/                        one stage of the system (`train/stage.py`)
           checkpoint.pt  state.pt  metrics.jsonl  curves.png
 
@@ -71,6 +71,14 @@ class SplitDir:
     def read_result(self) -> dict:
         return json.loads(self.result.read_text())
 
+    def recorded_sha256(self, stage: str) -> str | None:
+        """The content sha256 result.json records for `stage`'s checkpoint (None: no finished result
+        that records one, e.g. a run from before digests)."""
+        try:
+            return self.read_result()["checkpoints"][stage]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -134,6 +142,11 @@ class RunDir:
         """The last stage's checkpoint of every finished split, sorted."""
         final = self.final_stage()
         return [s.stage(final).checkpoint for s in self.splits() if s.stage(final).checkpoint.is_file()]
+
+
+def split_of(stage_file: Path) -> Path:
+    """The split folder holding a stage's checkpoint.pt or state.pt (<split>/<stage>/<file>)."""
+    return Path(stage_file).parent.parent
 
 
 def run_dir_for(base: Path, name: str, resume: bool) -> Path:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.train_config import TrainConfig
-from cmarr.train.checkpoint import CheckpointError, load_checkpoint
+from cmarr.train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from cmarr.train.data import Normaliser
 from cmarr.train.model.base import SystemModel
-from cmarr.train.rundir import SplitDir, StageDir
+from cmarr.train.rundir import SplitDir, StageDir, split_of
 from cmarr.train.systems import get_system
 
 
@@ -36,19 +36,38 @@ def final_checkpoint(split_dir: Path) -> Path:
 
 
 def load_model(path: Path) -> tuple[SystemModel, dict, Normaliser]:
-    """(model in eval mode, checkpoint metadata, the training fold's normaliser)."""
-    state, meta = load_checkpoint(path)
+    """(model in eval mode, checkpoint metadata, the training fold's normaliser): the checkpoint's
+    content checked against its own digest and against the one its split's result.json records."""
+    checkpoint = read_checkpoint(path)
+    state, meta = checkpoint.model, checkpoint.meta
     cfg = recorded_train_config(path, meta)
     stage = get_system(meta["system"], cfg).stage(meta["stage"])
     model = stage.build(meta["dims"], len(meta["classes"]))
     if problem := state_mismatch(model.state_dict(), state):
         raise CheckpointError(f"{path}: weights do not fit {meta['system']}: {problem}")
     model.load_state_dict(state)
+    check_recorded(path, meta["stage"], checkpoint.sha256)
     norm = Normaliser(
         {m: np.array(v, np.float32) for m, v in meta["norm"]["mean"].items()},
         {m: np.array(v, np.float32) for m, v in meta["norm"]["std"].items()},
     )
     return model.eval(), meta, norm
+
+
+def check_recorded(path: Path, stage: str, sha256: str | None) -> None:
+    """Refuse a checkpoint other than the one its split trained (copied from another split or run, or
+    re-saved since): result.json records the sha256 of each stage's checkpoint when the split ends."""
+    split = SplitDir(split_of(path))
+    recorded = split.recorded_sha256(stage)
+    if recorded is None or recorded == sha256:
+        return
+    held = f"sha256 {sha256[:12]}..." if sha256 else "no digest"
+    raise CheckpointError(
+        f"{path}: not the checkpoint its split was trained with: {split.result} records sha256 {recorded[:12]}... "
+        f"for stage {stage}, the file holds {held} (copied from another split or run, or re-saved since?). Put "
+        f"the split's own checkpoint back, or train the split again: delete {split.path} and run the run's "
+        "cmarr-train command with --resume"
+    )
 
 
 def recorded_train_config(path: Path, meta: dict) -> TrainConfig:
