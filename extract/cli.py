@@ -209,7 +209,7 @@ def store_path(out: Path, corpus: str) -> Path:
 def _print_report(report) -> None:
     if report.updated:
         changes = "; ".join(f"{c} of {n} utterance{'s' if n > 1 else ''}" for c, n in report.updated.items())
-        stdout_console().print(f"updated from the corpus: {changes}", highlight=False, soft_wrap=True)
+        stdout_console().print(f"updated from the corpus: {changes}", highlight=False, soft_wrap=True, markup=False)
     table = Table("modality", "encoded now", "ok", "missing-input", "no-face", "failed", "seconds", "in forward")
     for r in report.modalities:
         c = r.counts
@@ -238,7 +238,7 @@ def _print_report(report) -> None:
         err_console.print(f"[red]failed[/] {modality} {escape(utt)}: {escape(why)}", highlight=False, soft_wrap=True)
     if len(failures) > 20:
         err_console.print(f"... and {len(failures) - 20} more failed ({every_reason})", highlight=False)
-    stdout_console().print(f"store: {report.store}")
+    stdout_console().print(f"store: {report.store}", markup=False, highlight=False)
     if failures:
         err_console.print(
             f"{len(failures)} item{'s' if len(failures) > 1 else ''} failed (reasons above); once their inputs "

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from cmarr.predict.predictor import Prediction, Predictor, check_arguments, load_predictor
 from cmarr.shared.config import parse_override
-from cmarr.shared.console import err_console, stdout_console
+from cmarr.shared.console import err_console, plain, stdout_console
 from cmarr.shared.errors import EXIT_ITEMS_FAILED, ConfigError
 from cmarr.shared.modalities import parse_modalities
 from cmarr.train.systems import load_plugin
+from rich.markup import escape
 from rich.table import Table
 
 TABLE_ROWS = 50  # with --out, a longer result is not printed as a table too
@@ -109,11 +110,12 @@ def _show(request: PredictRequest, preds: list[Prediction], predictor: Predictor
 
 
 def _warn_of_notes(preds: list[Prediction]) -> None:
-    """One warning on stderr for the predictions that used an input only in part, naming the first."""
+    """One warning on stderr for the predictions with notes (an input used only in part, a WAV header
+    that gave no size, ...), naming the first."""
     if not (noted := [p for p in preds if p.notes]):
         return
     first = f"{noted[0].id}: {_said(noted[0].notes)}"
-    many = f"{len(noted)} of {len(preds)} predictions used an input only in part (their notes say how), e.g. "
+    many = f"{len(noted)} of {len(preds)} predictions come with notes (on their inputs; each row's notes say), e.g. "
     err_console.print(
         f"warning: {many if len(noted) > 1 else ''}{first}",
         markup=False,
@@ -154,12 +156,12 @@ def _said(reasons: dict[str, str]) -> str:
 def _table(preds, classes: list[str], title: str) -> Table:
     """One row per prediction: its label, each class's probability, the modalities used and not (and notes)."""
     noted = any(p.notes for p in preds)  # the column only when there is something in it
-    table = Table("id", "prediction", *classes, "modalities used", "not used", *(["notes"] if noted else []),
-                  title=title)  # fmt: skip
+    table = Table("id", "prediction", *map(escape, classes), "modalities used", "not used",
+                  *(["notes"] if noted else []), title=plain(title))  # fmt: skip
     for p in preds:
         probs = [f"{p.probabilities[c]:.3f}" if p.label else "-" for c in classes]
         cells = [p.id, p.label or "(nothing usable)", *probs, ", ".join(p.used) or "-", _said(p.dropped)]
-        table.add_row(*cells, *([_said(p.notes)] if noted else []))
+        table.add_row(*map(plain, cells), *([plain(_said(p.notes))] if noted else []))
     return table
 
 

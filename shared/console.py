@@ -19,8 +19,10 @@ from cmarr.shared.errors import EXIT_FAILURE, EXIT_INTERRUPTED, CmarrError, Cmar
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
-err_console = Console(stderr=True, soft_wrap=True)  # messages stay one line in logs
+# Messages stay one line in logs; no emoji codes: a key like `video:fog:` or a file name is printed as written.
+err_console = Console(stderr=True, soft_wrap=True, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 # Width of command output that goes to a pipe, a file or a CI log: wide enough that no table column
 # is cut to "moda…" (rich assumes 80 columns when stdout is not a terminal).
@@ -43,6 +45,7 @@ def reports_errors(fn: F | None = None, *, output: str | None = None) -> Any:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        tolerant_output()
         try:
             with warnings.catch_warnings():  # restores Python's printer when the command ends
                 warnings.showwarning = _warning_printer(warnings.showwarning)
@@ -103,8 +106,27 @@ def stdout_console() -> Console:
     """The console for a command's output: the terminal's width on a terminal; elsewhere (pipe, file,
     CI log) wide enough that tables print whole. Call it when printing: stdout may be swapped."""
     if sys.stdout.isatty():
-        return Console()
-    return Console(width=PIPED_WIDTH, soft_wrap=True)
+        return Console(emoji=False)
+    return Console(width=PIPED_WIDTH, soft_wrap=True, emoji=False)
+
+
+def plain(value: object) -> Text:
+    """A table cell or title printed as written: file names, ids and transcripts may hold `[`, `]` or
+    `*`, which a str cell would read as markup."""
+    return Text(str(value))
+
+
+def tolerant_output() -> None:
+    """Let a console whose encoding cannot write a character (LANG=C, PYTHONIOENCODING=ascii, a
+    Windows code page) print a replacement for it instead of ending the command with a
+    UnicodeEncodeError: cmarr's tables hold ±, ² and box lines, a user's names anything."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding not in ("utf8", "utf16", "utf32") and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):  # a closed or detached stream: nothing to print to anyway
+                pass
 
 
 class ProgressReporter:

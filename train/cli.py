@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 from cmarr.shared.cluster import require_gpu_workers
 from cmarr.shared.config import PipelineConfig, load_config, parse_override, with_overrides
-from cmarr.shared.console import reports_errors, stdout_console
+from cmarr.shared.console import plain, reports_errors, stdout_console
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
@@ -189,7 +189,7 @@ def _print_run(run) -> None:
         if len(run.folds) < run.n_folds
         else ""
     )
-    view = Table("Avail.", "WAR", "UAR", title=f"{run.run_dir.name}{subset_note}")
+    view = Table("Avail.", "WAR", "UAR", title=plain(f"{run.run_dir.name}{subset_note}"))
     for row, t in run.table.items():
         view.add_row(row, mean_std(t, "war", " ± "), mean_std(t, "uar", " ± "))
     stdout_console().print(view)
@@ -301,7 +301,13 @@ def describe(
         return
     for d in described:
         table = Table(
-            "stage", "sampler", "loss weights", "trainable", "frozen", "total", title=f"{d['system']}: {d['title']}"
+            "stage",
+            "sampler",
+            "loss weights",
+            "trainable",
+            "frozen",
+            "total",
+            title=plain(f"{d['system']}: {d['title']}"),
         )
         for s in d["stages"]:
             weights = ", ".join(f"{k} {v:g}" for k, v in s["weights"].items())

@@ -55,10 +55,10 @@ def train(
             {"fer2013": fer2013, "ferplus": ferplus},
             resolve_device(cfg.fer.device),
             progress.update,
-            lambda m: stdout_console().print(m, highlight=False),
+            lambda m: stdout_console().print(m, highlight=False, markup=False),
         )
     _print(metrics)
-    stdout_console().print(f"wrote {out} (confusion matrix: {out.with_suffix('.confusion.png')})")
+    stdout_console().print(f"wrote {out} (confusion matrix: {out.with_suffix('.confusion.png')})", markup=False)
 
 
 @app.command()
