@@ -15,6 +15,7 @@ in part (a span past its file's end is read as far as the file goes; a long tran
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -38,7 +39,7 @@ from cmarr.shared.store import FeatureStore, Status
 from cmarr.train.data import StoreData
 from cmarr.train.evaluation import predict_proba
 from cmarr.train.missing import MissingCondition
-from cmarr.train.rundir import RunDir
+from cmarr.train.rundir import RunDir, split_of
 from cmarr.train.trained import final_checkpoint, load_model
 
 SILENCE = 1e-4  # peak amplitude (full scale 1) below which audio counts as silent
@@ -193,6 +194,20 @@ class Predictor:
                 for uid, why in _unusable(data, m, ids).items():
                     dropped[uid].setdefault(m, why)
             return self._predict(data, ids, dropped)
+
+    def training_overlap(self, location: str) -> tuple[int, int]:
+        """(utterances of the store at `location` whose ids are utterances the run was trained on,
+        the store's utterances): each such utterance trained some of the fold models whose average
+        predicts it, so its prediction is no held-out score. The run's store is read where its
+        store.json says; (0, n) when it cannot be found there."""
+        ids = {str(u) for u in FeatureStore.open(location).utterances["id"]}
+        runs = {split_of(path).parent.parent.parent for path in self.checkpoints}
+        trained: set[str] = set()
+        for run in runs:
+            where = json.loads(RunDir(run).store.read_text()).get("location") if RunDir(run).store.is_file() else None
+            if where and Path(where).exists():
+                trained |= {str(u) for u in FeatureStore.open(where).utterances["id"]}
+        return len(ids & trained), len(ids)
 
     def trained_on(self, location: str) -> bool:
         """Whether the store at `location` is the one the run's models were trained on (its

@@ -90,6 +90,15 @@ def _predictions(request: PredictRequest, predictor: Predictor) -> list[Predicti
                 highlight=False,
                 soft_wrap=True,
             )
+        elif (shared := predictor.training_overlap(request.store))[0]:
+            err_console.print(
+                f"warning: {shared[0]} of the {shared[1]} utterances of {request.store} are utterances the run was "
+                "trained on (by id): each trained some of the fold models averaged here, so these are no held-out "
+                f"scores; `cmarr-train evaluate --run <run> --store {request.store}` scores each held out",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         return preds
     if request.manifest:
         return predictor.predict_manifest(request.manifest)

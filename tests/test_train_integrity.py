@@ -224,7 +224,10 @@ def test_predicting_from_a_store_says_why_a_modality_was_not_used(tmp_path):
     assert runner.invoke(predict_app, [*args, "--device", "cpu"]).exit_code == 0
     not_used = {row["id"]: row["not_used"] for row in csv.DictReader(open(out)) if row["not_used"]}
     assert not_used == {"u005": "text: empty transcript"}
-    assert "the store this run was trained on" not in r.stderr  # another store
+    assert "the store this run was trained on" not in r.stderr  # another store, but the same utterances:
+    said = " ".join(r.stderr.split())
+    assert "16 of the 16 utterances" in said and "are utterances the run was trained on" in said
+    assert "cmarr-train evaluate --run" in said
     own = runner.invoke(predict_app, [str(run), "--store", str(store), "--out", str(tmp_path / "o.csv")])
     assert own.exit_code == 0 and "is the store this run was trained on" in " ".join(own.stderr.split())
 
