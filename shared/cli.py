@@ -53,6 +53,10 @@ def info(
     console.print(f"[bold]{where}[/]  corpus {summary['corpus']}, {summary['utterances']} utterances")
     _print_counts(console, "class", summary["per_class"])
     _print_counts(console, "session", summary["per_session"])
+    if 0 < len(summary["per_speaker"]) <= MAX_SPEAKERS_SHOWN:
+        _print_counts(console, "speaker", summary["per_speaker"])
+    elif summary["per_speaker"]:
+        console.print(f"{len(summary['per_speaker'])} speakers (--json lists them)", highlight=False)
     columns = ("dim", "dtype", "frames", "mean frames", "ok", "missing", "failed", "pending", "non-finite")
     table = Table("modality", "encoder", *columns)
     for name, m in summary["modalities"].items():
@@ -86,6 +90,9 @@ def _modality_cells(m: dict) -> list[str]:
         str(s["pending"]),
         nonfinite if nonfinite in ("0", "not read") else f"[red]{nonfinite}[/] (run cmarr-store verify)",
     ]
+
+
+MAX_SPEAKERS_SHOWN = 30  # a table per speaker up to this many; more: the count
 
 
 def _print_counts(console: Console, title: str, counts: dict[str, int]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 
 import numpy as np
 from cmarr.shared.cli import app
@@ -26,6 +27,8 @@ def test_info_json_reports_counts(small_store):
         c: int((table["label"] == k).sum()) for k, c in enumerate(("ang", "hap", "neu", "sad"))
     }
     assert info["per_session"] == {f"Ses0{s}": 12 for s in range(1, 6)}
+    assert info["per_speaker"] == dict(sorted(Counter(table["speaker"].tolist()).items()))
+    assert len(info["per_speaker"]) == 10
     for name, feats in written.items():
         m = info["modalities"][name]
         ok = sum(f is not None for f in feats)

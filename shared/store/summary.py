@@ -26,6 +26,7 @@ def summarize(store: FeatureStore, scan: bool = True) -> dict[str, Any]:
         "label_set": store.attrs.get("label_set"),
         "per_class": per_class,
         "per_session": dict(sorted(Counter(utt["session"].tolist()).items())),
+        "per_speaker": dict(sorted(Counter(utt["speaker"].tolist()).items())) if "speaker" in utt else {},
         "modalities": {m: _modality(store, m, scan) for m in store.modality_names},
         "provenance": {k: store.attrs.get(k) for k in ("created", "software", "config_hash")}
         | {"fingerprint": store.fingerprint(), "degradation": store.degradation},
