@@ -109,3 +109,15 @@ def test_rate_masks_drop_at_the_rate_keep_one_and_never_give_what_the_store_lack
 def test_bad_missing_rates_are_refused_before_any_work(rates, tmp_path):
     r = CliRunner().invoke(train_app, ["evaluate", "--run", str(tmp_path), "--missing-rates", rates])
     assert r.exit_code == 2 and "--missing-rates" in r.output
+
+
+def test_a_degraded_store_is_named_by_its_degradation():
+    from types import SimpleNamespace
+
+    from cmarr.train.heldout import degradation_label
+
+    store = SimpleNamespace(
+        degradation={"audio": {"spec": "audio:snr=0", "seed": 0}, "video": {"spec": "video:blur=4"}}
+    )
+    assert degradation_label(store) == "audio:snr=0,video:blur=4"
+    assert degradation_label(SimpleNamespace(degradation={})) == "clean"

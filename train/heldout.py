@@ -53,16 +53,16 @@ class Target:
     @classmethod
     def open(cls, location: str | Path) -> Target:
         store = FeatureStore.open(location)
-        label = degradation_label(store.provenance())
+        label = degradation_label(store)
         tag = f"{store.corpus}-{store.fingerprint()[:8]}" + ("" if label == "clean" else "-degraded")
         rows = {str(u): i for i, u in enumerate(store.utterances["id"])}
         return cls(StoreData(store, non_finite="missing"), label, tag, rows)
 
 
-def degradation_label(provenance: dict) -> str:
-    """'clean', or the degradation SPEC a store was extracted with (`cmarr-extract --degrade`)."""
-    spec = (provenance.get("degradation") or {}).get("spec")
-    return str(spec) if spec else "clean"
+def degradation_label(store: FeatureStore) -> str:
+    """'clean', or each degraded modality's part of the SPEC it was extracted with, e.g.
+    'audio:snr=0,video:blur=4' (`cmarr-extract --degrade`)."""
+    return ",".join(r["spec"] for r in store.degradation.values()) or "clean"
 
 
 @dataclass
@@ -109,7 +109,7 @@ def evaluate_run(
             write_comparison(folder, target.data.store.corpus, runs, joined.kind, folder=folder)
         if missing_rates:
             write_missing_rates(folder, done, missing_seed)
-        evaluated[target.label] = done
+        evaluated[target.label if target.label not in evaluated else f"{target.label} ({target.tag})"] = done
     write_robustness(out, evaluated, missing_rates)
     return out
 

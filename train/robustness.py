@@ -99,7 +99,7 @@ def write_robustness(out: Path, evaluated: dict[str, list], rates) -> None:
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines.append("")
     if rates:
-        lines += [f"Missing rates on {labels[0]}: see {labels[0]}'s missing_rates.md (its folder).", ""]
+        lines += ["Missing rates: missing_rates.md (.csv, .png) in each store's folder (figure: the first).", ""]
     (out / "robustness.md").write_text("\n".join(lines))
     first = {e.system: rate_table(e.rates) for e in evaluated[labels[0]]} if rates else {}
     _robustness_figure(out / "robustness.png", labels, tables, systems, first)
