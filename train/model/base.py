@@ -45,12 +45,26 @@ class SystemModel(nn.Module):
         return [p for p in self.parameters() if id(p) not in frozen_ids]
 
     def clip_groups(self) -> Iterator[list[nn.Parameter]]:
-        """Trainable parameters per top-level sub-module (the MMIN family clips each network alone)."""
+        """Trainable parameters per sub-network, as the MMIN family's `backward` clips each of its
+        `net*` alone: a top-level sub-module is one group, except a container of per-modality
+        networks (an `nn.ModuleDict`, or a module with `clip_apart`: MMIN's netA, netL, netV), which
+        gives one group per member; the model's own parameters are one more."""
         trainable = {id(p) for p in self.trainable_parameters()}
-        for _, child in self.named_children():
-            params = [p for p in child.parameters() if id(p) in trainable]
+        seen: set[int] = set()  # a module shared by two containers is clipped once
+        for module in _sub_networks(self):
+            params = [p for p in module.parameters() if id(p) in trainable and id(p) not in seen]
+            seen.update(id(p) for p in params)
             if params:
                 yield params
         own = [p for p in self._parameters.values() if p is not None and id(p) in trainable]
         if own:
             yield own
+
+
+def _sub_networks(module: nn.Module) -> Iterator[nn.Module]:
+    """The children of `module`, a per-modality container's members in its place (recursively)."""
+    for child in module.children():
+        if isinstance(child, nn.ModuleDict) or getattr(child, "clip_apart", False):
+            yield from _sub_networks(child)
+        else:
+            yield child

@@ -195,6 +195,7 @@ class ModalityEncoders(nn.Module):
     {modality: (x, mask)} and returns the embeddings in MMIN's order [A, L, V] -> (B, 3E)."""
 
     ORDER = ("audio", "text", "video")  # MMIN concatenates A, L, V
+    clip_apart = True  # three networks to the peers' `backward` (netA, netL, netV), each clipped alone
 
     def __init__(self, dims: dict[str, int], embedding: int, masked: bool, text: str = "textcnn", pooling=None):
         super().__init__()
