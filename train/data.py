@@ -221,12 +221,16 @@ class StoreData:
         norm: Normaliser,
         device,
         known: dict[str, np.ndarray] | None = None,
+        full_length: bool = False,
     ) -> Batch:
         """Padded, normalised features of `indices` (B,). `given[m]` (B,) bool: rows that give m.
         `known[m]` (B,) bool: rows whose true features to load (default: `given`, as at evaluation;
         training passes every really-present modality). A modality that is not known for a row is
-        all zeros with an all-False mask: its frames are not even read."""
+        all zeros with an all-False mask: its frames are not even read. `full_length`: pad each
+        modality to the longest recording of the batch the store holds, known or not (the padding
+        a model that reads it sees in training, and the peers' datasets give at evaluation)."""
         known = given if known is None else known
+        steps = {m: int(self.lengths[m][indices].max(initial=0)) for m in MODALITIES} if full_length else None
         seqs, kept = {}, {}
         for m in MODALITIES:
             kept[m] = known[m] & self.present[m][indices]
@@ -235,7 +239,7 @@ class StoreData:
             for k, f in zip(wanted, self.frames(m, indices[wanted])):
                 seqs[m][k] = (f - norm.mean[m]) / norm.std[m]
         given = {m: given[m] & self.present[m][indices] for m in MODALITIES}
-        return collate(seqs, self.dims, given, kept, self.labels[indices], device)
+        return collate(seqs, self.dims, given, kept, self.labels[indices], device, steps)
 
 
 def collate(
@@ -245,13 +249,15 @@ def collate(
     known: dict[str, np.ndarray],
     labels: np.ndarray,
     device,
+    steps: dict[str, int] | None = None,
 ) -> Batch:
     """The one padding every trainer (and `StoreDataset.collate`) uses: per modality m the B sequences
     `seqs[m]` ((T_i, F_m) float32 each, (0, F_m) where not known) zero-padded to the longest (at least
-    one step) with a mask of their valid steps; `given`/`known` (B,) bool and `labels` (B,) as they are."""
+    one step, at least `steps[m]` where given) with a mask of their valid steps; `given`/`known` (B,)
+    bool and `labels` (B,) as they are."""
     x, mask = {}, {}
     for m, rows in seqs.items():
-        T = max(1, max((len(s) for s in rows), default=0))
+        T = max(1, max((len(s) for s in rows), default=0), (steps or {}).get(m, 0))
         xb = np.zeros((len(rows), T, dims[m]), np.float32)
         mb = np.zeros((len(rows), T), bool)
         for k, s in enumerate(rows):

@@ -14,6 +14,7 @@ from cmarr.shared.modalities import MODALITIES
 from cmarr.train.data import Normaliser, StoreData
 from cmarr.train.metrics import war_uar
 from cmarr.train.missing import ALL, MISSING, MissingCondition, eligible
+from cmarr.train.model.base import reads_padding
 
 
 @torch.no_grad()
@@ -30,13 +31,14 @@ def predict_proba(
     """(rows evaluated (R,), class probabilities (R, C) float32) for the rows of `indices` that hold
     every modality the condition gives."""
     model.eval()
+    full_length = reads_padding(model)  # a dropped modality as zeros of its length (the peers' eval)
     rows = indices[eligible(data.present, indices, condition)]
     probs = []
     for lo in range(0, len(rows), batch_size):
         idx = rows[lo : lo + batch_size]
         given = {m: np.full(len(idx), m in condition.given) for m in MODALITIES}
         with autocast(device, amp):
-            logits = model(data.batch(idx, given, norm, device)).logits
+            logits = model(data.batch(idx, given, norm, device, full_length=full_length)).logits
         probs.append(logits.float().softmax(-1).cpu().numpy())
     n_classes = len(data.store.classes)
     return rows, np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32)

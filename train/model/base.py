@@ -61,6 +61,13 @@ class SystemModel(nn.Module):
             yield own
 
 
+def reads_padding(model: nn.Module) -> bool:
+    """Whether an encoder of `model` reads the batch's padding (the MMIN family's published,
+    unmasked path): then a dropped modality must be zeros of its recording's length at evaluation,
+    as the peers' datasets give it (and as training gives it), not one zero step."""
+    return any(getattr(m, "reads_padding", False) for m in model.modules())
+
+
 def _sub_networks(module: nn.Module) -> Iterator[nn.Module]:
     """The children of `module`, a per-modality container's members in its place (recursively)."""
     for child in module.children():

@@ -9,7 +9,9 @@ encoders respect the padding mask (`masked=True`: each LSTM output read at valid
 over valid steps only); the published behaviour is one switch away
 (`train.mmin_family.masked_pooling = false`), and keeps the peers' padded computation. A modality a
 condition does not give is an all-zero input: one zero step when masked (its length would tell the
-model something about the missing recording), the batch's padded length of zeros when not.
+model something about the missing recording), the batch's padded length of zeros when not, at
+evaluation too (`reads_padding`: the peers' datasets zero a dropped modality's features, its
+length kept, and pad the batch to its longest recording).
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class LSTMEncoder(nn.Module):
         super().__init__()
         self.rnn = nn.LSTM(in_dim, hidden, batch_first=True)
         self.pooling, self.masked = pooling, masked
+
+    @property
+    def reads_padding(self) -> bool:
+        return not self.masked
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # fp32 even under autocast: oneDNN has no bf16 kernel for a packed LSTM's inference on
@@ -101,6 +107,10 @@ class TextCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.embd = nn.Sequential(nn.Linear(len(kernels) * embedding, embedding), nn.ReLU())
         self.kernels, self.masked = kernels, masked
+
+    @property
+    def reads_padding(self) -> bool:
+        return not self.masked
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         widest = max(self.kernels)
