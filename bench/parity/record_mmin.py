@@ -69,7 +69,7 @@ def peer_net(peer, net: str) -> torch.nn.Module:
     return peer
 
 
-def load(peer, state: dict[str, torch.Tensor]) -> None:
+def load(peer, state: dict[str, torch.Tensor], peer_name=peer_name) -> None:
     for name, value in state.items():
         net, rest = peer_name(name)
         with torch.no_grad():
@@ -84,10 +84,11 @@ def peer_input(conditions: str) -> dict:
             "label": torch.tensor(case.LABELS), "missing_index": torch.from_numpy(miss)}  # fmt: skip
 
 
-def run(system: str, peer, nets: list[str], losses: dict[str, str], outputs: dict[str, str], cond: str, clip):
+def run(system: str, peer, nets: list[str], losses: dict[str, str], outputs: dict[str, str], cond: str, clip,
+        peer_name=peer_name, repo: str = "AIM3-RUC/MMIN", script: str = "record_mmin.py"):  # fmt: skip
     stage, model = case.build(system)
     state = case.fill_weights(model, SEED)
-    load(peer, state)
+    load(peer, state, peer_name)
     for n in nets:
         getattr(peer, "net" + n).eval()
     if hasattr(peer, "pretrained_encoder"):
@@ -122,11 +123,11 @@ def run(system: str, peer, nets: list[str], losses: dict[str, str], outputs: dic
     commit = subprocess.run(["git", "-C", sys.argv[1], "rev-parse", "HEAD"], capture_output=True, text=True)
     commit = sys.argv[2] if len(sys.argv) > 2 else commit.stdout.strip()  # an archive: the commit as given
     meta = {
-        "system": system, "peer": "AIM3-RUC/MMIN", "peer_commit": commit or "unknown",
+        "system": system, "peer": repo, "peer_commit": commit or "unknown",
         "torch": torch.__version__, "seed": SEED, "conditions": cond, "clip": clip,
         "peer_nets_clipped": nets, "unclipped_norms": list(raw_norms.values()),
         "loss_weights": {k: stage.weights[k] for k in losses},
-        "command": "python3 bench/parity/record_mmin.py <checkout of AIM3-RUC/MMIN>",
+        "command": f"python3 bench/parity/{script} <checkout of {repo}> [commit]",
     }  # fmt: skip
     record["meta"] = np.array(json.dumps(meta))
     OUT.mkdir(parents=True, exist_ok=True)
