@@ -19,15 +19,18 @@ SIX = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]]
 DIGEST = 32  # gradient elements recorded per parameter (evenly spaced), besides its norm
 
 
-def published_cfg() -> TrainConfig:
-    """cmarr's defaults with the peers' unmasked encoders (`masked_pooling = false`)."""
+def published_cfg(switches: dict[str, dict] | None = None) -> TrainConfig:
+    """cmarr's defaults with the peers' unmasked encoders (`masked_pooling = false`) and any other
+    published-behaviour `switches` ({section: {field: value}}) a record names."""
     cfg = TrainConfig().model_dump()
     cfg["mmin_family"]["masked_pooling"] = False
+    for section, values in (switches or {}).items():
+        cfg[section].update(values)
     return TrainConfig.model_validate(cfg)
 
 
-def build(system: str, stage_index: int = -1):
-    stage = get_system(system, published_cfg()).stages[stage_index]
+def build(system: str, stage_index: int = -1, switches: dict[str, dict] | None = None):
+    stage = get_system(system, published_cfg(switches)).stages[stage_index]
     return stage, stage.build(DIMS, N_CLASSES)
 
 

@@ -85,8 +85,8 @@ def peer_input(conditions: str) -> dict:
 
 
 def run(system: str, peer, nets: list[str], losses: dict[str, str], outputs: dict[str, str], cond: str, clip,
-        peer_name=peer_name, repo: str = "AIM3-RUC/MMIN", script: str = "record_mmin.py"):  # fmt: skip
-    stage, model = case.build(system)
+        peer_name=peer_name, repo: str = "AIM3-RUC/MMIN", script: str = "record_mmin.py", switches=None):  # fmt: skip
+    stage, model = case.build(system, switches=switches)
     state = case.fill_weights(model, SEED)
     load(peer, state, peer_name)
     for n in nets:
@@ -123,7 +123,7 @@ def run(system: str, peer, nets: list[str], losses: dict[str, str], outputs: dic
     commit = subprocess.run(["git", "-C", sys.argv[1], "rev-parse", "HEAD"], capture_output=True, text=True)
     commit = sys.argv[2] if len(sys.argv) > 2 else commit.stdout.strip()  # an archive: the commit as given
     meta = {
-        "system": system, "peer": repo, "peer_commit": commit or "unknown",
+        "system": system, "peer": repo, "switches": switches or {}, "peer_commit": commit or "unknown",
         "torch": torch.__version__, "seed": SEED, "conditions": cond, "clip": clip,
         "peer_nets_clipped": nets, "unclipped_norms": list(raw_norms.values()),
         "loss_weights": {k: stage.weights[k] for k in losses},
