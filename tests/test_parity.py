@@ -16,7 +16,10 @@ from cmarr.train.stage import _clip
 from tests import parity_cases as case
 
 RECORDS = Path(__file__).parent / "data" / "parity"
-RECORDED = ("utt-fusion", "mmin", "if-mmin", "cif-mmin")  # the systems with a record (see issue 31)
+RECORDED = ("utt-fusion", "mmin", "if-mmin", "cif-mmin", "cra")  # the systems with a record (see issue 31)
+# MMIN's sequence encoders, clipped one by one (CRA's per-modality MLPs too, but at its clip of 5 no
+# network of the case's batch has a gradient that large: nothing to tell apart there)
+SEQUENCE_ENCODERS = ("utt-fusion", "mmin", "if-mmin", "cif-mmin")
 TOL = 1e-5
 
 
@@ -64,7 +67,7 @@ def test_outputs_losses_and_clipped_gradients_equal_the_peers(system):
         assert np.abs(case.digest(grads[name]) - record[f"grad.{name}"]).max() < TOL, name
 
 
-@pytest.mark.parametrize("system", RECORDED)
+@pytest.mark.parametrize("system", SEQUENCE_ENCODERS)
 def test_the_record_tells_a_joint_encoder_clip_apart(system):
     """The assertion can fail for the difference the issue found: clip the modality encoders as one
     group and some recorded encoder gradient no longer matches."""

@@ -85,7 +85,8 @@ def peer_input(conditions: str) -> dict:
 
 
 def run(system: str, peer, nets: list[str], losses: dict[str, str], outputs: dict[str, str], cond: str, clip,
-        peer_name=peer_name, repo: str = "AIM3-RUC/MMIN", script: str = "record_mmin.py", switches=None):  # fmt: skip
+        peer_name=peer_name, repo: str = "AIM3-RUC/MMIN", script: str = "record_mmin.py", switches=None,
+        unweighted=(), peer_input=peer_input):  # fmt: skip
     stage, model = case.build(system, switches=switches)
     state = case.fill_weights(model, SEED)
     load(peer, state, peer_name)
@@ -113,7 +114,8 @@ def run(system: str, peer, nets: list[str], losses: dict[str, str], outputs: dic
     finally:
         torch.nn.utils.clip_grad_norm_ = real_clip
     record = {f"out.{k}": getattr(peer, v).detach().double().numpy() for k, v in outputs.items()}
-    record.update({f"loss.{k}": np.float64(getattr(peer, v).item()) for k, v in losses.items()})
+    scale = {k: stage.weights[k] if k in unweighted else 1.0 for k in losses}  # the record's terms: weighted
+    record.update({f"loss.{k}": np.float64(scale[k] * getattr(peer, v).item()) for k, v in losses.items()})
     for name in state:
         net, rest = peer_name(name)
         if net.startswith("pretrained_encoder"):
