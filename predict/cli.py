@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from cmarr.shared.console import reports_errors
+from cmarr.shared.console import ProgressReporter, reports_errors
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, help=__doc__)
 
@@ -66,5 +66,7 @@ def predict(
         overrides=tuple(set_ or ()),
         plugins=tuple(plugin or ()),
     )
-    if code := run_prediction(request):
+    with ProgressReporter("utterances", end_lines=False, transient=True):  # extraction of new recordings
+        code = run_prediction(request)
+    if code:
         raise typer.Exit(code)

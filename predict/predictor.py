@@ -31,6 +31,7 @@ from cmarr.extract.pipeline import extract_corpus
 from cmarr.predict.identity import spec_differences
 from cmarr.predict.inputs import check_prediction, check_span_numbers, is_file_argument, waveform_samples
 from cmarr.shared.config import PipelineConfig, with_overrides
+from cmarr.shared.console import report_progress
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.errors import CmarrError, ConfigError
 from cmarr.shared.labels import LabelSet
@@ -185,7 +186,8 @@ class Predictor:
             return [Prediction(r.id, None, {}, [], dropped[r.id]) for r in records]
         with tempfile.TemporaryDirectory(prefix="cmarr-predict-") as tmp:
             location = Path(tmp) / "inputs.zarr"
-            extract_corpus(records, location, "predict", LabelSet("run", tuple(self.classes)), self.cfg, given)
+            labels = LabelSet("run", tuple(self.classes))
+            extract_corpus(records, location, "predict", labels, self.cfg, given, progress=report_progress)
             store = FeatureStore.open(location)
             self._check_encoders(store, given, "the recordings, extracted with the run's settings and --set's")
             data = StoreData(store, max_memory_bytes=1 << 40, non_finite="missing", absent_dims=self.dims)

@@ -6,6 +6,7 @@ cluster job files), so long work is visible without flooding files with bar redr
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import functools
 import sys
@@ -130,15 +131,32 @@ def tolerant_output() -> None:
 
 
 class ProgressReporter:
-    """`update(task, done, total)`; a rich bar on a terminal, periodic lines otherwise."""
+    """`update(task, done, total)`: a rich bar per task on a terminal, a plain line per task every
+    `interval_s` seconds otherwise (and when a task completes, unless `end_lines` is False: a
+    training epoch's own log line says it ended; `transient`: bars leave the terminal when the
+    command ends, for work whose result is what the user reads). `finish(task)` takes a task's bar away (an epoch
+    is done). While entered it is the command's active reporter: code deep in a long step reports
+    to it with `report_progress` (as `logging` reaches its handlers) without a parameter on every
+    function between; library calls and dask workers have none, and report nothing."""
 
-    def __init__(self, unit: str = "items", interval_s: float = 10.0, enabled: bool = True):
-        self.unit, self.interval_s, self.enabled = unit, interval_s, enabled
+    INTERVAL_S = 10.0  # between plain lines of one task (CI logs, cluster job files): visible, not flooding
+
+    def __init__(
+        self,
+        unit: str = "items",
+        interval_s: float | None = None,
+        enabled: bool = True,
+        end_lines: bool = True,
+        transient: bool = False,
+    ):
+        self.unit, self.enabled, self.end_lines, self.transient = unit, enabled, end_lines, transient
+        self.interval_s = self.INTERVAL_S if interval_s is None else interval_s
         self.tty = sys.stderr.isatty()
         self._progress: Progress | None = None
         self._tasks: dict[str, Any] = {}
         self._last: dict[str, float] = {}
         self._start: dict[str, float] = {}
+        self._token: contextvars.Token | None = None
 
     def __enter__(self) -> ProgressReporter:
         if self.enabled and self.tty:
@@ -149,11 +167,16 @@ class ProgressReporter:
                 TextColumn("{task.fields[rate]}"),
                 TimeRemainingColumn(),
                 console=err_console,
+                transient=self.transient,
             )
             self._progress.__enter__()
+        self._token = _ACTIVE.set(self)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._token is not None:
+            _ACTIVE.reset(self._token)
+            self._token = None
         if self._progress is not None:
             self._progress.__exit__(*exc)
 
@@ -162,11 +185,47 @@ class ProgressReporter:
             return
         now = time.monotonic()
         start = self._start.setdefault(task, now)
-        rate = f"{done / (now - start):.1f} {self.unit}/s" if now - start > 0.5 else ""
+        rate = _rate(done, now - start, self.unit)
         if self._progress is not None:
             if task not in self._tasks:
                 self._tasks[task] = self._progress.add_task(task, total=total, rate="")
             self._progress.update(self._tasks[task], completed=done, total=total, rate=rate)
-        elif done >= total or now - self._last.get(task, start) >= self.interval_s:
+        elif self.end_lines if done >= total else now - self._last.get(task, start) >= self.interval_s:
             self._last[task] = now
-            err_console.print(f"{task}: {done}/{total} {self.unit}" + (f" ({rate})" if rate else ""), highlight=False)
+            err_console.print(
+                f"{task}: {done}/{total} {self.unit}" + (f" ({rate})" if rate else ""), highlight=False, markup=False
+            )
+
+    def finish(self, task: str) -> None:
+        """Take `task` away: its bar leaves the terminal; the same name later starts afresh."""
+        self._start.pop(task, None)
+        self._last.pop(task, None)
+        if self._progress is not None and task in self._tasks:
+            self._progress.remove_task(self._tasks.pop(task))
+
+
+_ACTIVE: contextvars.ContextVar[ProgressReporter | None] = contextvars.ContextVar("cmarr_progress", default=None)
+
+
+def report_progress(task: str, done: int, total: int) -> None:
+    """Tell the command's active ProgressReporter that `task` has `done` of `total` units done;
+    nothing when none is active (a library call, a test, a dask worker's job)."""
+    if (reporter := _ACTIVE.get()) is not None:
+        reporter.update(task, done, total)
+
+
+def finish_progress(task: str) -> None:
+    """The active reporter's `finish(task)`; nothing when none is active."""
+    if (reporter := _ACTIVE.get()) is not None:
+        reporter.finish(task)
+
+
+def _rate(done: int, seconds: float, unit: str) -> str:
+    """'12.5 batches/s', or for slow work '37.2 s per batch' (a CPU step of a big model): never '0.0 /s'."""
+    if seconds <= 0.5 or done <= 0:
+        return ""
+    per_second = done / seconds
+    if per_second >= 1:
+        return f"{per_second:.1f} {unit}/s"
+    one = unit[:-2] if unit.endswith(("ches", "shes", "sses", "xes")) else unit.removesuffix("s")  # batches: batch
+    return f"{seconds / done:.1f} s per {one}"

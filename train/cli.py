@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 from cmarr.shared.cluster import require_gpu_workers
 from cmarr.shared.config import PipelineConfig, load_config, parse_override, with_overrides
-from cmarr.shared.console import plain, reports_errors, stdout_console
+from cmarr.shared.console import ProgressReporter, plain, reports_errors, stdout_console
 from cmarr.shared.devices import resolve_device
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
@@ -142,7 +142,8 @@ def train(
         allow_degraded=allow_degraded,
     )
     try:
-        runs = train_on_cluster(request, jobs, scheduler, sweep)
+        with ProgressReporter("batches", end_lines=False):  # each epoch's steps; its own line says it ended
+            runs = train_on_cluster(request, jobs, scheduler, sweep)
     except SystemsFailed as err:  # print what did train, then the error
         for run in err.runs:
             _print_run(run)
@@ -237,7 +238,8 @@ def evaluate(
 
     _load(None, None, {}, plugin)
     rates = parse_rates(missing_rates) if missing_rates is not None else []
-    folder = evaluate_run(run, store, out, rates, resolve_device(device), missing_seed, _log)
+    with ProgressReporter("fold models", end_lines=False):  # each system's own line says it was scored
+        folder = evaluate_run(run, store, out, rates, resolve_device(device), missing_seed, _log)
     stdout_console().print(f"evaluation: {folder}", markup=False, soft_wrap=True)
 
 

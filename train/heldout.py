@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cmarr.shared.console import finish_progress, report_progress
 from cmarr.shared.errors import ConfigError
 from cmarr.shared.modalities import MODALITIES
 from cmarr.shared.provenance import text_sha256
@@ -124,7 +125,9 @@ def _evaluate_system(run: RunDir, target: Target, folder: Path, rates, seed: int
     _check_features(run, target)
     held_out, notes, by_fold, by_rate = set(), [], defaultdict(list), defaultdict(lambda: defaultdict(list))
     masks = {r: rate_mask(target.data.present, r, seed) for r in rates}
-    for split in run.splits():
+    task, splits = f"evaluate {system['system']} on {target.label}", run.splits()
+    report_progress(task, 0, len(splits))
+    for k, split in enumerate(splits, 1):
         seed_k = _job(split)
         ids = _test_ids(split)
         held_out |= ids
@@ -138,6 +141,8 @@ def _evaluate_system(run: RunDir, target: Target, folder: Path, rates, seed: int
         by_fold[seed_k].append({"test": evaluate(model, target.data, rows, norm, device, ALL, amp)})
         for r in rates:
             by_rate[r][seed_k].append(_rate_predictions(model, target.data, rows, masks[r], norm, device, amp))
+        report_progress(task, k, len(splits))
+    finish_progress(task)
     if outside := len(set(target.rows) - held_out):
         notes.append(f"{outside} utterance(s) of the store are in no fold's test part of the run: not scored")
     log(f"{system['system']}: {len(held_out & set(target.rows))} held-out utterances scored on {target.label}")

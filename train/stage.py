@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cmarr.shared.console import finish_progress, report_progress
 from cmarr.shared.devices import autocast
 from cmarr.shared.errors import CmarrError
 from cmarr.shared.prefetch import prefetch
@@ -127,9 +128,15 @@ class _StageRun:
 
     def epoch(self) -> None:
         """Train one epoch, select on validation, log its line and save the whole state."""
-        stage, ctx, progress = self.stage, self.ctx, self.state.progress
+        stage, ctx, progress, model = self.stage, self.ctx, self.state.progress, self.model
         epoch, t0 = progress.epoch + 1, time.perf_counter()
-        sums = train_epoch(self.model, stage, self.sampler, ctx, self.rows, self.opt, self.scaler, self.rng)
+        system = ctx.meta.get("system", stage.name)
+        named = stage.name if stage.name == system else f"{system}/{stage.name}"  # cm-arr; mmin/pretrain
+        task = " ".join(filter(None, (ctx.meta.get("split"), named, f"epoch {epoch}")))
+        try:
+            sums = train_epoch(model, stage, self.sampler, ctx, self.rows, self.opt, self.scaler, self.rng, task=task)
+        finally:  # also when it stops (a diverged loss): no bar is left behind for the systems that go on
+            finish_progress(task)
         self.schedule.step()
         val = evaluate(self.model, ctx.data, ctx.val, ctx.norm, ctx.device, _selection_conditions(stage), ctx.amp)
         score = missing_uar(val) if stage.select_on == "missing" else val[FULL.name]["uar"]
@@ -221,10 +228,13 @@ def training_batch(model: SystemModel, ctx: SplitContext, indices: np.ndarray, g
     return ctx.data.batch(indices, given, ctx.norm, ctx.device, known)
 
 
-def train_epoch(model, stage: Stage, sampler: Sampler, ctx: SplitContext, rows, opt, scaler, rng, timing=None):
+def train_epoch(
+    model, stage: Stage, sampler: Sampler, ctx: SplitContext, rows, opt, scaler, rng, timing=None, task: str = ""
+):
     """One epoch; returns the mean loss and terms, and `padded`: the share of the batches' time steps
     that were padding (every modality together). `timing` (optional dict) collects seconds spent
-    waiting for data vs in total, and the step count."""
+    waiting for data vs in total, and the step count. With a `task` name, each step is reported to
+    the command's progress display (a bar, or a line every few seconds when piped)."""
     model.train()
     data, device = ctx.data, ctx.device
     batches = data.epoch_batches(rows, stage.optim.batch_size, rng, ctx.batching)
@@ -261,6 +271,8 @@ def train_epoch(model, stage: Stage, sampler: Sampler, ctx: SplitContext, rows, 
         steps += 1
         real = real + sum(v.sum() for v in batch.mask.values())  # on the device: read once, after the epoch
         padded += sum(v.numel() for v in batch.mask.values())
+        if task:
+            report_progress(task, steps, len(batches))
     if timing is not None:
         timing["data_wait"] = timing.get("data_wait", 0.0) + waited
         timing["total"] = timing.get("total", 0.0) + time.perf_counter() - start
