@@ -51,9 +51,13 @@ def test_the_degraded_store_holds_the_clean_ones_utterances_under_another_finger
         "seed": 0,
         "noise": "white gaussian",
     }
-    for m in ("text", "audio"):  # degraded inputs: other features for every utterance
-        a, b = clean.modality(m), degraded.modality(m)
-        assert not any(np.array_equal(a.get(i), b.get(i)) for i in range(len(clean)) if b.present[i])
+    a, b = clean.modality("audio"), degraded.modality("audio")  # noise and reverberation: every utterance differs
+    assert not any(np.array_equal(a.get(i), b.get(i)) for i in range(len(clean)) if b.present[i])
+    # A short transcript can draw no drop and no swap (5 words at 0.3 and 0.2: about 1 in 18 keeps all
+    # of them, Ses01F_impro01_M000 here): its features stay the clean ones. Most change.
+    a, b = clean.modality("text"), degraded.modality("text")
+    same = [i for i in range(len(clean)) if b.present[i] and np.array_equal(a.get(i), b.get(i))]
+    assert len(same) <= 0.15 * b.present.sum(), same
 
 
 def test_decoding_workers_change_no_degraded_feature(stores):
