@@ -108,20 +108,14 @@ def quantile_batches(data, batches, k: int) -> list[np.ndarray]:
 
 def _timed_step(model, stage, opt, ctx, rows, given, amp, sync) -> tuple[float, float, object]:
     """(seconds to build the batch, seconds of the model step, the batch)."""
-    from cmarr.shared.devices import autocast
     from cmarr.train.stage import training_batch
+    from train_cpu import _model_step
 
     t0 = time.perf_counter()
     batch = training_batch(model, ctx, rows, given)
     sync()
     t1 = time.perf_counter()
-    with autocast(ctx.device, amp):
-        out = model(batch)
-        terms = model.losses(batch, out)
-    loss = sum(stage.weights[k] * v.float() for k, v in terms.items())
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    _model_step(model, stage, opt, batch, ctx.device, amp)
     sync()
     return t1 - t0, time.perf_counter() - t1, batch
 

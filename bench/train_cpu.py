@@ -97,10 +97,15 @@ def _setup(store: str, memory: bool, device=None, amp: str = "none", batching=No
     return stage, data, rows, model, opt, ctx, build_sampler(stage.sampler)
 
 
-def _model_step(model, stage, opt, batch) -> None:
-    """Forward, losses, backward and optimizer step on a ready batch (the loop's arithmetic)."""
-    out = model(batch)
-    terms = model.losses(batch, out)
+def _model_step(model, stage, opt, batch, device=None, amp: str = "none") -> None:
+    """Forward, losses (under `device`'s autocast `amp`; none by default), backward and optimizer
+    step on a ready batch (the loop's arithmetic)."""
+    import torch
+    from cmarr.shared.devices import autocast
+
+    with autocast(device or torch.device("cpu"), amp):
+        out = model(batch)
+        terms = model.losses(batch, out)
     loss = sum(stage.weights[k] * v.float() for k, v in terms.items())
     opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -33,11 +33,7 @@ def peer_name(cmarr_name: str) -> tuple[str, str]:
     """cmarr's names -> the peer's: specific.<m> / consistent.<m> are net{A,L,V} / netCon{A,L,V}
     (the teacher's on pretrained_encoder), the TextCNN's convs.0-2 its conv1-3; ae, classifier are
     netAE, netC."""
-    head, rest = cmarr_name.split(".", 1)
-    teacher = head == "teacher"
-    if teacher:
-        head, rest = rest.split(".", 1)
-    prefix = "pretrained_encoder.net" if teacher else "net"
+    _, prefix, head, rest = rec.teacher_split(cmarr_name)
     if head in ("specific", "consistent"):
         net, rest = rec.peer_name("encoders." + rest)
         return prefix + ("Con" if head == "consistent" else "") + net[3:], rest

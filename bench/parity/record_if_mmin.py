@@ -30,11 +30,7 @@ def peer_name(cmarr_name: str) -> tuple[str, str]:
     """cmarr's names -> the peer's: encoders.<m> / teacher.encoders.<m> are net{A,L,V} /
     pretrained_encoder.net{A,L,V}; invariant / teacher.shared (Sequential 0, 2) are netinvariant /
     pretrained_encoder.netShared (netshared.shared_1, shared_2); ae, classifier are netAE, netC."""
-    head, rest = cmarr_name.split(".", 1)
-    teacher = head == "teacher"
-    if teacher:
-        head, rest = rest.split(".", 1)
-    prefix = "pretrained_encoder.net" if teacher else "net"
+    teacher, prefix, head, rest = rec.teacher_split(cmarr_name)
     if head in ("invariant", "shared"):
         k, tail = rest.split(".", 1)
         return prefix + ("Shared" if teacher else "invariant"), f"netshared.shared_{int(k) // 2 + 1}.{tail}"

@@ -50,6 +50,16 @@ def peer_name(cmarr_name: str) -> tuple[str, str]:
     return net, rest
 
 
+def teacher_split(cmarr_name: str) -> tuple[bool, str, str, str]:
+    """(whether the name is under cmarr's teacher, the peer's net prefix there: pretrained_encoder.net
+    for the teacher's, net otherwise; cmarr's module under it, the rest of the name)."""
+    head, rest = cmarr_name.split(".", 1)
+    teacher = head == "teacher"
+    if teacher:
+        head, rest = rest.split(".", 1)
+    return teacher, "pretrained_encoder.net" if teacher else "net", head, rest
+
+
 def options(tmp: str, **extra) -> SimpleNamespace:
     """The minimal opt namespace the peer's BaseModel and models read (scripts/CAP_*.sh values)."""
     base = dict(
