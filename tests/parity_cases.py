@@ -4,6 +4,8 @@ per row, and the digest of a clipped gradient that is recorded and compared."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from cmarr.shared.train_config import TrainConfig
@@ -29,46 +31,64 @@ def published_cfg(switches: dict[str, dict] | None = None) -> TrainConfig:
     return TrainConfig.model_validate(cfg)
 
 
-def build(system: str, stage_index: int = -1, switches: dict[str, dict] | None = None):
+def build(system: str, stage_index: int = -1, switches: dict[str, dict] | None = None, modalities=None):
+    """(stage, its model at cmarr's sizes); `modalities` orders the model's inputs (default DIMS's
+    order; cmarr's trainer gives MODALITIES's, which is also DiCMoR's l, a, v)."""
     stage = get_system(system, published_cfg(switches)).stages[stage_index]
-    return stage, stage.build(DIMS, N_CLASSES)
+    return stage, stage.build({m: DIMS[m] for m in modalities or DIMS}, N_CLASSES)
 
 
-def fill_weights(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+def fill_weights(model: torch.nn.Module, seed: int, small: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Every tensor of the state dict, in name order, from one seeded generator: weights normal
-    with std 1/sqrt(fan-in), biases normal with std 0.1. Returns the state dict."""
+    with std 1/sqrt(fan-in), biases normal with std 0.1, a tensor whose name matches a regex of
+    `small` ({regex: std}, from a record's meta: near the zero start of a published zero-initialised
+    layer) normal with that std. Returns the state dict."""
     g = torch.Generator().manual_seed(seed)
     state = {}
     for name, t in sorted(model.state_dict().items()):
         fan_in = int(np.prod(t.shape[1:])) if t.dim() > 1 else 1
         std = 1.0 / np.sqrt(fan_in) if t.dim() > 1 else 0.1
+        std = next((v for pattern, v in (small or {}).items() if re.search(pattern, name)), std)
         state[name] = torch.randn(t.shape, generator=g, dtype=torch.float32) * std
     model.load_state_dict(state)
     return state
 
 
 def given_rows(conditions: str) -> dict[str, list[bool]]:
-    """Per modality the rows that give it: `full` every row, `six` one of MMIN's conditions per row."""
+    """Per modality the rows that give it: `full` every row, `six` one of MMIN's conditions per row,
+    `given:<m>,<m>` every row the modalities named (DiCMoR's one missing pattern per batch)."""
     if conditions == "full":
         return {m: [True] * 6 for m in DIMS}
+    if conditions.startswith("given:"):
+        names = conditions[len("given:") :].split(",")
+        assert set(names) <= set(DIMS), conditions
+        return {m: [m in names] * 6 for m in DIMS}
     return {m: [bool(c[k]) for c in SIX] for m, k in (("audio", 0), ("video", 1), ("text", 2))}
 
 
-def features(seed: int) -> dict[str, torch.Tensor]:
-    """(B, T_m, F_m) zero-padded features, each row its LENGTHS."""
+def lengths(length: int | None = None) -> dict[str, list[int]]:
+    """Each modality's row lengths: LENGTHS, or `length` for every row and modality (DiCMoR's
+    word-aligned input: one common length)."""
+    return LENGTHS if length is None else {m: [length] * 6 for m in DIMS}
+
+
+def features(seed: int, length: int | None = None) -> dict[str, torch.Tensor]:
+    """(B, T_m, F_m) zero-padded features, each row its `lengths(length)`."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for m in ("audio", "text", "video"):
-        T = max(LENGTHS[m])
+        rows = lengths(length)[m]
+        T = max(rows)
         x = torch.randn(6, T, DIMS[m], generator=g)
-        out[m] = x * (torch.arange(T)[None] < torch.tensor(LENGTHS[m])[:, None])[..., None]
+        out[m] = x * (torch.arange(T)[None] < torch.tensor(rows)[:, None])[..., None]
     return out
 
 
-def batch(seed: int, conditions: str) -> Batch:
-    """cmarr's training batch of the case: every true feature known, the condition's given."""
-    x = features(seed)
-    mask = {m: torch.arange(v.shape[1])[None] < torch.tensor(LENGTHS[m])[:, None] for m, v in x.items()}
+def batch(seed: int, conditions: str, length: int | None = None) -> Batch:
+    """cmarr's training batch of the case: every true feature known, the condition's given; rows
+    of `lengths(length)`."""
+    x = features(seed, length)
+    mask = {m: torch.arange(v.shape[1])[None] < torch.tensor(lengths(length)[m])[:, None] for m, v in x.items()}
     given = {m: torch.tensor(v) for m, v in given_rows(conditions).items()}
     known = {m: torch.ones(6, dtype=torch.bool) for m in x}
     return Batch(x, mask, given, known, torch.tensor(LABELS))
