@@ -14,6 +14,8 @@ import typer
 from cmarr.shared.console import ProgressReporter, err_console, reports_errors, some_named, stdout_console
 from cmarr.shared.errors import EXIT_FAILURE
 from cmarr.shared.store.mmin import export_h5, import_mmin
+from cmarr.shared.store.mmsa import export_mmsa, import_mmsa
+from cmarr.shared.store.npy_folders import export_npy, import_npy
 from cmarr.shared.store.pack import pack_store, zip_path
 from cmarr.shared.store.reader import FeatureStore
 from cmarr.shared.store.schema import Status
@@ -202,3 +204,105 @@ def export_h5_cmd(
     done = export_h5(store, out)
     _print_notes(done.notes)
     stdout_console().print(f"wrote {escape(str(done.path))}", highlight=False)
+
+
+ClassesOption = Annotated[
+    str | None,
+    typer.Option(help="Class names in label order, comma-separated (default: the export's, else the format's own)."),
+]
+DtypeOption = Annotated[
+    str | None, typer.Option(help="float16 or float32 (bit-exact); default: the exported store's, else float16.")
+]
+CorpusOption = Annotated[str | None, typer.Option(help="Corpus name recorded in the store (default: the export's).")]
+FoldOption = Annotated[
+    str | None, typer.Option(help="The split group the export's test split holds (default: the last one).")
+]
+
+
+@app.command("export-npy")
+@reports_errors(output="out")
+def export_npy_cmd(
+    store: StoreArg,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="A new (or empty) folder for features/ and the label files.")
+    ],
+    level: Annotated[
+        str, typer.Option(help="frame ([frames, dim], <name>-FRA) or utterance (the mean, <name>-UTT).")
+    ] = "frame",
+    fold: FoldOption = None,
+) -> None:
+    """Export a store as GCNet/MERTools feature folders (features/<name>/<id>.npy, float32) with GCNet's
+    conversation pickle and MERTools' label file, which their loaders and `import-npy` read."""
+    with ProgressReporter("utterances") as progress:
+        done = export_npy(store, out, level, fold, progress=progress.update)
+    _print_notes(done.notes)
+    stdout_console().print(f"wrote {escape(str(done.path))}", highlight=False)
+
+
+@app.command("import-npy")
+@reports_errors(output="out")
+def import_npy_cmd(
+    root: Annotated[Path, typer.Argument(help="Folder with features/<name>/ and <CORPUS>_features_raw_<K>way.pkl.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Store directory to create.")],
+    audio: Annotated[str | None, typer.Option(help="Folder under features/ holding the audio features.")] = None,
+    text: Annotated[str | None, typer.Option(help="Folder under features/ holding the text features.")] = None,
+    video: Annotated[str | None, typer.Option(help="Folder under features/ holding the video features.")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="GCNet's conversation pickle, when ROOT holds none or several.")
+    ] = None,
+    classes: ClassesOption = None,
+    dtype: DtypeOption = None,
+    corpus: CorpusOption = None,
+) -> None:
+    """Import GCNet/MERTools feature folders (one .npy per utterance id) and GCNet's conversation pickle
+    into a new store. Everything is checked first; the store appears only when complete."""
+    folders = {k: v for k, v in {"audio": audio, "text": text, "video": video}.items() if v}
+    with ProgressReporter("utterances") as progress:
+        done = import_npy(root, out, folders, labels, _classes(classes), dtype, corpus, progress=progress.update)
+    _print_imported(done)
+
+
+@app.command("export-mmsa")
+@reports_errors(output="out")
+def export_mmsa_cmd(
+    store: StoreArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The .pkl file to create (and its .cmarr_export.json).")],
+    fold: FoldOption = None,
+    max_frames: Annotated[
+        int | None, typer.Option(help="Cut every sequence to its first N frames (MMSA's own pickles hold 50).")
+    ] = None,
+) -> None:
+    """Export a store as MMSA's feature pickle (train/valid/test of one fold, [n, T, d] float32 zero-padded,
+    lengths), which MMSA's MMDataset and `import-mmsa` read."""
+    with ProgressReporter("utterances") as progress:
+        done = export_mmsa(store, out, fold, max_frames, progress=progress.update)
+    _print_notes(done.notes)
+    stdout_console().print(f"wrote {escape(str(done.path))}", highlight=False)
+
+
+@app.command("import-mmsa")
+@reports_errors(output="out")
+def import_mmsa_cmd(
+    pkl: Annotated[Path, typer.Argument(help="MMSA feature pickle ({'train','valid','test': {...}}).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Store directory to create.")],
+    classes: ClassesOption = None,
+    dtype: DtypeOption = None,
+    corpus: CorpusOption = None,
+) -> None:
+    """Import an MMSA feature pickle (every split; labels from classification_labels) into a new store.
+    Everything is checked first; the store appears only when complete."""
+    with ProgressReporter("utterances") as progress:
+        done = import_mmsa(pkl, out, _classes(classes), dtype, corpus, progress=progress.update)
+    _print_imported(done)
+
+
+def _classes(option: str | None) -> tuple[str, ...] | None:
+    return tuple(c.strip() for c in option.split(",")) if option else None
+
+
+def _print_imported(done) -> None:
+    _print_notes(done.notes)
+    console = stdout_console()
+    for modality, c in done.counts.items():
+        console.print(f"{modality}: {c['ok']} ok, {c['missing_input']} missing", highlight=False)
+    console.print(f"wrote {escape(str(done.path))}", highlight=False)

@@ -257,20 +257,14 @@ def _write_targets(store: FeatureStore, keys: list[str], target: Path) -> tuple[
     """One numbered cv per split_group: tst = the group, val = the other group(s) of its session or,
     without one, a stratified tenth of the training utterances; returns {cv: group} and notes."""
     utt = store.utterances
-    groups, sessions, labels = utt["split_group"], utt["session"], utt["label"]
+    groups, labels = utt["split_group"], utt["label"]
     labelled = labels >= 0
     notes = [] if labelled.all() else [f"{int((~labelled).sum())} unlabelled utterances left out of target/"]
     onehot = np.eye(len(store.classes), dtype=np.float32)[np.clip(labels, 0, None)]
     names = np.array([k.encode() for k in keys], dtype="S").reshape(-1, 1)
     cv_groups = {}
-    for cv, g in enumerate(sorted(set(groups.tolist()) - {""}, key=natural_key), start=1):
-        tst = (groups == g) & labelled
-        same_session = np.isin(sessions, sessions[groups == g])
-        val = same_session & ~tst & labelled
-        trn = ~same_session & labelled
-        if not val.any():
-            val = _stratified_tenth(trn, labels, np.random.default_rng(cv))
-            trn &= ~val
+    for cv, g in enumerate(fold_groups(groups), start=1):
+        trn, val, tst = fold_masks(utt, g, cv)
         folder = target / str(cv)
         folder.mkdir(parents=True, exist_ok=True)
         for split, mask in zip(SPLITS, (trn, val, tst)):
@@ -278,6 +272,27 @@ def _write_targets(store: FeatureStore, keys: list[str], target: Path) -> tuple[
             np.save(folder / f"{split}_int2name.npy", names[mask])
         cv_groups[str(cv)] = g
     return cv_groups, notes
+
+
+def fold_groups(groups: np.ndarray) -> list[str]:
+    """The split groups in cv order (natural: Ses2 before Ses10); cv k tests the k-th."""
+    return sorted(set(groups.tolist()) - {""}, key=natural_key)
+
+
+def fold_masks(utt: dict[str, np.ndarray], group: str, cv: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(trn, val, tst) masks of the labelled utterances for the cv numbered `cv` that tests `group`:
+    tst = the group, val = the other group(s) of its session or, without one, a stratified tenth of
+    the training utterances (drawn with seed `cv`), trn = the other sessions."""
+    groups, sessions, labels = utt["split_group"], utt["session"], utt["label"]
+    labelled = labels >= 0
+    tst = (groups == group) & labelled
+    same_session = np.isin(sessions, sessions[groups == group])
+    val = same_session & ~tst & labelled
+    trn = ~same_session & labelled
+    if not val.any():
+        val = _stratified_tenth(trn, labels, np.random.default_rng(cv))
+        trn &= ~val
+    return trn, val, tst
 
 
 def _stratified_tenth(pool: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
