@@ -160,24 +160,27 @@ def test_npy_utterance_level_holds_the_mean(store, tmp_path):
 
 
 def test_npy_import_without_sidecar_reads_the_peer_files(store, tmp_path):
+    """GCNet's pickle and the named folders alone: fields from IEMOCAP naming, the order in the
+    dialog as start, the zeros filler read as missing."""
     export_npy(str(store.location), tmp_path / "npy")
     (tmp_path / "npy" / "cmarr_export.json").unlink()
     folders = {"audio": "enc_audio-base-FRA", "text": "enc_text-base-FRA"}
-    back = FeatureStore.open(
-        import_npy(tmp_path / "npy", tmp_path / "b.zarr", folders, classes=tuple(store.classes), dtype="float32").path
-    )
-    utt, got = store.utterances, back.utterances
+    done = import_npy(tmp_path / "npy", tmp_path / "b.zarr", folders, classes=tuple(store.classes), dtype="float32")
+    assert "audio: 3 items read as missing (none there, or all zeros" in done.notes[0]
+    back, utt = FeatureStore.open(done.path), store.utterances
+    got = back.utterances
     assert sorted(got["id"]) == sorted(utt["id"]) and back.modality_names == ["audio", "text"]
-    i = list(utt["id"]).index(got["id"][0])
-    assert (got["session"][0], got["speaker"][0], got["dialog"][0]) == (
-        utt["session"][i],
-        utt["speaker"][i],
-        utt["dialog"][i],
-    )
-    assert (
-        got["label"][0] == utt["label"][i]
-        and back.modality("audio").get(0).tobytes() == store.modality("audio").get(i).tobytes()
-    )
+    for k, u in enumerate(got["id"]):
+        i = list(utt["id"]).index(u)
+        for column in ("label", "session", "speaker", "gender", "dialog", "split_group"):
+            assert got[column][k] == utt[column][i], column
+        same = (utt["dialog"] == utt["dialog"][i]) & (utt["start"] < utt["start"][i])
+        assert got["start"][k] == same.sum()  # its place in the dialog
+        reader = store.modality("audio")
+        assert back.modality("audio").status[k] == (
+            Status.OK if reader.status[i] == Status.OK else Status.MISSING_INPUT
+        )
+        assert back.modality("audio").get(k).tobytes() == reader.get(i).tobytes()
 
 
 def test_npy_bad_inputs_name_the_file(store, tmp_path):
@@ -271,6 +274,18 @@ def test_mmsa_import_without_sidecar(store, tmp_path):
     assert sorted(utt["id"][utt["split_group"] == "test"]) == sorted(
         store.utterances["id"][store.utterances["split_group"] == "Ses05"]
     )
+    assert back.modality("video").status.tolist().count(Status.MISSING_INPUT) == 3  # the zeros filler
+
+
+def test_manifest_ids_round_trip(tmp_path):
+    """Ids holding '/', no dialogs, NaN times, a custom label set: both round trips give them back."""
+    from tests.test_mmin import _manifest_like_store
+
+    store = _manifest_like_store(tmp_path / "m.zarr")
+    export_npy(str(store.location), tmp_path / "npy")
+    assert_same_store(store, FeatureStore.open(import_npy(tmp_path / "npy", tmp_path / "a.zarr").path))
+    export_mmsa(str(store.location), tmp_path / "m.pkl")
+    assert_same_store(store, FeatureStore.open(import_mmsa(tmp_path / "m.pkl", tmp_path / "b.zarr").path))
 
 
 def test_mmsa_bad_inputs_name_the_file(store, tmp_path):

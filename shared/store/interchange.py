@@ -258,6 +258,15 @@ def recorded_status(meta: dict, modality: str) -> tuple[dict[str, Status], dict[
     return {str(k): Status(int(v)) for k, v in mod.get("status", {}).items()}, dict(mod.get("reasons", {}))
 
 
+def missing_notes(counts: dict[str, dict[str, int]]) -> list[str]:
+    """What an import without the sidecar read as missing, and why."""
+    return [
+        f"{m}: {c['missing_input']} items read as missing (none there, or all zeros: the filler an export writes)"
+        for m, c in counts.items()
+        if c["missing_input"]
+    ]
+
+
 def check_classes(classes: tuple[str, ...], meta: dict, given: bool, where: Path) -> None:
     """`--classes` and the sidecar's label set must agree (an import would relabel every utterance)."""
     recorded = tuple(meta.get("label_set", {}).get("classes", ()))

@@ -29,6 +29,7 @@ from cmarr.shared.store.interchange import (
     chosen_fold,
     dump_pickle,
     load_data_pickle,
+    missing_notes,
     read_sidecar,
     recorded_status,
     restored_spec,
@@ -183,7 +184,7 @@ def import_mmsa(
             m: _import_modality(writer, m, splits, where, table["id"].tolist(), meta, dtype, chunk_frames, progress)
             for m in mods
         }
-    return Interchange(out, counts, notes)
+    return Interchange(out, counts, notes if meta else notes + missing_notes(counts))
 
 
 def _read_splits(path: Path, data: Any, classes: tuple[str, ...]) -> dict[str, dict]:
@@ -270,6 +271,8 @@ def _import_modality(writer, modality, splits, where, ids, meta, dtype, chunk_fr
             split, k = where[ids[i]]
             values, lengths = splits[split][key]
             x = values[k, : lengths[k]] if ids[i] not in status_of else values[k, :0]
+            if not meta and not x.any():  # without the sidecar, all zeros is the export's filler
+                x = x[:0]
             feats.append(x if len(x) else None)
             status.append(Status.OK if len(x) else status_of.get(ids[i], Status.MISSING_INPUT))
         reasons = {i: reasons_of[ids[i]] for i in batch if ids[i] in reasons_of}

@@ -29,6 +29,7 @@ from cmarr.shared.store.interchange import (
     chosen_fold,
     dump_pickle,
     load_data_pickle,
+    missing_notes,
     read_sidecar,
     recorded_status,
     restored_spec,
@@ -187,7 +188,7 @@ def import_npy(
     root, out = Path(root), Path(out)
     meta = read_sidecar(root / EXPORT_META)
     pickle_path = _label_pickle(root, labels)
-    classes = _classes(classes, meta, pickle_path)
+    classes = _classes(classes, meta, pickle_path, root / EXPORT_META)
     peer = _read_conversations(pickle_path, classes)
     if meta:
         unescape = {_escape(u): u for u in meta["table"]["id"]}
@@ -209,11 +210,11 @@ def import_npy(
             m: _import_modality(writer, m, folder, dim, keys, ids, meta, dtype, chunk_frames, progress)
             for m, (folder, dim) in sources.items()
         }
-    return Interchange(out, counts)
+    return Interchange(out, counts, [] if meta else missing_notes(counts))
 
 
-def _classes(given: tuple[str, ...] | None, meta: dict, pickle_path: Path) -> tuple[str, ...]:
-    check_classes(tuple(given or ()), meta, bool(given), pickle_path.parent / EXPORT_META)
+def _classes(given: tuple[str, ...] | None, meta: dict, pickle_path: Path, sidecar_path: Path) -> tuple[str, ...]:
+    check_classes(tuple(given or ()), meta, bool(given), sidecar_path)
     recorded = tuple(meta.get("label_set", {}).get("classes", ()))
     if given or recorded:
         return tuple(given or recorded)
@@ -370,8 +371,9 @@ def _import_modality(writer, modality, folder, dim, keys, ids, meta, dtype, chun
                 status.append(status_of.get(ids[i], Status.MISSING_INPUT))
             else:
                 x = _load_npy(path)
-                feats.append(x.reshape(-1, dim) if x.size else None)
-                status.append(Status.OK if x.size else Status.MISSING_INPUT)
+                present = x.size and (meta or x.any())  # without the sidecar, all zeros is the peers' filler
+                feats.append(x.reshape(-1, dim) if present else None)
+                status.append(Status.OK if present else Status.MISSING_INPUT)
             if ids[i] in reasons_of:
                 reasons[i] = reasons_of[ids[i]]
         mw.write_part(list(batch), feats, status, reasons)
