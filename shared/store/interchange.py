@@ -73,13 +73,14 @@ def load_data_pickle(path: Path) -> Any:
         raise InputDataError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from None
 
 
-class _Numpy1Pickler(pickle._Pickler):
+class _Numpy1Pickler(pickle._Pickler):  # the Python pickler: the C one calls no overridable save_global
     """Pickles numpy arrays under the names numpy 1 knows (`numpy.core.multiarray._reconstruct`):
     numpy 2 writes `numpy._core...`, which the numpy 1 the peers run on cannot import."""
 
+    # the functions an array's and a scalar's reduce name, whatever numpy calls their module
     LEGACY = {
-        id(np._core.multiarray._reconstruct): ("numpy.core.multiarray", "_reconstruct"),
-        id(np._core.multiarray.scalar): ("numpy.core.multiarray", "scalar"),
+        id(np.empty(0).__reduce__()[0]): ("numpy.core.multiarray", "_reconstruct"),
+        id(np.float64(0).__reduce__()[0]): ("numpy.core.multiarray", "scalar"),
     }
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
