@@ -17,7 +17,7 @@ from tests import parity_cases as case
 
 RECORDS = Path(__file__).parent / "data" / "parity"
 # the records (see issue 31): one per system, named after it, and DiCMoR's second missing pattern
-RECORDED = ("utt-fusion", "mmin", "if-mmin", "cif-mmin", "cra", "dicmor", "dicmor-one")
+RECORDED = ("utt-fusion", "mmin", "if-mmin", "cif-mmin", "cra", "dicmor", "dicmor-one", "mplmm", "mplmm-all")
 # MMIN's sequence encoders, clipped one by one (CRA's per-modality MLPs too, but at its clip of 5 no
 # network of the case's batch has a gradient that large: nothing to tell apart there)
 SEQUENCE_ENCODERS = ("utt-fusion", "mmin", "if-mmin", "cif-mmin")

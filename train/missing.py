@@ -10,7 +10,9 @@ training, a *sampler* decides per epoch which modalities each utterance gives:
 - `batch-schedule`: DiCMoR's ordered schedule, a share of the epoch's batches dropping two
   modalities, then one, then none, the same modalities for the whole batch;
 - `fixed-rate`: a CPM-Net-style mask drawn once per split and kept every epoch, at least one
-  modality kept per utterance (GCNet's CRA).
+  modality kept per utterance (GCNet's CRA);
+- `drop-rate`: per utterance per epoch, with probability `rate` one of the six missing conditions
+  (uniformly), else the full one (MPLMM's `get_missing_mode` at its `drop_rate`).
 
 A modality the store lacks for an utterance (no face, no transcript) is never given, whatever the
 sampler says: a condition is drawn among those the utterance can satisfy.
@@ -46,7 +48,7 @@ def _c(*mods: str) -> MissingCondition:
 MISSING = (_c("text"), _c("audio"), _c("video"), _c("video", "text"), _c("audio", "video"), _c("audio", "text"))
 FULL = _c(*MODALITIES)
 ALL = MISSING + (FULL,)
-SAMPLERS = ("none", "six", "batch-schedule", "fixed-rate")
+SAMPLERS = ("none", "six", "batch-schedule", "fixed-rate", "drop-rate")
 
 
 def condition_masks(conditions: list[MissingCondition]) -> dict[str, np.ndarray]:
@@ -87,6 +89,22 @@ class ConditionSampler(Sampler):
         if not usable:  # the utterance lacks what every condition needs: give what it has
             return MissingCondition(frozenset(m for m in MODALITIES if present[m][i]))
         return usable[rng.integers(len(usable))]
+
+
+class DropRateSampler(Sampler):
+    """Per utterance per epoch: with probability `rate` one of the six missing conditions it can
+    satisfy, uniformly, else the full condition (MPLMM's `get_missing_mode` at `drop_rate`)."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.missing, self.full = ConditionSampler(MISSING), ConditionSampler((FULL,))
+
+    def draw(self, present, batches, rng):
+        return [condition_masks([self._one(present, int(i), rng) for i in b]) for b in batches]
+
+    def _one(self, present, i: int, rng) -> MissingCondition:
+        among = self.missing if rng.random() < self.rate else self.full
+        return among._one(present, i, rng)
 
 
 class BatchScheduleSampler(Sampler):
@@ -174,6 +192,8 @@ def build_sampler(kind: str, include_full: bool = False, rate: float = 0.5, seed
         return BatchScheduleSampler(rate)
     if kind == "fixed-rate":
         return FixedRateSampler(rate, seed)
+    if kind == "drop-rate":
+        return DropRateSampler(rate)
     raise ValueError(f"unknown sampler {kind!r}; choose from {', '.join(SAMPLERS)}")
 
 
