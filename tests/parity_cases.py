@@ -84,14 +84,18 @@ def features(seed: int, length: int | None = None) -> dict[str, torch.Tensor]:
     return out
 
 
-def batch(seed: int, conditions: str, length: int | None = None) -> Batch:
+def batch(seed: int, conditions: str, length: int | None = None, dialogs: dict | None = None) -> Batch:
     """cmarr's training batch of the case: every true feature known, the condition's given; rows
-    of `lengths(length)`."""
+    of `lengths(length)`; `dialogs` ({"dialog": [...], "speaker": [...]} per row, a record's meta:
+    GCNet's conversations) sets Batch.dialog / speaker."""
     x = features(seed, length)
     mask = {m: torch.arange(v.shape[1])[None] < torch.tensor(lengths(length)[m])[:, None] for m, v in x.items()}
     given = {m: torch.tensor(v) for m, v in given_rows(conditions).items()}
     known = {m: torch.ones(6, dtype=torch.bool) for m in x}
-    return Batch(x, mask, given, known, torch.tensor(LABELS))
+    out = Batch(x, mask, given, known, torch.tensor(LABELS))
+    if dialogs:
+        out.dialog, out.speaker = torch.tensor(dialogs["dialog"]), torch.tensor(dialogs["speaker"])
+    return out
 
 
 def digest(grad: torch.Tensor) -> np.ndarray:

@@ -17,7 +17,7 @@ from tests import parity_cases as case
 
 RECORDS = Path(__file__).parent / "data" / "parity"
 # the records (see issue 31): one per system, named after it, and DiCMoR's second missing pattern
-RECORDED = ("utt-fusion", "mmin", "if-mmin", "cif-mmin", "cra", "dicmor", "dicmor-one", "mplmm", "mplmm-all")
+RECORDED = ("utt-fusion", "mmin", "if-mmin", "cif-mmin", "cra", "dicmor", "dicmor-one", "gcnet", "mplmm", "mplmm-all")
 # MMIN's sequence encoders, clipped one by one (CRA's per-modality MLPs too, but at its clip of 5 no
 # network of the case's batch has a gradient that large: nothing to tell apart there)
 SEQUENCE_ENCODERS = ("utt-fusion", "mmin", "if-mmin", "cif-mmin")
@@ -37,7 +37,7 @@ def _cmarr(meta: dict, clip_mode: str | None = None):
     case.fill_weights(model, meta["seed"], meta.get("small_weights"))
     model.freeze()
     model.eval()  # the record ran every module in eval mode: no dropout draw to match
-    batch = case.batch(meta["seed"] + 1, meta["conditions"], meta.get("length"))  # DiCMoR: one common length
+    batch = case.batch(meta["seed"] + 1, meta["conditions"], meta.get("length"), meta.get("dialogs"))  # DiCMoR, GCNet
     out = model(batch)
     terms = model.losses(batch, out)
     model.zero_grad(set_to_none=True)

@@ -31,6 +31,10 @@ class Batch:
     given: dict[str, torch.Tensor]  # (B,) bool: given to the model
     known: dict[str, torch.Tensor]  # (B,) bool: true features present in `x` (a superset of `given`)
     labels: torch.Tensor | None = None  # (B,) int64 class indices
+    # Dialog structure, only for a model that `reads_dialogs` (StoreData.batch(dialogs=True)): rows of
+    # whole dialogs, each contiguous and in time order; None for every other model
+    dialog: torch.Tensor | None = None  # (B,) int64 the row's dialog, numbered 0.. in batch order
+    speaker: torch.Tensor | None = None  # (B,) int64 the row's speaker within its dialog (sorted ids: 0, 1, ..)
 
     @property
     def size(self) -> int:

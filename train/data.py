@@ -190,6 +190,55 @@ class StoreData:
         key = self.length_key
         return [b for w in windows for b in bucketed_batches(length_bands(w, key, batching.buckets), batch_size, rng)]
 
+    @property
+    def dialog_codes(self) -> np.ndarray:
+        """(N,) int64 a code per dialog of the store's `dialog` column; a row without one (empty) is
+        a dialog of its own."""
+        if getattr(self, "_dialog_codes", None) is None:
+            names = np.asarray(self.store.utterances["dialog"], dtype=object).astype(str)
+            _, codes = np.unique(names, return_inverse=True)
+            alone = names == ""
+            codes = codes.astype(np.int64)
+            codes[alone] = codes.max(initial=0) + 1 + np.flatnonzero(alone)
+            self._dialog_codes = codes
+        return self._dialog_codes
+
+    def dialogs(self, rows: np.ndarray) -> list[np.ndarray]:
+        """`rows` grouped into their dialogs, each in time order (`start`, ties in row order), the
+        dialogs in the order of their first row (what a model that `reads_dialogs` is batched by)."""
+        rows = np.asarray(rows, np.int64)
+        if not len(rows):
+            return []
+        start = np.nan_to_num(np.asarray(self.store.utterances["start"], np.float64)[rows], nan=0.0)
+        codes = self.dialog_codes[rows]
+        order = np.lexsort((rows, start, codes))  # by dialog, then start, then row
+        ranked = rows[order]
+        cuts = np.flatnonzero(np.diff(codes[order])) + 1
+        groups = np.split(ranked, cuts)
+        return sorted(groups, key=lambda g: int(np.flatnonzero(np.isin(rows, g))[0]))
+
+    def whole_dialogs(self, rows: np.ndarray) -> list[np.ndarray]:
+        """The store's complete dialogs that hold `rows` (their context at evaluation)."""
+        return self.dialogs(np.flatnonzero(np.isin(self.dialog_codes, self.dialog_codes[rows])))
+
+    def dialog_batches(self, rows: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """This epoch's training batches of whole dialogs of `rows`: the dialogs in a random order,
+        `batch_size` dialogs per batch (a batch is a set of conversations)."""
+        groups = self.dialogs(rows)
+        order = rng.permutation(len(groups))
+        cuts = range(0, len(groups), batch_size)
+        return [np.concatenate([groups[k] for k in order[lo : lo + batch_size]]) for lo in cuts]
+
+    def speaker_ranks(self, indices: np.ndarray) -> np.ndarray:
+        """(B,) each row's speaker among its dialog's speakers in `indices`, by sorted speaker id."""
+        speakers = np.asarray(self.store.utterances["speaker"], dtype=object).astype(str)[indices]
+        codes = self.dialog_codes[indices]
+        out = np.zeros(len(indices), np.int64)
+        for c in np.unique(codes):
+            at = np.flatnonzero(codes == c)
+            out[at] = np.unique(speakers[at], return_inverse=True)[1]
+        return out
+
     def _windows(self, order: np.ndarray, batch_size: int, batches: int = 8) -> list[np.ndarray]:
         """The block-local `order` in windows of whole batches, at least `batches` of them (fewer
         make no buckets) and as many as the cached blocks hold; the cache grows to hold a window's
@@ -222,13 +271,16 @@ class StoreData:
         device,
         known: dict[str, np.ndarray] | None = None,
         full_length: bool = False,
+        dialogs: bool = False,
     ) -> Batch:
         """Padded, normalised features of `indices` (B,). `given[m]` (B,) bool: rows that give m.
         `known[m]` (B,) bool: rows whose true features to load (default: `given`, as at evaluation;
         training passes every really-present modality). A modality that is not known for a row is
         all zeros with an all-False mask: its frames are not even read. `full_length`: pad each
         modality to the longest recording of the batch the store holds, known or not (the padding
-        a model that reads it sees in training, and the peers' datasets give at evaluation)."""
+        a model that reads it sees in training, and the peers' datasets give at evaluation).
+        `dialogs`: `indices` are whole dialogs, each contiguous (`dialogs()`); the batch carries each
+        row's dialog and speaker (`Batch.dialog`, `Batch.speaker`)."""
         known = given if known is None else known
         steps = {m: int(self.lengths[m][indices].max(initial=0)) for m in MODALITIES} if full_length else None
         seqs, kept = {}, {}
@@ -239,7 +291,12 @@ class StoreData:
             for k, f in zip(wanted, self.frames(m, indices[wanted])):
                 seqs[m][k] = (f - norm.mean[m]) / norm.std[m]
         given = {m: given[m] & self.present[m][indices] for m in MODALITIES}
-        return collate(seqs, self.dims, given, kept, self.labels[indices], device, steps)
+        batch = collate(seqs, self.dims, given, kept, self.labels[indices], device, steps)
+        if dialogs:
+            codes = self.dialog_codes[indices]
+            batch.dialog = torch.from_numpy(np.r_[0, np.cumsum(codes[1:] != codes[:-1])].astype(np.int64)).to(device)
+            batch.speaker = torch.from_numpy(self.speaker_ranks(indices)).to(device)
+        return batch
 
 
 def collate(

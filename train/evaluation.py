@@ -33,6 +33,8 @@ def predict_proba(
     model.eval()
     full_length = reads_padding(model)  # a dropped modality as zeros of its length (the peers' eval)
     rows = indices[eligible(data.present, indices, condition)]
+    if getattr(model, "reads_dialogs", False):
+        return rows, _dialog_proba(model, data, rows, condition, norm, device, amp)
     probs = []
     for lo in range(0, len(rows), batch_size):
         idx = rows[lo : lo + batch_size]
@@ -42,6 +44,22 @@ def predict_proba(
         probs.append(logits.float().softmax(-1).cpu().numpy())
     n_classes = len(data.store.classes)
     return rows, np.concatenate(probs) if probs else np.zeros((0, n_classes), np.float32)
+
+
+def _dialog_proba(model, data: StoreData, rows, condition, norm, device, amp) -> np.ndarray:
+    """Probabilities of `rows` (R, C) from a model that reads whole dialogs: each dialog that holds
+    one of them, all its utterances in the store, under the condition (its context), one at a time."""
+    probs = np.zeros((len(rows), len(data.store.classes)), np.float32)
+    where = {int(r): k for k, r in enumerate(rows)}
+    for dialog in data.whole_dialogs(rows) if len(rows) else []:
+        given = {m: np.full(len(dialog), m in condition.given) for m in MODALITIES}
+        with autocast(device, amp):
+            logits = model(data.batch(dialog, given, norm, device, dialogs=True)).logits
+        p = logits.float().softmax(-1).cpu().numpy()
+        for k, r in enumerate(dialog):
+            if int(r) in where:
+                probs[where[int(r)]] = p[k]
+    return probs
 
 
 def evaluate(model, data, indices, norm, device, conditions=ALL, amp: str = "none") -> dict[str, dict]:

@@ -12,7 +12,8 @@ training, a *sampler* decides per epoch which modalities each utterance gives:
 - `fixed-rate`: a CPM-Net-style mask drawn once per split and kept every epoch, at least one
   modality kept per utterance (GCNet's CRA);
 - `drop-rate`: per utterance per epoch, with probability `rate` one of the six missing conditions
-  (uniformly), else the full one (MPLMM's `get_missing_mode` at its `drop_rate`).
+  (uniformly), else the full one (MPLMM's `get_missing_mode` at its `drop_rate`);
+- `epoch-rate`: a CPM-Net-style mask at `rate` drawn anew every epoch (GCNet's own training).
 
 A modality the store lacks for an utterance (no face, no transcript) is never given, whatever the
 sampler says: a condition is drawn among those the utterance can satisfy.
@@ -48,7 +49,7 @@ def _c(*mods: str) -> MissingCondition:
 MISSING = (_c("text"), _c("audio"), _c("video"), _c("video", "text"), _c("audio", "video"), _c("audio", "text"))
 FULL = _c(*MODALITIES)
 ALL = MISSING + (FULL,)
-SAMPLERS = ("none", "six", "batch-schedule", "fixed-rate", "drop-rate")
+SAMPLERS = ("none", "six", "batch-schedule", "fixed-rate", "drop-rate", "epoch-rate")
 
 
 def condition_masks(conditions: list[MissingCondition]) -> dict[str, np.ndarray]:
@@ -168,6 +169,31 @@ class FixedRateSampler(Sampler):
         return rate_mask(present, self.rate, self.seed)
 
 
+class EpochRateSampler(Sampler):
+    """A new CPM-Net-style mask every epoch (GCNet's train_gcnet.py, `--mask-type constant-<rate>`):
+    each modality an utterance has is dropped with probability `rate`, independently, and where all
+    are dropped one it has, drawn, is kept; drawn per batch from the epoch's generator."""
+
+    def __init__(self, rate: float):
+        self.rate = rate
+
+    def draw(self, present, batches, rng):
+        out = []
+        for b in batches:
+            keep = drop_at_rate(np.stack([present[m][b] for m in MODALITIES], 1), self.rate, rng)
+            out.append({m: keep[:, j] for j, m in enumerate(MODALITIES)})
+        return out
+
+
+def drop_at_rate(have: np.ndarray, rate: float, gen: np.random.Generator) -> np.ndarray:
+    """(N, M) bool: each True entry of `have` dropped with probability `rate`; a row left with none
+    keeps one it had, drawn (CPM-Net's `random_mask`: at least one view)."""
+    keep = have & (gen.random(have.shape) >= rate)
+    for i in np.flatnonzero(have.any(1) & ~keep.any(1)):
+        keep[i, gen.choice(np.flatnonzero(have[i]))] = True
+    return keep
+
+
 def rate_mask(present: dict[str, np.ndarray], rate: float, seed: int = 0) -> dict[str, np.ndarray]:
     """{modality: (N,) bool} over every utterance of the store: each modality it has is dropped with
     probability `rate`, independently; where all are dropped, one it has, drawn, is kept (CPM-Net's
@@ -192,6 +218,8 @@ def build_sampler(kind: str, include_full: bool = False, rate: float = 0.5, seed
         return BatchScheduleSampler(rate)
     if kind == "fixed-rate":
         return FixedRateSampler(rate, seed)
+    if kind == "epoch-rate":
+        return EpochRateSampler(rate)
     if kind == "drop-rate":
         return DropRateSampler(rate)
     raise ValueError(f"unknown sampler {kind!r}; choose from {', '.join(SAMPLERS)}")

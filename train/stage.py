@@ -225,7 +225,7 @@ def training_batch(model: SystemModel, ctx: SplitContext, indices: np.ndarray, g
     bool): a model that builds reconstruction targets also gets the true features of every
     really-present modality (`known`); any other model reads only what the condition gives."""
     known = {m: np.ones(len(indices), bool) for m in given} if model.reads_missing_targets else None
-    return ctx.data.batch(indices, given, ctx.norm, ctx.device, known)
+    return ctx.data.batch(indices, given, ctx.norm, ctx.device, known, dialogs=model.reads_dialogs)
 
 
 def train_epoch(
@@ -237,7 +237,10 @@ def train_epoch(
     the command's progress display (a bar, or a line every few seconds when piped)."""
     model.train()
     data, device = ctx.data, ctx.device
-    batches = data.epoch_batches(rows, stage.optim.batch_size, rng, ctx.batching)
+    if model.reads_dialogs:  # whole dialogs, `batch_size` of them per batch
+        batches = data.dialog_batches(rows, stage.optim.batch_size, rng)
+    else:
+        batches = data.epoch_batches(rows, stage.optim.batch_size, rng, ctx.batching)
     given = sampler.draw(data.present, batches, rng)  # drawn up front: the RNG order is fixed
 
     params = model.trainable_parameters()

@@ -24,6 +24,7 @@ class SystemModel(nn.Module):
 
     frozen: tuple[str, ...] = ()
     reads_missing_targets: bool = False
+    reads_dialogs: bool = False  # batches of whole dialogs in time order, with Batch.dialog / speaker
 
     def losses(self, batch: Batch, out: Any) -> dict[str, torch.Tensor]:
         raise NotImplementedError
