@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import md_table  # noqa: E402
-from train_cpu import _model_step, _setup, flop_counter, matmul_roof  # noqa: E402
+from train_cpu import _model_step, _setup, flop_counter, matmul_roof, splice  # noqa: E402
 
 MARKS = ("<!-- cm-arr step section: bench/cmarr_step.py -->", "<!-- end of cm-arr step section -->")
 # (A, n, k) @ (A, k, m): the flows' couplings and 1x1 mixing (3 modalities x 16 rows x 50 steps),
@@ -190,15 +190,8 @@ def main() -> None:
             [[n, str(SHAPES[n]), f"{r:.0f}", f"{100 * r / roof:.0f}%"] for n, r in rates.items()],
         )
     )
-    report = args.out.read_text() if args.out.exists() else "# Training benchmark\n"
-    start, end = MARKS
-    block = f"{start}\n{section}{end}\n"
-    if start in report:
-        head, rest = report.split(start, 1)
-        report = head + block + rest.split(end, 1)[1]
-    else:
-        report = report.rstrip("\n") + "\n\n" + block
-    args.out.write_text(report)
+    report = args.out.read_text() if args.out.exists() else "# Training benchmark\n\n"
+    args.out.write_text(splice(report, section, MARKS))
     print(section)
 
 

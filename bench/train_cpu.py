@@ -436,9 +436,10 @@ def batching_part(args, tmp: Path) -> str:
 BATCHING_MARKS = ("<!-- batching section: bench/train_cpu.py --part batching -->", "<!-- end of batching section -->")
 
 
-def splice(report: str, section: str) -> str:
-    """`report` with its batching section replaced by `section` (put after the title if it has none)."""
-    start, end = BATCHING_MARKS
+def splice(report: str, section: str, marks: tuple[str, str] = BATCHING_MARKS) -> str:
+    """`report` with its section between `marks` (the batching section's by default) replaced by
+    `section` (put after the title if it has none)."""
+    start, end = marks
     block = f"{start}\n{section}{end}\n"
     if start in report and end in report:
         head, rest = report.split(start, 1)
