@@ -56,4 +56,4 @@ FAST = {
     "train.gcnet.optim.epochs": 4,
     "train.gcnet.model.hidden": 32,
 }  # `--preset fast`
-register_system("gcnet", gcnet, sections={"gcnet": GCNetConfig}, fast=FAST)
+register_system("gcnet", gcnet, sections={"gcnet": GCNetConfig}, fast=FAST, groups=("table2",))
