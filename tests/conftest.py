@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from cmarr.shared.store import FeatureStore, StoreWriter
 from cmarr.shared.store.synthetic import SyntheticModality, write_synthetic_store
 
@@ -31,6 +32,24 @@ def small_store(_small_store_template, tmp_path):
     path = tmp_path / "small.zarr"
     shutil.copytree(template, path)
     return path, written
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch) -> list[str]:
+    """The training and evaluation loops under CPU bf16 autocast: cmarr's GPU default path, which
+    `devices.autocast` leaves off on the CPU (`train.amp=bf16` there runs fp32). Returns the amp modes
+    the loops asked for, so a test can assert they ran."""
+    from cmarr.train import evaluation, stage
+
+    used: list[str] = []
+
+    def bf16(device, amp):
+        used.append(amp)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    monkeypatch.setattr(stage, "autocast", bf16)
+    monkeypatch.setattr(evaluation, "autocast", bf16)
+    return used
 
 
 def assert_same(a: np.ndarray | None, b: np.ndarray) -> None:

@@ -231,7 +231,8 @@ def test_a_row_giving_nothing_is_not_recovered_and_does_not_fail():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_both_stages_train_and_write_the_table(tmp_path, variant):
+def test_both_stages_train_and_write_the_table(tmp_path, variant, cpu_bf16):
+    """Both stages, selection and test predictions on a tiny store, under CPU bf16 autocast."""
     mods = {"text": SyntheticModality(4, 3), "audio": SyntheticModality(6, 4),
             "video": SyntheticModality(3, 2, missing_rate=0.1)}  # fmt: skip
     store = tmp_path / "s.zarr"
@@ -257,6 +258,7 @@ def test_both_stages_train_and_write_the_table(tmp_path, variant):
         args += ["--set", f"train.dicmor.{part}.epochs=1", "--set", f"train.dicmor.{part}.batch_size=8"]
     r = CliRunner().invoke(train_app, args)
     assert r.exit_code == 0, r.output
+    assert cpu_bf16  # the loops ran under autocast
     [run] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     md = (run / "results.md").read_text().split("\n## ")[0]  # Table 2, not the breakdowns
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith(("| {", "| Avg"))]

@@ -125,12 +125,14 @@ def test_the_record_tells_the_published_recon_mask_apart():
     assert abs(terms["ce"].item() - float(record["loss.ce"])) < test_parity.TOL
 
 
-def test_it_trains_and_writes_the_table(data, tmp_path):
+def test_it_trains_and_writes_the_table(data, tmp_path, cpu_bf16):
+    """One epoch, selection and test predictions over whole dialogs, under CPU bf16 autocast."""
     args = ["--store", str(data.store.location), "--folds", "5", "--out", str(tmp_path), "--system", "gcnet",
-            "--set", "train.device=cpu", "--set", "train.amp=none", "--set", "train.gcnet.optim.epochs=1",
+            "--set", "train.device=cpu", "--set", "train.amp=bf16", "--set", "train.gcnet.optim.epochs=1",
             "--set", "train.gcnet.optim.batch_size=2", "--set", "train.gcnet.model.hidden=8"]  # fmt: skip
     r = CliRunner().invoke(train_app, args)
     assert r.exit_code == 0, r.output
+    assert cpu_bf16  # the loops ran under autocast
     [run] = [p for p in tmp_path.iterdir() if p.is_dir()]
     md = (run / "results.md").read_text().split("\n## ")[0]
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith(("| {", "| Avg"))]

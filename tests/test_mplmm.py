@@ -165,8 +165,8 @@ def test_the_drop_rate_sampler_draws_mplmm_missing_codes():
 
 
 @pytest.mark.slow
-def test_both_stages_train_and_write_the_table(tmp_path):
-    """The whole run (two stages, selection, test predictions) on a tiny store, under bf16 autocast."""
+def test_both_stages_train_and_write_the_table(tmp_path, cpu_bf16):
+    """The whole run (two stages, selection, test predictions) on a tiny store, under CPU bf16 autocast."""
     mods = {"text": SyntheticModality(4, 3), "audio": SyntheticModality(6, 4),
             "video": SyntheticModality(3, 2, missing_rate=0.1)}  # fmt: skip
     store = tmp_path / "s.zarr"
@@ -178,6 +178,7 @@ def test_both_stages_train_and_write_the_table(tmp_path):
         args += ["--set", f"train.mplmm.{part}.epochs=1", "--set", f"train.mplmm.{part}.batch_size=8"]
     r = CliRunner().invoke(train_app, args)
     assert r.exit_code == 0, r.output
+    assert cpu_bf16  # the loops ran under autocast
     [run] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     md = (run / "results.md").read_text().split("\n## ")[0]
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith(("| {", "| Avg"))]
