@@ -11,6 +11,7 @@ import pytest
 from cmarr.extract.cli import app as extract_app
 from cmarr.extract.corpora.demo import generate_demo_corpus
 from cmarr.shared.cli import app as store_app
+from cmarr.shared.errors import ConfigError
 from cmarr.shared.store import FeatureStore
 from cmarr.train.cli import train_app
 from test_end_to_end import TINY
@@ -113,3 +114,15 @@ def test_a_store_is_resumed_only_with_its_own_degradation(stores):
 def test_a_bad_spec_stops_before_the_corpus_is_made(tmp_path):
     r = runner.invoke(extract_app, ["demo", "--out", str(tmp_path / "out"), "--degrade", "audio:snr=0,video:fog=1"])
     assert r.exit_code == 2 and "video:fog" in r.output and not (tmp_path / "out").exists()
+
+
+def test_the_harness_folds_refuse_a_degraded_store_unless_asked(stores):
+    """`cmarr.folds`, a researcher's own loop, refuses what cmarr-train refuses."""
+    from cmarr import folds
+
+    _, clean, degraded, _ = stores
+    with pytest.raises(ConfigError, match="--allow-degraded"):
+        folds(degraded)
+    with pytest.warns(UserWarning, match="trained on a degraded store"):
+        allowed = folds(degraded, allow_degraded=True)
+    assert [f.name for f in allowed] == [f.name for f in folds(clean)]

@@ -22,6 +22,7 @@ Legend: B batch, T_m steps of modality m, F_m its feature width.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from cmarr.train.batch import Batch
 from cmarr.train.data import Normaliser, StoreData, collate
 from cmarr.train.missing import ALL, MissingCondition, eligible
 from cmarr.train.protocol import make_splits
+from cmarr.train.run import degradation_warnings
 from torch.utils.data import Dataset
 
 CONDITIONS = ALL  # the six missing conditions, then the full one (`.name` "{s,t}", `.given` modalities)
@@ -59,13 +61,19 @@ class Fold:
         return [str(i) for i in self.data.store.utterances["id"][getattr(self, part)]]
 
 
-def folds(store, config: str | Path | PipelineConfig | None = None, seed: int = 0) -> list[Fold]:
+def folds(
+    store, config: str | Path | PipelineConfig | None = None, seed: int = 0, allow_degraded: bool = False
+) -> list[Fold]:
     """Every split of leave-one-session-out on `store` (a path or URL, a FeatureStore or a
     StoreData), drawn as cmarr-train draws them for `seed` with the config's `val_rule` and
     `val_fraction` (`config`: a pipeline.toml, a loaded config, or the defaults), every labelled
-    utterance used. ConfigError for a store of fewer than two sessions."""
+    utterance used. ConfigError for a store of fewer than two sessions, and, as cmarr-train
+    refuses to train on one, for a degraded store (`cmarr-extract --degrade`) unless
+    `allow_degraded` (then a UserWarning names the degradation)."""
     cfg = config if isinstance(config, PipelineConfig) else load_config(config)
     data = _data(store, cfg)
+    for message in degradation_warnings(data.store, allow_degraded):
+        warnings.warn(f"{data.store.location}: {message}", UserWarning, stacklevel=2)
     indices = np.flatnonzero(data.labels >= 0)
     out = []
     for k, fold in enumerate(make_splits(data, indices, None, cfg.train, seed), 1):
