@@ -12,6 +12,7 @@ run killed at any moment resumes to exactly the uninterrupted result.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import time
@@ -42,6 +43,7 @@ from cmarr.train.evaluation import evaluate, missing_uar, summary
 from cmarr.train.missing import ALL, FULL, MISSING, Sampler, build_sampler, training_rows
 from cmarr.train.model.base import SystemModel
 from cmarr.train.rundir import StageDir, StageProgress, StageState
+from cmarr.train.schedule import lr_factor
 from cmarr.train.systems.base import Stage, System
 from cmarr.train.tracking import write_curves
 
@@ -103,7 +105,8 @@ class _StageRun:
         self.model = build_stage_model(self.stage, ctx, folders).to(ctx.device)
         optim = self.stage.optim
         self.opt = make_optimizer(optim, self.model)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda e: lr_factor(optim, e + 1))
+        factor = self.stage.lr_schedule or functools.partial(lr_factor, optim)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda e: factor(e + 1))
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=ctx.amp == "fp16" and ctx.device.type == "cuda")
         self.sampler = build_sampler(self.stage.sampler, ctx.include_full, self.stage.sampler_rate, seed)
         self.state = self._resumed() if self.folder.state.is_file() else self._fresh()
@@ -212,12 +215,6 @@ def make_optimizer(optim: StageOptim, model: SystemModel) -> torch.optim.Optimiz
     params = model.trainable_parameters()
     fused = bool(params) and all(p.device.type in FUSED_DEVICES and p.is_floating_point() for p in params)
     return cls(params, lr=optim.lr, betas=(optim.beta1, 0.999), weight_decay=optim.weight_decay, fused=fused or None)
-
-
-def lr_factor(optim: StageOptim, epoch: int) -> float:
-    """Learning-rate factor for 1-based `epoch`: 1 for the first `epochs`, then decaying linearly
-    over `decay_epochs` (MMIN's `linear` policy: 1 - (epoch - niter) / (niter_decay + 1))."""
-    return 1.0 - max(0, epoch - optim.epochs) / float(optim.decay_epochs + 1)
 
 
 def training_batch(model: SystemModel, ctx: SplitContext, indices: np.ndarray, given: dict[str, np.ndarray]):
