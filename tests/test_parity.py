@@ -19,7 +19,7 @@ RECORDS = Path(__file__).parent / "data" / "parity"
 # the records (see issue 31): one per system, named after it, and a second missing pattern (DiCMoR,
 # IMDer: one per batch) or condition set (MPLMM)
 RECORDED = (
-    "utt-fusion", "mmin", "if-mmin", "cif-mmin", "cra", "dicmor", "dicmor-one", "gcnet", "lnln",
+    "utt-fusion", "mmin", "if-mmin", "cif-mmin", "cra", "dicmor", "dicmor-one", "gcnet", "imder", "imder-one", "lnln",
     "mplmm", "mplmm-all",
 )  # fmt: skip
 # MMIN's sequence encoders, clipped one by one (CRA's per-modality MLPs too, but at its clip of 5 no

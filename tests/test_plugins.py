@@ -149,8 +149,8 @@ def test_one_knob_reschedules_every_stage_of_every_system():
     tenth = rescheduled(cfg, scale=0.1)
     assert (tenth.train.cm_arr.optim.epochs, tenth.train.cm_arr.optim.patience) == (10, 1)
     assert (tenth.train.mmin.optim.epochs, tenth.train.mmin.optim.decay_epochs) == (3, 3)
-    # every registered system's stages: two each for IF-, CIF-MMIN, DiCMoR and MPLMM; one for GCNet, LNLN
-    assert len(_optims(cfg)) == 14
+    # every registered system's stages: two each for IF-, CIF-MMIN, DiCMoR, IMDer and MPLMM; one for GCNet, LNLN
+    assert len(_optims(cfg)) == 16
     with pytest.raises(ConfigError, match="not both"):
         rescheduled(cfg, epochs=1, scale=0.5)
 

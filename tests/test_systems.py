@@ -89,7 +89,7 @@ def _ctx(data, fold: int, seed: int = 0, run: str = "r1") -> SplitContext:
 def test_every_built_in_system_is_registered_with_its_sections():
     table2 = (
         "cm-arr", "baseline", "utt-fusion", "cra", "mmin", "if-mmin", "cif-mmin", "dicmor",
-        "gcnet", "mplmm", "lnln",
+        "gcnet", "imder", "mplmm", "lnln",
     )  # fmt: skip
     assert group("table2") == table2
     assert group("ablations") == ("baseline", "no-udcl", "no-spcl", "no-attention", "point")

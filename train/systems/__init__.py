@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # The built-in systems, in the order reports list them; importing a module registers its systems.
 # isort: off
-from cmarr.train.systems import cmarr, utt_fusion, cra, mmin, if_mmin, cif_mmin, dicmor, gcnet, mplmm, lnln  # noqa: E402, F401
+from cmarr.train.systems import cmarr, utt_fusion, cra, mmin, if_mmin, cif_mmin, dicmor, gcnet, imder, mplmm, lnln  # noqa: E402, F401
 
 # isort: on
 from cmarr.train.systems.base import Link, Stage, System, count_parameters
