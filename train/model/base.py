@@ -42,8 +42,10 @@ class SystemModel(nn.Module):
             self.get_submodule(name).eval()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates: every parameter outside the frozen sub-modules, except one
+        built fixed (`requires_grad=False` from the start, e.g. IMDer's random Fourier features)."""
         frozen_ids = {id(p) for name in self.frozen for p in self.get_submodule(name).parameters()}
-        return [p for p in self.parameters() if id(p) not in frozen_ids]
+        return [p for p in self.parameters() if id(p) not in frozen_ids and p.requires_grad]
 
     def clip_groups(self) -> Iterator[list[nn.Parameter]]:
         """Trainable parameters per sub-network, as the MMIN family's `backward` clips each of its
