@@ -144,7 +144,12 @@ class DiCMoR(SystemModel):
         self.prior = ClassPriors(n_classes, D)
         self.rec = nn.ModuleDict({m: RCANReconstructor(D, cfg.rcab_blocks, cfg.rcab_reduction) for m in dims})
         self.cat = nn.ModuleDict({m: nn.Conv1d(2 * D, D, 1) for m in dims})
-        self.fusion = MulTFusion.from_config(self.modalities, cfg, causal=cfg.attention == "causal-last")
+        attn = {"text": cfg.attn_dropout, "audio": cfg.attn_dropout_audio, "video": cfg.attn_dropout_video}
+        dropouts = {"embed": cfg.embed_dropout, "relu": cfg.relu_dropout, "res": cfg.res_dropout}
+        self.fusion = MulTFusion(
+            self.modalities, D, cfg.heads, cfg.layers, {**attn, "self": cfg.attn_dropout}, dropouts,
+            causal=cfg.attention == "causal-last",
+        )  # fmt: skip
         self.head = ResidualHead(self.fusion.out_dim, n_classes, cfg.output_dropout)
         if cfg.flow == "dicmor-exact":  # DiCMoR's weight_l/v/a: defined, never called; kept for its parameter count
             self.unused = nn.ModuleDict({m: nn.Linear(2 * D, 2 * D) for m in dims})

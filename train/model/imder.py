@@ -112,7 +112,11 @@ class IMDer(SystemModel):
         self.score = nn.ModuleDict({m: ScoreNet(D, cfg.score_channels, cfg.score_embed) for m in dims})
         self.cat = nn.ModuleDict({m: nn.Conv1d(2 * D, D, 1) for m in dims})
         self.rec = nn.ModuleDict({m: RCANReconstructor(D, cfg.rcab_blocks, cfg.rcab_reduction) for m in dims})
-        self.fusion = MulTFusion.from_config(self.modalities, cfg, causal=True)
+        attn = {"text": cfg.attn_dropout, "audio": cfg.attn_dropout_audio, "video": cfg.attn_dropout_video}
+        dropouts = {"embed": cfg.embed_dropout, "relu": cfg.relu_dropout, "res": cfg.res_dropout}
+        self.fusion = MulTFusion(
+            self.modalities, D, cfg.heads, cfg.layers, {**attn, "self": cfg.attn_dropout}, dropouts, causal=True
+        )
         self.head = ResidualHead(self.fusion.out_dim, n_classes, cfg.output_dropout)
 
     def forward(self, batch: Batch) -> IMDerOutputs:

@@ -169,7 +169,11 @@ class MPLMM(SystemModel):
         D = cfg.width
         self.lengths = {m: cfg.length(m) for m in dims}
         self.proj = nn.ModuleDict({m: nn.Conv1d(f, D, 1, bias=False) for m, f in dims.items()})
-        self.fusion = PromptedMulT.from_config(self.modalities, cfg, causal=True)
+        attn = {"text": cfg.attn_dropout, "audio": cfg.attn_dropout_audio, "video": cfg.attn_dropout_video}
+        dropouts = {"embed": cfg.embed_dropout, "relu": cfg.relu_dropout, "res": cfg.res_dropout}
+        self.fusion = PromptedMulT(
+            self.modalities, D, cfg.heads, cfg.layers, {**attn, "self": cfg.attn_dropout}, dropouts, causal=True
+        )
         self.head = ResidualHead(self.fusion.out_dim, n_classes, cfg.output_dropout)
         self.prompts = MissingAwarePrompts(dims, self.lengths, D, cfg.prompt_length) if prompts else None
         self.backbone = BACKBONE if prompts else ()

@@ -132,16 +132,6 @@ class MulTFusion(nn.Module):
         )
         self.out_dim = width_self * len(modalities)
 
-    @classmethod
-    def from_config(cls, modalities: list[str], cfg, causal: bool):
-        """Built from a system's model section holding MulT's published knobs: `width`, `heads`,
-        `layers`, `attn_dropout` (text as source, and the self-attention encoders),
-        `attn_dropout_audio`, `attn_dropout_video`, `embed_dropout`, `relu_dropout`, `res_dropout`.
-        Each system keeps its own defaults (its authors' config); the mapping lives here."""
-        attn = {"text": cfg.attn_dropout, "audio": cfg.attn_dropout_audio, "video": cfg.attn_dropout_video}
-        dropouts = {"embed": cfg.embed_dropout, "relu": cfg.relu_dropout, "res": cfg.res_dropout}
-        return cls(modalities, cfg.width, cfg.heads, cfg.layers, {**attn, "self": cfg.attn_dropout}, dropouts, causal)
-
     def forward(self, seqs: dict[str, torch.Tensor]) -> torch.Tensor:
         """seqs[m] (B, T, D) -> (B, 2D M)."""
         pooled = []

@@ -41,7 +41,8 @@ class LNLNConfig(Section):
 
 def lnln(cfg: TrainConfig) -> System:
     c = cfg.lnln
-    weights = c.loss.model_dump()
+    w = c.loss
+    weights = {"task": w.task, "completeness": w.completeness, "adversarial": w.adversarial, "rec": w.rec}
     # "none": every modality the utterance has; the missingness is the model's own noise
     epochs = c.optim.epochs + c.optim.decay_epochs
     schedule = warmup_cosine(round(c.warmup_share * epochs), epochs)
