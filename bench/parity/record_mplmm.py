@@ -31,10 +31,8 @@ in eval mode (no dropout draw to match), the case's weights copied in by name; n
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -45,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record_dicmor  # noqa: E402
 import record_mmin as rec  # noqa: E402
+import side_by_side  # noqa: E402
 
 case = rec.case
 SEED = rec.SEED
@@ -226,44 +225,18 @@ def speed(commit: str, batch_size: int = 64, repeats: int = 7) -> None:
         step(peer, [x[m] for m in MODALITIES], missing, labels, stage.optim.clip)
         peer_opt.step()
 
-    times = {"cmarr": [], "peer": []}
-    for k in range(repeats + 1):
-        for name, fn in (("cmarr", ours), ("peer", theirs)):
-            t0 = time.perf_counter()
-            fn()
-            if k:  # the first round warms up
-                times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["cmarr"] / med["peer"]
-    lines = [
-        "# MPLMM: cmarr's training step vs the authors' (zrguo/MPLMM)",
-        "",
-        f"`python3 bench/parity/record_mplmm.py <checkout> {commit} --speed` (torch {torch.__version__}, "
-        f"one thread, CPU; {platform_line()})",
-        "",
+    times = side_by_side.alternate(ours, theirs, repeats)
+    side_by_side.report(
+        "mplmm", "MPLMM: cmarr's training step vs the authors' (zrguo/MPLMM)",
+        f"python3 bench/parity/record_mplmm.py <checkout> {commit} --speed",
         f"One training step of the prompt model (stage 2: forward, cross-entropy, backward, clip_grad_norm_ "
         f"0.8, Adam) on the same batch: {batch_size} rows at the fixed lengths "
         f"{cfg.text_len}/{cfg.audio_len}/{cfg.video_len} (text/audio/video) of 768/768/342 features, each row's "
-        "missing code drawn as MPLMM draws at drop_rate 0.7; train mode; cmarr and the peer alternating, "
-        f"median of {repeats} after one warm-up round each.",
-        "",
-        "| | median s | all (s) |",
-        "|---|---|---|",
-        *(f"| {k} | {med[k]:.3f} | {', '.join(f'{t:.3f}' for t in v)} |" for k, v in times.items()),
-        "",
-        f"cmarr / peer = **{ratio:.2f}x** (target: within 1.5x). cmarr runs each missing pattern's rows "
-        "together; the peer loops over rows in Python (get_complete_data, the missing-type prompts).",
-        "",
-    ]
-    path = rec.ROOT / "bench" / "results" / "peer-speed-mplmm.md"
-    path.write_text("\n".join(lines))
-    print("\n".join(lines))
-
-
-def platform_line() -> str:
-    import platform
-
-    return f"{platform.processor() or platform.machine()}, python {platform.python_version()}"
+        "missing code drawn as MPLMM draws at drop_rate 0.7; train mode;",
+        times,
+        "cmarr runs each missing pattern's rows together; the peer loops over rows in Python "
+        "(get_complete_data, the missing-type prompts).",
+    )  # fmt: skip
 
 
 def main() -> None:

@@ -15,9 +15,7 @@ graph building (batch_graphify) in its forward.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record_gcnet as rec  # noqa: E402
+import side_by_side  # noqa: E402
 
 case = rec.case
 STEPS = {"audio": 60, "text": 20, "video": 30}
@@ -112,37 +111,15 @@ def main() -> None:
         loss.backward()
         peer_opt.step()
 
-    times = {"cmarr": [], "peer": []}
-    for step in (cmarr_step, peer_step):  # warm-up
-        step()
-    for _ in range(args.repeats):
-        for name, step in (("cmarr", cmarr_step), ("peer", peer_step)):
-            t0 = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["cmarr"] / med["peer"]
-    lines = [
-        "# GCNet: one training step, cmarr vs the authors' code",
-        "",
-        f"`PYTHONPATH=<torch_geometric> python3 bench/parity/speed_gcnet.py <GCNet>/gcnet --dialogs {args.dialogs} "
-        f"--repeats {args.repeats}` (torch {torch.__version__}, one thread, CPU)",
-        "",
+    times = side_by_side.alternate(cmarr_step, peer_step, args.repeats)
+    side_by_side.report(
+        "gcnet", "GCNet: one training step, cmarr vs the authors' code",
+        f"PYTHONPATH=<torch_geometric> python3 bench/parity/speed_gcnet.py <GCNet>/gcnet --dialogs {args.dialogs} "
+        f"--repeats {args.repeats}",
         f"Batch: {args.dialogs} dialogs, {int(lengths.sum())} utterances (longest {int(lengths.max())}); "
-        "768/768/342 features, hidden 200, windows 2; forward, losses, backward, Adam; alternating, "
-        f"median of {args.repeats} after one warm-up each.",
-        "",
-        "| model | median step (s) | all steps (s) |",
-        "|---|---|---|",
-        *[f"| {k} | {med[k]:.3f} | {', '.join(f'{t:.3f}' for t in times[k])} |" for k in ("cmarr", "peer")],
-        "",
-        f"cmarr / peer: **{ratio:.2f}x** (target: within 1.5x)",
-        "",
-    ]
-    out = rec.ROOT / "bench" / "results" / "peer-speed-gcnet.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    print("\n".join(lines))
+        "768/768/342 features, hidden 200, windows 2; forward, losses, backward, Adam;",
+        times,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

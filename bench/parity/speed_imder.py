@@ -16,17 +16,15 @@ projections (the peer computes them under no_grad), the peer pointed at the CPU 
 from __future__ import annotations
 
 import argparse
-import platform
 import random
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record_imder as rec  # noqa: E402
+import side_by_side  # noqa: E402
 
 case = rec.case
 PEER_INDEX = {"text": 0, "video": 1, "audio": 2}  # IMDER's modal_idx
@@ -39,13 +37,6 @@ def python_seed_dropping(missing: str) -> int:
         if PEER_INDEX[missing] not in random.sample([0, 1, 2], 2):
             return seed
     raise AssertionError(missing)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -100,39 +91,17 @@ def main() -> None:
         torch.nn.utils.clip_grad_value_([q for q in peer.parameters() if q.requires_grad], stage.optim.clip)
         peer_opt.step()
 
-    times = {"cmarr": [], "peer": []}
-    for step in (cmarr_step, peer_step):  # warm-up
-        step()
-    for _ in range(args.repeats):
-        for name, step in (("cmarr", cmarr_step), ("peer", peer_step)):
-            t0 = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["cmarr"] / med["peer"]
-    lines = [
-        "# IMDer: one missing-stage training step, cmarr vs the authors' code (mdswyz/IMDer)",
-        "",
-        f"`python3 bench/parity/speed_imder.py <checkout of mdswyz/IMDer> --batch {B} --repeats {args.repeats} "
-        f"--missing {args.missing}` (torch {torch.__version__}, one thread, CPU: {cpu_name()})",
-        "",
+    times = side_by_side.alternate(cmarr_step, peer_step, args.repeats)
+    side_by_side.report(
+        "imder", "IMDer: one missing-stage training step, cmarr vs the authors' code (mdswyz/IMDer)",
+        f"python3 bench/parity/speed_imder.py <checkout of mdswyz/IMDer> --batch {B} --repeats {args.repeats} "
+        f"--missing {args.missing}",
         f"Batch: {B} rows of {L} steps, 768/768/342 features, every row missing {args.missing} (its truth held "
         f"for the losses); d = {cfg.width}, {cfg.layers} crossmodal layers, score U-Net {cfg.score_channels}, "
         f"{cfg.sampling_steps} Euler-Maruyama steps, {cfg.rcab_blocks} RCAB blocks; train mode; forward, losses, "
-        "backward, clip_grad_value_ 1.0, Adam; alternating, "
-        f"median of {args.repeats} after one warm-up each.",
-        "",
-        "| model | median step (s) | all steps (s) |",
-        "|---|---|---|",
-        *[f"| {k} | {med[k]:.3f} | {', '.join(f'{t:.3f}' for t in times[k])} |" for k in ("cmarr", "peer")],
-        "",
-        f"cmarr / peer: **{ratio:.2f}x** (target: within 1.5x)",
-        "",
-    ]
-    out = rec.rec.ROOT / "bench" / "results" / "peer-speed-imder.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    print("\n".join(lines))
+        "backward, clip_grad_value_ 1.0, Adam;",
+        times,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

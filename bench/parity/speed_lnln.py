@@ -19,9 +19,7 @@ published weights (MultimodalLoss's, for the peer).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record_lnln as rec  # noqa: E402
+import side_by_side  # noqa: E402
 
 case = rec.case
 
@@ -110,40 +109,17 @@ def main() -> None:
         peer_opt.step()
         peer_opt.zero_grad()
 
-    times = {"cmarr": [], "peer": []}
-    for step in (cmarr_step, peer_step):  # warm-up
-        step()
-    for _ in range(args.repeats):
-        for name, step in (("cmarr", cmarr_step), ("peer", peer_step)):
-            t0 = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["cmarr"] / med["peer"]
+    times = side_by_side.alternate(cmarr_step, peer_step, args.repeats)
     L = model.lengths
-    lines = [
-        "# LNLN: one training step, cmarr vs the authors' code",
-        "",
-        f"`python3 bench/parity/speed_lnln.py <checkout of Haoyu-ha/LNLN> --batch {args.batch} "
-        f"--repeats {args.repeats}` (torch {torch.__version__}, one thread, CPU)",
-        "",
+    side_by_side.report(
+        "lnln", "LNLN: one training step, cmarr vs the authors' code",
+        f"python3 bench/parity/speed_lnln.py <checkout of Haoyu-ha/LNLN> --batch {args.batch} --repeats {args.repeats}",
         f"Batch: {args.batch} utterances, fixed lengths text {L['text']}, audio {L['audio']}, video {L['video']} "
         "(valid steps a fifth of the length to all of it); 768/768/342 features, D 128, 8 tokens; the peer's BERT "
-        "an identity (both read BERT features); forward, losses, backward, AdamW; alternating, "
-        f"median of {args.repeats} after one warm-up each. Logits of one forward under the same noise agree "
-        f"(largest difference {worst:.1e}).",
-        "",
-        "| model | median step (s) | all steps (s) |",
-        "|---|---|---|",
-        *[f"| {k} | {med[k]:.3f} | {', '.join(f'{t:.3f}' for t in times[k])} |" for k in ("cmarr", "peer")],
-        "",
-        f"cmarr / peer: **{ratio:.2f}x** (target: within 1.5x)",
-        "",
-    ]
-    out = rec.rec.ROOT / "bench" / "results" / "peer-speed-lnln.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
-    print("\n".join(lines))
+        "an identity (both read BERT features); forward, losses, backward, AdamW; logits of one forward under the "
+        f"same noise agree (largest difference {worst:.1e});",
+        times,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
