@@ -9,6 +9,9 @@ cmarr-extract demo --out "$out"
 cmarr-store verify "$out/demo.zarr"
 cmarr-store info "$out/demo.zarr"
 cmarr-train --store "$out/demo.zarr" --folds 5 --preset fast --systems cm-arr,baseline,cra --out "$out/runs"
+# the three systems side by side (the comparison folder's Table 2, its first section)
+comparison=$(ls -d "$out"/runs/demo-comparison-* | head -n 1)
+awk '/^## /{exit} {print}' "$comparison/table2.md"
 # One utterance of Session 5 with its transcript, labelled by the fold model that held Session 5 out
 # (fold 5: sessions are folds in order), so the model has never seen it.
 run=$(ls -d "$out"/runs/demo-cm-arr-* | head -n 1)
