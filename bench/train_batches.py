@@ -135,7 +135,10 @@ def compare_stage(stage, ctx, variants, k: int, counter_factory, sync, seed: int
     rows = training_rows(sampler, ctx.data.present, ctx.train)
     bs, plans = stage.optim.batch_size, {}
     for name, (batching, _) in variants.items():
-        epoch = ctx.data.epoch_batches(rows, bs, np.random.default_rng(seed), batching)
+        if model.reads_dialogs:  # GCNet: `bs` whole dialogs a batch, as training takes them
+            epoch = ctx.data.dialog_batches(rows, bs, np.random.default_rng(seed))
+        else:
+            epoch = ctx.data.epoch_batches(rows, bs, np.random.default_rng(seed), batching)
         picked = quantile_batches(ctx.data, epoch, k)
         given = sampler.draw(ctx.data.present, picked, np.random.default_rng(seed + 1))
         plans[name] = {"epoch": epoch, "picked": picked, "given": given}

@@ -13,7 +13,8 @@ memory) of a fold's training part (3982) and validation part (443), with cmarr's
    (`FlopCounterMode`) and their rate, peak device memory, and one step at the longest lengths;
 2. a paper-preset epoch of CM-ARR, run: every training utterance once (`train_epoch`), then the
    validation scoring model selection does; a fold is at most the preset's epochs of that;
-3. every Table 2 system, per stage, at its published sizes and batch size: `--stage-batches` of the epoch's
+3. every Table 2 system, per stage, at its published sizes and batch size (GCNet's batches whole
+   dialogs: the store's dialogs hold 66 utterances, IEMOCAP's average): `--stage-batches` of the epoch's
    batches at evenly spaced quantiles of their padded size (bench/train_batches.py), bf16 step
    time (building the batch + the model step), padded and useful GFLOP per step, peak memory.
 
@@ -257,7 +258,8 @@ def main() -> None:
         ap.error(f"--n {args.n} holds fewer than the {(3 + args.steps) * 16} utterances of part 1's batches")
     with tempfile.TemporaryDirectory() as tmp:
         store = str(Path(tmp) / "iemocap-like.zarr")
-        write_synthetic_store(store, args.n, IEMOCAP_TIMED, "float16", seed=1)
+        # dialogs of IEMOCAP's average size, for GCNet's batches of whole dialogs
+        write_synthetic_store(store, args.n, IEMOCAP_TIMED, "float16", seed=1, dialog_size=66)
         print(f"wrote {args.n} utterances in {time.perf_counter() - start:.0f} s", flush=True)
         cmarr_r = measure_cmarr(store, device, args.steps, args.roof_n)
         print(cmarr_r, flush=True)

@@ -138,3 +138,20 @@ def test_it_trains_and_writes_the_table(data, tmp_path, cpu_bf16):
     rows = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith(("| {", "| Avg"))]
     assert rows == ["{t}", "{s}", "{v}", "{v,t}", "{s,v}", "{s,t}", "Avg.", "{s,v,t}"]
     assert json.loads((run / "system.json").read_text())["system"] == "gcnet"
+
+
+def test_a_synthetic_store_can_hold_dialogs_of_iemocaps_size():
+    """bench/train_gpu.py's store: dialogs of at most `dialog_size` utterances of one session, two
+    speakers each; without it the two dialogs a session of every test store."""
+    from cmarr.shared.store.synthetic import synthetic_table
+
+    def dialogs(table):
+        rows = {}
+        for d, session, speaker in zip(table["dialog"], table["session"], table["speaker"], strict=True):
+            rows.setdefault(d, []).append((session, speaker))
+        return rows
+
+    sized = dialogs(synthetic_table(4425, dialog_size=66))
+    assert len(sized) == 70 and max(len(r) for r in sized.values()) == 66
+    assert all(len({s for s, _ in r}) == 1 and len({p for _, p in r}) == 2 for r in sized.values())
+    assert sorted(dialogs(synthetic_table(4425))) == sorted(f"Ses{s:02d}{g}_synth" for s in range(1, 6) for g in "FM")

@@ -57,10 +57,15 @@ def synthetic_lengths(
     return lengths
 
 
-def synthetic_table(n: int, sessions: int = 5, seed: int = 0) -> UtteranceTable:
+def synthetic_table(n: int, sessions: int = 5, seed: int = 0, dialog_size: int | None = None) -> UtteranceTable:
+    """`n` utterances over `sessions` sessions; two dialogs a session, or with `dialog_size` dialogs of
+    that many utterances (IEMOCAP's average is 66: 10,039 over 151)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 4, n)
     session = np.arange(n) % sessions + 1
+    # utterance i is in session i % sessions and the F or M half by i % 2, so every lcm(2, sessions)-th
+    # utterance shares both: its rank there (i // lcm) cut into dialogs of `dialog_size`
+    part = np.arange(n) // np.lcm(2, sessions) // dialog_size if dialog_size else np.zeros(n, np.int64)
     records = [
         {
             "id": f"Ses{session[i]:02d}{'FM'[i % 2]}_synth_{'FM'[(i // 2) % 2]}{i:05d}",
@@ -69,7 +74,7 @@ def synthetic_table(n: int, sessions: int = 5, seed: int = 0) -> UtteranceTable:
             "session": f"Ses{session[i]:02d}",
             "speaker": f"Ses{session[i]:02d}{'FM'[(i // 2) % 2]}",
             "gender": "FM"[(i // 2) % 2],
-            "dialog": f"Ses{session[i]:02d}{'FM'[i % 2]}_synth",
+            "dialog": f"Ses{session[i]:02d}{'FM'[i % 2]}_synth" + (f"{part[i]:03d}" if dialog_size else ""),
             "start": 0.0,
             "end": 1.0,
             "split_group": f"Ses{session[i]:02d}",
@@ -88,12 +93,14 @@ def write_synthetic_store(
     batch: int = 64,
     chunk_frames: int = 2048,
     class_signal: float = 0.0,
+    dialog_size: int | None = None,
 ) -> dict[str, list[np.ndarray | None]]:
     """Write a store of random features and return them (already cast to `dtype`) for checks.
-    `class_signal` > 0 shifts features by a per-class offset, giving a learnable label."""
+    `class_signal` > 0 shifts features by a per-class offset, giving a learnable label;
+    `dialog_size`: see `synthetic_table`."""
     rng = np.random.default_rng(seed)
     modalities = modalities or IEMOCAP_LIKE
-    table = synthetic_table(n, seed=seed)
+    table = synthetic_table(n, seed=seed, dialog_size=dialog_size)
     writer = StoreWriter.create(path, table, "synthetic", FOUR_CLASS)
     written: dict[str, list[np.ndarray | None]] = {}
     duration = np.random.default_rng([seed, 1]).standard_normal(n)  # its own generator: rng's draws unchanged
