@@ -118,7 +118,7 @@ def extract_command(name: str | None = None, *, without: tuple[str, ...] = ()) -
 
         command.__signature__ = inspect.Signature(listed)
         command.__annotations__ = {p.name: p.annotation for p in listed}
-        return app.command(name)(reports_errors(command))
+        return app.command(name)(reports_errors(output="out")(command))
 
     return register
 

@@ -89,3 +89,18 @@ def test_tables_printed_to_a_pipe_are_not_cut():
     assert result.exit_code == 0
     for header in headers:
         assert header in result.stdout
+
+
+def test_a_disk_full_extraction_names_its_output(tmp_path, monkeypatch):
+    """cmarr-extract (as cmarr-train run and cmarr-fer train) names its `--out` when the OS error
+    names no file."""
+    from cmarr.extract import pipeline
+    from cmarr.extract.cli import app as extract_app
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "extract_corpus", full)
+    out = tmp_path / "stores"
+    result = runner.invoke(extract_app, ["demo", "--out", str(out)])
+    assert result.exit_code == 1 and f"no space left on the device while writing {out};" in result.stderr

@@ -92,7 +92,7 @@ def _load(
 
 
 @train_app.command("run")
-@reports_errors
+@reports_errors(output="out")
 def train(
     store: O.Store,
     folds: O.Folds = None,

@@ -21,7 +21,7 @@ FerPlus = Annotated[Path, typer.Option("--ferplus", help="fer2013new.csv (FER+ v
 
 
 @app.command()
-@reports_errors
+@reports_errors(output="out")
 def train(
     fer2013: Fer2013,
     ferplus: FerPlus,
