@@ -43,7 +43,7 @@ class Stage:
     select_on: Literal["missing", "full"] = "missing"
     links: tuple[Link, ...] = ()
     sampler_rate: float = 0.5  # batch-schedule / fixed-rate missingness
-    # learning-rate factor of a 1-based epoch (e.g. stage.warmup_cosine); None: StageOptim's schedule,
+    # learning-rate factor of a 1-based epoch (e.g. schedule.warmup_cosine); None: StageOptim's schedule,
     # constant for `epochs`, then decaying linearly over `decay_epochs`
     lr_schedule: Callable[[int], float] | None = None
 

@@ -45,18 +45,39 @@ class DiCMoRConfig(Section):
     loss: DiCMoRLoss = DiCMoRLoss()
 
 
+def full_then_missing(
+    name: str,
+    build,
+    pretrain: StageOptim,
+    optim: StageOptim,
+    weights: dict[str, float],
+    missingness: str,
+    missing_rate: float,
+    trained: tuple[str, ...],
+) -> tuple[Stage, Stage]:
+    """DiCMoR's two stages, which IMDer (built on its code base) shares: `<name>-full` trains every
+    parameter on complete data, selected on the full condition; `<name>` starts from all of its
+    weights, the projections `proj` taken frozen and the sub-modules `trained` trained on, under
+    `missingness` at `missing_rate`. `build(dims, classes, freeze_projections)` makes the model."""
+    full = Stage(f"{name}-full", lambda dims, k: build(dims, k, False), pretrain, weights, "none", select_on="full")
+    links = (
+        Link(f"{name}-full", "frozen", {"proj": "proj"}),
+        Link(f"{name}-full", "init", {module: module for module in trained}),
+    )
+    missing = Stage(
+        name, lambda dims, k: build(dims, k, True), optim, weights, missingness, links=links,
+        sampler_rate=missing_rate,
+    )  # fmt: skip
+    return full, missing
+
+
 def dicmor(cfg: TrainConfig) -> System:
     c = cfg.dicmor
     w = c.loss
     weights = {"task": w.task, "nll_t": w.nll, "nll_s": w.nll, "nll_v": w.nll, "rec": w.rec}
-    full = Stage("dicmor-full", lambda dims, k: DiCMoR(dims, k, c.model), c.pretrain, weights, "none", select_on="full")
-    links = (
-        Link("dicmor-full", "frozen", {"proj": "proj"}),
-        Link("dicmor-full", "init", {name: name for name in TRAINED_FROM_STAGE_1}),
-    )
-    missing = Stage(
-        "dicmor", lambda dims, k: DiCMoR(dims, k, c.model, freeze_projections=True), c.optim, weights,
-        c.missingness, links=links, sampler_rate=c.missing_rate,
+    full, missing = full_then_missing(
+        "dicmor", lambda dims, k, frozen: DiCMoR(dims, k, c.model, freeze_projections=frozen), c.pretrain, c.optim,
+        weights, c.missingness, c.missing_rate, TRAINED_FROM_STAGE_1,
     )  # fmt: skip
     options = {
         "flow": c.model.flow,

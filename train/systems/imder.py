@@ -17,7 +17,8 @@ from typing import Literal
 from cmarr.shared.sections import Section
 from cmarr.shared.train_config import StageOptim, TrainConfig
 from cmarr.train.model.imder import IMDer, IMDerModel
-from cmarr.train.systems.base import Link, Stage, System
+from cmarr.train.systems.base import System
+from cmarr.train.systems.dicmor import full_then_missing
 from cmarr.train.systems.registry import register_system
 from pydantic import Field
 
@@ -52,14 +53,9 @@ def imder(cfg: TrainConfig) -> System:
     c = cfg.imder
     w = c.loss
     weights = {"task": w.task, "score_t": w.score, "score_s": w.score, "score_v": w.score, "rec": w.rec}
-    full = Stage("imder-full", lambda dims, k: IMDer(dims, k, c.model), c.pretrain, weights, "none", select_on="full")
-    links = (
-        Link("imder-full", "frozen", {"proj": "proj"}),
-        Link("imder-full", "init", {name: name for name in TRAINED_FROM_STAGE_1}),
-    )
-    missing = Stage(
-        "imder", lambda dims, k: IMDer(dims, k, c.model, freeze_projections=True), c.optim, weights,
-        c.missingness, links=links, sampler_rate=c.missing_rate,
+    full, missing = full_then_missing(
+        "imder", lambda dims, k, frozen: IMDer(dims, k, c.model, freeze_projections=frozen), c.pretrain, c.optim,
+        weights, c.missingness, c.missing_rate, TRAINED_FROM_STAGE_1,
     )  # fmt: skip
     options = {
         "sampling_steps": c.model.sampling_steps,
