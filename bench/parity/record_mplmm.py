@@ -194,7 +194,7 @@ def speed(commit: str, batch_size: int = 64, repeats: int = 7) -> None:
     B rows at the fixed lengths, each row a missing code drawn as MPLMM draws at drop_rate 0.7;
     one thread, train mode, alternating, the median of `repeats` after a warm-up."""
     from cmarr.train.batch import Batch
-    from cmarr.train.stage import _clip, make_optimizer
+    from cmarr.train.stage import make_optimizer
     from src.model import MULTModel, PromptModel
 
     stage, model = case.build("mplmm", -1, modalities=MODALITIES)
@@ -214,18 +214,11 @@ def speed(commit: str, batch_size: int = 64, repeats: int = 7) -> None:
     ours_opt = make_optimizer(stage.optim, model)
     peer_opt = torch.optim.Adam([p for p in peer.parameters() if p.requires_grad], lr=stage.optim.lr)
 
-    def ours() -> None:
-        terms = model.losses(batch, model(batch))
-        model.zero_grad(set_to_none=True)
-        terms["task"].backward()
-        _clip(stage.optim, model, model.trainable_parameters())
-        ours_opt.step()
-
     def theirs() -> None:
         step(peer, [x[m] for m in MODALITIES], missing, labels, stage.optim.clip)
         peer_opt.step()
 
-    times = side_by_side.alternate(ours, theirs, repeats)
+    times = side_by_side.alternate(side_by_side.cmarr_step(model, stage, ours_opt, batch), theirs, repeats)
     side_by_side.report(
         "mplmm", "MPLMM: cmarr's training step vs the authors' (zrguo/MPLMM)",
         f"python3 bench/parity/record_mplmm.py <checkout> {commit} --speed",

@@ -17,6 +17,24 @@ RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 TARGET = 1.5  # cmarr's step within 1.5x the authors' (issue 31)
 
 
+def cmarr_step(model, stage, opt, batch) -> Callable[[], None]:
+    """cmarr's training step on `batch`, as train/stage.py's loop takes it (without autocast or
+    the scaler, on the CPU): forward, the weighted loss terms, backward, the stage's clip, step."""
+    from cmarr.train.stage import _clip
+
+    params = model.trainable_parameters()
+
+    def step() -> None:
+        terms = model.losses(batch, model(batch))
+        loss = sum(stage.weights[k] * v for k, v in terms.items())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip(stage.optim, model, params)
+        opt.step()
+
+    return step
+
+
 def alternate(cmarr_step: Callable[[], object], peer_step: Callable[[], object], repeats: int) -> dict[str, list]:
     """Seconds of each step, `repeats` times each, cmarr then the peer in turn, after one warm-up
     of each (its allocations and lazy initialisations left out)."""

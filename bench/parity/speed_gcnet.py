@@ -76,7 +76,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     sys.path.insert(0, args.peer)
-    from cmarr.train.stage import _clip, make_optimizer
+    from cmarr.train.stage import make_optimizer
     from loss import MaskedCELoss, MaskedReconLoss
     from model import GraphModel
 
@@ -94,15 +94,6 @@ def main() -> None:
     dims = [case.DIMS[m] for m in rec.ORDER]
     ce_loss, rec_loss = MaskedCELoss(), MaskedReconLoss()
 
-    def cmarr_step():
-        terms = model.losses(batch, out := model(batch))
-        loss = sum(stage.weights[k] * v for k, v in terms.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip(stage.optim, model, model.trainable_parameters())
-        opt.step()
-        del out
-
     def peer_step():
         peer_opt.zero_grad()
         log_prob, recon, _ = peer([mfeats], qmask, umask, lens)
@@ -111,7 +102,7 @@ def main() -> None:
         loss.backward()
         peer_opt.step()
 
-    times = side_by_side.alternate(cmarr_step, peer_step, args.repeats)
+    times = side_by_side.alternate(side_by_side.cmarr_step(model, stage, opt, batch), peer_step, args.repeats)
     side_by_side.report(
         "gcnet", "GCNet: one training step, cmarr vs the authors' code",
         f"PYTHONPATH=<torch_geometric> python3 bench/parity/speed_gcnet.py <GCNet>/gcnet --dialogs {args.dialogs} "

@@ -48,7 +48,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     from cmarr.train.batch import Batch
-    from cmarr.train.stage import _clip, make_optimizer
+    from cmarr.train.stage import make_optimizer
 
     Model, Trainer, _ = rec.peer_classes(args.peer)
     stage, model = case.build("imder", modalities=rec.MODALITIES)
@@ -72,15 +72,6 @@ def main() -> None:
     batch = Batch(x, mask, given, {m: rows for m in rec.MODALITIES}, labels)
     py_seed = python_seed_dropping(args.missing)
 
-    def cmarr_step():
-        terms = model.losses(batch, out := model(batch))
-        loss = sum(stage.weights[k] * v for k, v in terms.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip(stage.optim, model, model.trainable_parameters())
-        opt.step()
-        del out
-
     def peer_step():  # IMDER.py do_train's step
         peer_opt.zero_grad()
         random.seed(py_seed)
@@ -91,7 +82,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_value_([q for q in peer.parameters() if q.requires_grad], stage.optim.clip)
         peer_opt.step()
 
-    times = side_by_side.alternate(cmarr_step, peer_step, args.repeats)
+    times = side_by_side.alternate(side_by_side.cmarr_step(model, stage, opt, batch), peer_step, args.repeats)
     side_by_side.report(
         "imder", "IMDer: one missing-stage training step, cmarr vs the authors' code (mdswyz/IMDer)",
         f"python3 bench/parity/speed_imder.py <checkout of mdswyz/IMDer> --batch {B} --repeats {args.repeats} "

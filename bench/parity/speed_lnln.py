@@ -63,7 +63,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     import cmarr.train.systems.lnln  # noqa: F401  registers the system
-    from cmarr.train.stage import _clip, make_optimizer
+    from cmarr.train.stage import make_optimizer
 
     stage, model = case.build("lnln")
     peer, loss_fn = rec.build_peer(args.peer, model.cfg)
@@ -94,22 +94,13 @@ def main() -> None:
     opt = make_optimizer(stage.optim, model)
     peer_opt = torch.optim.AdamW(peer.parameters(), lr=stage.optim.lr, weight_decay=stage.optim.weight_decay)
 
-    def cmarr_step():
-        terms = model.losses(batch, out := model(batch))
-        loss = sum(w[k] * v for k, v in terms.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip(stage.optim, model, model.trainable_parameters())
-        opt.step()
-        del out
-
     def peer_step():  # train.py's order: forward, loss, backward, step, zero_grad
         out = peer(tuple(complete[k] for k in order), tuple(incomplete[k] for k in order))
         peer_losses(out).backward()
         peer_opt.step()
         peer_opt.zero_grad()
 
-    times = side_by_side.alternate(cmarr_step, peer_step, args.repeats)
+    times = side_by_side.alternate(side_by_side.cmarr_step(model, stage, opt, batch), peer_step, args.repeats)
     L = model.lengths
     side_by_side.report(
         "lnln", "LNLN: one training step, cmarr vs the authors' code",
